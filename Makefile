@@ -1,0 +1,55 @@
+# Sluice — build, run and test. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+GO        ?= go
+BIN       := bin/sluice
+DATA_DIR  ?= .data
+ADDR      ?= :8080
+
+ORT_VERSION := 1.30.0
+ORT_SHA256  := ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
+ORT_DIR     := .cache/onnxruntime/$(ORT_VERSION)
+ORT_LIB     := $(ORT_DIR)/libonnxruntime.so
+export SLUICE_ONNXRUNTIME_LIB := $(abspath $(ORT_LIB))
+
+DEMO_CSV   := deploy/demo/iris.csv
+DEMO_MODEL := deploy/demo/iris.onnx
+DEMO_SPEC  := deploy/demo/iris.yaml
+
+GO_SOURCES := $(shell find . -name '*.go' -not -path './.cache/*') go.mod go.sum
+
+.PHONY: help deps build run test bench vet clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+deps: $(ORT_LIB) ## install what the tests and the worker need (ONNX Runtime, Go modules)
+	@$(GO) mod download
+
+$(ORT_LIB):
+	@ORT_VERSION=$(ORT_VERSION) ORT_SHA256=$(ORT_SHA256) ORT_DIR=$(ORT_DIR) deploy/scripts/install-onnxruntime.sh
+
+build: $(BIN) ## build bin/sluice
+
+$(BIN): $(GO_SOURCES)
+	$(GO) build -o $(BIN) ./cmd/sluice
+
+$(DEMO_MODEL): $(BIN) $(DEMO_CSV)
+	$(BIN) train --input $(DEMO_CSV) --output $(DEMO_MODEL)
+
+run: deps $(BIN) $(DEMO_MODEL) ## start the embedded platform with the iris demo on $(ADDR)
+	$(BIN) up --data-dir $(DATA_DIR) --addr $(ADDR) --deploy $(DEMO_SPEC)
+
+test: deps ## run every test against the real nats-server and ONNX Runtime
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 10m ./...
+
+bench: deps $(BIN) $(DEMO_MODEL) ## ONNX Runtime and platform benchmarks; prints a table
+	$(BIN) bench --model $(DEMO_MODEL) --spec $(DEMO_SPEC)
+
+vet: ## go vet
+	$(GO) vet ./...
+
+clean: ## remove build outputs (keeps the ONNX Runtime cache)
+	rm -rf bin $(DATA_DIR) $(DEMO_MODEL)

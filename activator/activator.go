@@ -1,0 +1,128 @@
+// Package activator is Sluice's HTTP front door. It turns Open Inference
+// Protocol v2 calls and CloudEvents over HTTP into request CloudEvents on the
+// function's JetStream stream, and waits for the worker's reply on an inbox.
+package activator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
+)
+
+// Config bounds what one request may cost.
+type Config struct {
+	// MaxBodyBytes bounds a request body; larger ones get 413 before they are read.
+	MaxBodyBytes int64
+	// Limits bound the tensors of a request.
+	Limits events.Limits
+	// ShutdownTimeout bounds the drain of in-flight requests on shutdown.
+	ShutdownTimeout time.Duration
+	// MaxPending bounds the requests published and not yet acknowledged by JetStream.
+	MaxPending int
+}
+
+// DefaultConfig allows 8 MiB bodies.
+func DefaultConfig() Config {
+	return Config{MaxBodyBytes: 8 << 20, Limits: events.DefaultLimits(), ShutdownTimeout: 30 * time.Second, MaxPending: 4096}
+}
+
+// Validate reports the first field that is wrong.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxBodyBytes < 1024:
+		return fmt.Errorf("activator: MaxBodyBytes must be at least 1024, got %d", c.MaxBodyBytes)
+	case c.ShutdownTimeout <= 0:
+		return fmt.Errorf("activator: ShutdownTimeout must be positive, got %s", c.ShutdownTimeout)
+	case c.MaxPending < 1:
+		return fmt.Errorf("activator: MaxPending must be at least 1, got %d", c.MaxPending)
+	}
+	return nil
+}
+
+// Activator serves the HTTP API. Create it with New and start it with Run.
+type Activator struct {
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	registry *functions.Registry
+	cfg      Config
+	inbox    *inbox
+	metrics  *metrics
+	log      *slog.Logger
+	gatherer prometheus.Gatherer
+}
+
+// New returns an Activator that looks functions up in registry (which the
+// caller runs) and publishes requests through nc.
+func New(nc *nats.Conn, registry *functions.Registry, cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Activator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending))
+	if err != nil {
+		return nil, fmt.Errorf("activator: jetstream: %w", err)
+	}
+	m := newMetrics(reg)
+	return &Activator{
+		nc: nc, js: js, registry: registry, cfg: cfg,
+		inbox:   newInbox(m.lateReplies.Inc),
+		metrics: m, log: log, gatherer: reg,
+	}, nil
+}
+
+// Handler routes the HTTP API.
+func (a *Activator) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v2/models/{name}/infer", a.infer)
+	mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", a.infer)
+	mux.HandleFunc("GET /v2/models/{name}", a.modelMetadata)
+	mux.HandleFunc("GET /v2/models/{name}/versions/{version}", a.modelMetadata)
+	mux.HandleFunc("GET /v2/models/{name}/ready", a.modelReady)
+	mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", a.modelReady)
+	mux.HandleFunc("GET /v2/health/live", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("GET /v2/health/ready", a.serverReady)
+	mux.HandleFunc("GET /v2", a.serverMetadata)
+	mux.HandleFunc("POST /{$}", a.cloudEvent)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, fmt.Errorf("%w: no route for %s %s", errNotFound, r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// Run serves HTTP on listener until ctx ends, then stops taking requests and
+// waits for those in flight to be answered.
+func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
+	sub, err := a.inbox.subscribe(a.nc)
+	if err != nil {
+		return fmt.Errorf("activator: subscribe to replies: %w", err)
+	}
+	defer sub.Unsubscribe()
+	server := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- server.Serve(listener) }()
+	a.log.Info("activator listening", "addr", listener.Addr().String())
+	select {
+	case err := <-served:
+		return fmt.Errorf("activator: serve: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	err = server.Shutdown(shutdownCtx)
+	if serveErr := <-served; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
+		err = serveErr
+	}
+	return err
+}

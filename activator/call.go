@@ -1,0 +1,146 @@
+package activator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
+)
+
+// source is the CloudEvent source of the requests the activator publishes.
+const source = "/sluice/activator"
+
+// lookup finds a deployed function, and checks the version if one is asked for.
+func (a *Activator) lookup(name, version string) (*functions.Function, error) {
+	fn, ok := a.registry.Lookup(name)
+	if !ok || fn.Status.Model == nil {
+		return nil, fmt.Errorf("%w: model %q is not deployed", errNotFound, name)
+	}
+	if version != "" && version != fn.Status.Revision {
+		return nil, fmt.Errorf("%w: model %q has no version %q (serving %q)", errNotFound, name, version, fn.Status.Revision)
+	}
+	return fn, nil
+}
+
+// readBody reads a request body, refusing one over the limit before reading it
+// when Content-Length says so, and as soon as the limit is passed otherwise.
+func (a *Activator) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.ContentLength > a.cfg.MaxBodyBytes {
+		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", errTooLarge, r.ContentLength, a.cfg.MaxBodyBytes)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, fmt.Errorf("%w: the limit is %d bytes", errTooLarge, a.cfg.MaxBodyBytes)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: read body: %v", errBadRequest, err)
+	}
+	return body, nil
+}
+
+// requestEvent wraps an OIP request body into a request CloudEvent for fn.
+func requestEvent(fn *functions.Function, id string, body []byte) *event.Event {
+	ev := event.New()
+	ev.SetID(id)
+	ev.SetSource(source)
+	ev.SetType(events.TypeInferenceRequest)
+	ev.SetTime(time.Now())
+	ev.SetExtension(events.ExtensionModel, fn.Metadata.Name)
+	ev.SetExtension(events.ExtensionModelVersion, fn.Status.Revision)
+	ev.SetDataContentType("application/json")
+	ev.DataEncoded = body
+	return &ev
+}
+
+// requestID is the caller's Idempotency-Key, or a new unique id.
+func requestID(r *http.Request) string {
+	if key := r.Header.Get("Idempotency-Key"); key != "" {
+		return key
+	}
+	return nuid.Next()
+}
+
+// call publishes ev to fn's stream and waits for the worker's reply until the
+// function's request timeout. The late reply of a request that timed out is dropped.
+func (a *Activator) call(ctx context.Context, fn *functions.Function, ev *event.Event) (*nats.Msg, error) {
+	replyTo, replies, stopWaiting := a.inbox.register()
+	defer stopWaiting()
+	timeout := fn.Spec.Timeouts.Request.Duration
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+
+	msg := nats.NewMsg(events.RequestSubject(fn.Metadata.Name, fn.Status.Revision))
+	if err := events.WriteEvent(ctx, msg, ev); err != nil {
+		return nil, err
+	}
+	msg.Header.Set(events.HeaderReplyTo, replyTo)
+	msg.Header.Set(events.HeaderDeadline, strconv.FormatInt(deadline.UnixNano(), 10))
+	msg.Header.Set(events.HeaderMsgID, ev.ID())
+	ack, err := a.js.PublishMsgAsync(msg)
+	if err != nil {
+		return nil, publishError(fn.Metadata.Name, err)
+	}
+	acked, failed := ack.Ok(), ack.Err()
+	for {
+		select {
+		case reply := <-replies:
+			return reply, replyError(reply)
+		case pubAck := <-acked:
+			if pubAck.Duplicate {
+				return nil, fmt.Errorf("%w: request id %q was already accepted; fetch its result instead of sending it again", errBadRequest, ev.ID())
+			}
+			acked = nil
+		case err := <-failed:
+			return nil, publishError(fn.Metadata.Name, err)
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, fmt.Errorf("%w: no answer from model %q within its request timeout of %s", errTimeout, fn.Metadata.Name, timeout)
+			}
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func publishError(function string, err error) error {
+	switch {
+	case events.IsQueueFull(err), errors.Is(err, jetstream.ErrTooManyStalledMsgs):
+		return fmt.Errorf("%w: model %q has as many requests waiting as it may buffer; retry later", errQueueFull, function)
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		return fmt.Errorf("%w: the queue of model %q does not answer: %v", errUnavailable, function, err)
+	}
+	return fmt.Errorf("%w: publish request for model %q: %v", errUnavailable, function, err)
+}
+
+// replyError turns an error reply of the worker into a *workerError.
+func replyError(reply *nats.Msg) error {
+	code := reply.Header.Get(events.HeaderStatus)
+	if code == "" {
+		return nil
+	}
+	status, err := strconv.Atoi(code)
+	if err != nil || status < 400 {
+		status = http.StatusInternalServerError
+	}
+	message := string(reply.Data)
+	var body struct {
+		Error string `json:"error"`
+	}
+	if jsonErr := json.Unmarshal(reply.Data, &body); jsonErr == nil && body.Error != "" {
+		message = body.Error
+	}
+	return &workerError{status: status, message: message}
+}

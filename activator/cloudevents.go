@@ -1,0 +1,91 @@
+package activator
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"sluice.dev/sluice/events"
+)
+
+// cloudEvent serves POST /: an inference request CloudEvent in binary or
+// structured mode, answered with the response CloudEvent in the same mode.
+func (a *Activator) cloudEvent(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	name, id, code := a.serveCloudEvent(w, r)
+	a.metrics.observe(a.knownName(name), code, start)
+	if code >= http.StatusInternalServerError {
+		a.log.Warn("cloudevent", "function", name, "request_id", id, "status", code)
+	}
+}
+
+func (a *Activator) serveCloudEvent(w http.ResponseWriter, r *http.Request) (string, string, int) {
+	ev, err := a.readEvent(w, r)
+	if err != nil {
+		return "", "", writeError(w, err)
+	}
+	name, _ := ev.Extensions()[events.ExtensionModel].(string)
+	version, _ := ev.Extensions()[events.ExtensionModelVersion].(string)
+	fn, err := a.lookup(name, version)
+	if err != nil {
+		return name, ev.ID(), writeError(w, err)
+	}
+	req, err := events.DecodeInferenceRequest(ev.Data(), a.cfg.Limits)
+	if err == nil {
+		err = fn.Status.Model.Signature.Check(req)
+	}
+	if err != nil {
+		return name, ev.ID(), writeError(w, fmt.Errorf("data: %w", err))
+	}
+	ev.SetExtension(events.ExtensionModelVersion, fn.Status.Revision)
+	reply, err := a.call(r.Context(), fn, ev)
+	if err != nil {
+		return name, ev.ID(), writeError(w, err)
+	}
+	response, err := events.ReadEvent(r.Context(), reply.Header, reply.Data)
+	if err != nil {
+		return name, ev.ID(), writeError(w, err)
+	}
+	ctx := r.Context()
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/cloudevents+json") {
+		ctx = binding.WithForceStructured(ctx)
+	} else {
+		ctx = binding.WithForceBinary(ctx)
+	}
+	if err := cehttp.WriteResponseWriter(ctx, binding.ToMessage(response), http.StatusOK, w); err != nil {
+		a.log.Warn("write cloudevent response", "function", name, "request_id", ev.ID(), "error", err)
+	}
+	return name, ev.ID(), http.StatusOK
+}
+
+// readEvent reads and checks a request CloudEvent, within the body limit.
+func (a *Activator) readEvent(w http.ResponseWriter, r *http.Request) (*event.Event, error) {
+	if r.ContentLength > a.cfg.MaxBodyBytes {
+		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", errTooLarge, r.ContentLength, a.cfg.MaxBodyBytes)
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes)
+	ev, err := cehttp.NewEventFromHTTPRequest(r)
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, fmt.Errorf("%w: the limit is %d bytes", errTooLarge, a.cfg.MaxBodyBytes)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v", errBadEvent, err)
+	}
+	if err := ev.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadEvent, err)
+	}
+	if ev.Type() != events.TypeInferenceRequest {
+		return nil, fmt.Errorf("%w: type: want %q, got %q", errBadEvent, events.TypeInferenceRequest, ev.Type())
+	}
+	if name, _ := ev.Extensions()[events.ExtensionModel].(string); name == "" {
+		return nil, fmt.Errorf("%w: extension %q is required: the name of the model to run (header ce-%s in binary mode)", errBadEvent, events.ExtensionModel, events.ExtensionModel)
+	}
+	return ev, nil
+}

@@ -1,0 +1,36 @@
+package activator
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+type metrics struct {
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	lateReplies prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	factory := promauto.With(reg)
+	return &metrics{
+		requests: factory.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_activator_requests_total", Help: "Prediction requests answered, by function and HTTP status code.",
+		}, []string{"function", "code"}),
+		duration: factory.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_activator_request_duration_seconds", Help: "Time from request arrival to the answer, by function.",
+			Buckets: prometheus.ExponentialBuckets(100e-6, 2, 20),
+		}, []string{"function"}),
+		lateReplies: factory.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_activator_late_replies_total", Help: "Worker replies that arrived after their caller stopped waiting, dropped.",
+		}),
+	}
+}
+
+func (m *metrics) observe(function string, code int, start time.Time) {
+	m.requests.WithLabelValues(function, strconv.Itoa(code)).Inc()
+	m.duration.WithLabelValues(function).Observe(time.Since(start).Seconds())
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
+)
+
+func newDeployCommand(g *globals) *cobra.Command {
+	var files []string
+	cmd := &cobra.Command{
+		Use:   "deploy -f FUNCTION.yaml",
+		Short: "Upload a function's model and register it (the same YAML kubectl applies)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withCatalog(cmd.Context(), func(js jetstream.JetStream, catalog *functions.Catalog) error {
+				deployer := functions.NewDeployer(js, catalog, events.DefaultQueueConfig())
+				for _, file := range files {
+					fn, err := deployFile(cmd.Context(), deployer, file)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "function %s deployed: revision %s, model sha256 %s\n",
+						fn.Metadata.Name, fn.Status.Revision, fn.Status.Model.SHA256[:12])
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringArrayVarP(&files, "file", "f", nil, "Function YAML file (repeatable)")
+	_ = cmd.MarkFlagRequired("file")
+	return cmd
+}
+
+// deployFile deploys the Function in file; spec.model.path is relative to the file.
+func deployFile(ctx context.Context, deployer *functions.Deployer, file string) (*functions.Function, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	fn, err := functions.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if err := fn.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	var model []byte
+	if path := fn.Spec.Model.Path; path != "" {
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(filepath.Dir(file), path)
+		}
+		if model, err = os.ReadFile(path); err != nil {
+			return nil, fmt.Errorf("%s: spec.model.path: %w", file, err)
+		}
+	}
+	deployed, err := deployer.Deploy(ctx, fn, model)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return deployed, nil
+}
+
+func newFunctionsCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "functions", Aliases: []string{"fn"}, Short: "List, show and delete functions"}
+	cmd.AddCommand(&cobra.Command{
+		Use: "list", Short: "List deployed functions", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var fns []*functions.Function
+			err := g.withCatalog(cmd.Context(), func(_ jetstream.JetStream, catalog *functions.Catalog) (err error) {
+				fns, err = catalog.List(cmd.Context())
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			table := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(table, "NAME\tREVISION\tDEVICE\tMIN\tMAX\tMODEL\tUPDATED")
+			for _, fn := range fns {
+				model := "-"
+				if fn.Status.Model != nil {
+					model = fn.Status.Model.SHA256[:12]
+				}
+				fmt.Fprintf(table, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", fn.Metadata.Name, fn.Status.Revision, fn.Spec.Runtime.Device,
+					fn.Spec.Scaling.MinReplicas, fn.Spec.Scaling.MaxReplicas, model, fn.Status.UpdatedAt.Format("2006-01-02 15:04:05"))
+			}
+			return table.Flush()
+		},
+	}, &cobra.Command{
+		Use: "get NAME", Short: "Show a function as YAML, with its status", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var fn *functions.Function
+			err := g.withCatalog(cmd.Context(), func(_ jetstream.JetStream, catalog *functions.Catalog) (err error) {
+				fn, err = catalog.Get(cmd.Context(), args[0])
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			out, err := yaml.Marshal(fn)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}, &cobra.Command{
+		Use: "delete NAME", Short: "Delete a function and its queue", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			err := g.withCatalog(cmd.Context(), func(js jetstream.JetStream, catalog *functions.Catalog) error {
+				return functions.NewDeployer(js, catalog, events.DefaultQueueConfig()).Delete(cmd.Context(), args[0])
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "function %s deleted\n", args[0])
+			return nil
+		},
+	})
+	return cmd
+}

@@ -1,0 +1,22 @@
+// Command sluice is the one binary of Sluice: the embedded platform (`up`),
+// each of its parts on its own (`activator`, `worker`), and the client
+// commands (`deploy`, `functions`, `predict`, `train`, `bench`).
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCommand().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sluice:", err)
+		os.Exit(1)
+	}
+}

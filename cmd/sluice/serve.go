@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"sluice.dev/sluice/activator"
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
+	"sluice.dev/sluice/worker"
+	"sluice.dev/sluice/worker/onnx"
+)
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func newActivatorCommand(g *globals) *cobra.Command {
+	var addr string
+	cfg := activator.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "activator",
+		Short: "Serve the HTTP API (Open Inference Protocol v2 and CloudEvents) in front of NATS",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			nc, js, err := connect(g.natsURL, "sluice-activator")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			listener, err := net.Listen("tcp", addr)
+			if err != nil {
+				return err
+			}
+			return runActivator(cmd.Context(), js, listener, cfg, log)
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", ":8080", "HTTP listen address")
+	cmd.Flags().Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body accepted (413 above)")
+	return cmd
+}
+
+// runActivator serves the activator and the catalog view it reads, until ctx ends.
+func runActivator(ctx context.Context, js jetstream.JetStream, listener net.Listener, cfg activator.Config, log *slog.Logger) error {
+	catalog, err := functions.OpenCatalog(ctx, js)
+	if err != nil {
+		return err
+	}
+	registry := functions.NewRegistry(catalog)
+	group, ctx := errgroup.WithContext(ctx)
+	group.Go(func() error { return registry.Run(ctx) })
+	group.Go(func() error { return runActivatorWith(ctx, js, registry, listener, cfg, log) })
+	return group.Wait()
+}
+
+// runActivatorWith serves the activator once registry has read the catalog.
+func runActivatorWith(ctx context.Context, js jetstream.JetStream, registry *functions.Registry, listener net.Listener, cfg activator.Config, log *slog.Logger) error {
+	server, err := activator.New(js.Conn(), registry, cfg, newRegistry(), log)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-registry.Synced():
+	case <-ctx.Done():
+		return nil
+	}
+	return server.Run(ctx, listener)
+}
+
+// workerFlags are the settings of `sluice worker`.
+type workerFlags struct {
+	function, revision string
+	libraryPath        string
+	modelCache         string
+	metricsAddr        string
+	sessions           int
+}
+
+func newWorkerCommand(g *globals) *cobra.Command {
+	var f workerFlags
+	cmd := &cobra.Command{
+		Use:   "worker --function NAME",
+		Short: "Serve one revision of a function: fetch, batch, run the ONNX model, reply",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			return runWorker(cmd.Context(), g, f, log)
+		},
+	}
+	flags := cmd.Flags()
+	flags.StringVar(&f.function, "function", "", "function to serve")
+	flags.StringVar(&f.revision, "revision", "", "revision to serve (default: the current one)")
+	flags.StringVar(&f.libraryPath, "onnxruntime-lib", "", "path of libonnxruntime.so (default: $"+onnx.LibraryEnv+", then the `make deps` cache)")
+	flags.StringVar(&f.modelCache, "model-cache", "", "directory that keeps downloaded models for the next start")
+	flags.StringVar(&f.metricsAddr, "metrics-addr", ":9090", "address of /metrics and /readyz")
+	flags.IntVar(&f.sessions, "sessions", 1, "model sessions running batches in parallel")
+	_ = cmd.MarkFlagRequired("function")
+	return cmd
+}
+
+func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger) error {
+	if err := onnx.Init(f.libraryPath); err != nil {
+		return err
+	}
+	nc, js, err := connect(g.natsURL, "sluice-worker-"+f.function)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	var ready atomic.Bool
+	reg := newRegistry()
+	group, ctx := errgroup.WithContext(ctx)
+	group.Go(func() error { return serveProbes(ctx, f.metricsAddr, reg, &ready, log) })
+	group.Go(func() error {
+		w, closeModels, err := loadWorker(ctx, js, f, reg, log)
+		if err != nil {
+			return err
+		}
+		defer closeModels()
+		ready.Store(true)
+		return w.Run(ctx)
+	})
+	return group.Wait()
+}
+
+// loadWorker fetches the function's model, opens its sessions and its consumer.
+func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg prometheus.Registerer, log *slog.Logger) (*worker.Worker, func(), error) {
+	catalog, err := functions.OpenCatalog(ctx, js)
+	if err != nil {
+		return nil, nil, err
+	}
+	fn, err := catalog.Get(ctx, f.function)
+	if err != nil {
+		return nil, nil, err
+	}
+	if f.revision != "" && f.revision != fn.Status.Revision {
+		return nil, nil, fmt.Errorf("function %s serves revision %s, not %s", f.function, fn.Status.Revision, f.revision)
+	}
+	start := time.Now()
+	model, err := worker.LoadModel(ctx, catalog, *fn.Status.Model, f.modelCache)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := onnx.SessionConfig{Device: fn.Spec.Runtime.Device, Threads: fn.Spec.Runtime.Threads}
+	models := make([]worker.Model, 0, f.sessions)
+	closeModels := func() {
+		for _, m := range models {
+			_ = m.(*onnx.Session).Close()
+		}
+	}
+	for range f.sessions {
+		session, err := onnx.Load(model, fn.Status.Model.Signature, cfg)
+		if err != nil {
+			closeModels()
+			return nil, nil, err
+		}
+		models = append(models, session)
+	}
+	log.Info("model loaded", "function", f.function, "revision", fn.Status.Revision, "sha256", fn.Status.Model.SHA256[:12], "took", time.Since(start))
+	consumer, err := js.Consumer(ctx, events.StreamName(f.function), events.ConsumerName(fn.Status.Revision))
+	if err != nil {
+		closeModels()
+		return nil, nil, fmt.Errorf("consumer of %s revision %s: %w", f.function, fn.Status.Revision, err)
+	}
+	cfgWorker := worker.DefaultConfig()
+	cfgWorker.Function, cfgWorker.Revision = f.function, fn.Status.Revision
+	cfgWorker.MaxBatchSize = fn.Spec.Batching.MaxBatchSize
+	cfgWorker.MaxDelay = fn.Spec.Batching.MaxDelay.Duration
+	w, err := worker.New(js.Conn(), consumer, models, fn.Status.Model.Signature, cfgWorker, reg, log)
+	if err != nil {
+		closeModels()
+		return nil, nil, err
+	}
+	return w, closeModels, nil
+}
+
+// serveProbes serves /metrics, /livez and /readyz (200 once the model is loaded) until ctx ends.
+func serveProbes(ctx context.Context, addr string, gatherer prometheus.Gatherer, ready *atomic.Bool, log *slog.Logger) error {
+	listener, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "model not loaded yet", http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	server := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	log.Info("metrics listening", "addr", listener.Addr().String())
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = server.Shutdown(shutdown)
+	}()
+	if err := server.Serve(listener); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"sluice.dev/sluice/activator"
+	"sluice.dev/sluice/autoscaler"
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
+	"sluice.dev/sluice/worker/onnx"
+)
+
+// upFlags are the settings of `sluice up`.
+type upFlags struct {
+	dataDir     string
+	addr        string
+	natsHost    string
+	natsPort    int
+	deploy      []string
+	libraryPath string
+}
+
+func newUpCommand(g *globals) *cobra.Command {
+	var f upFlags
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the whole platform on this machine: NATS with JetStream, the activator and worker processes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			return runUp(cmd.Context(), g, f, log)
+		},
+	}
+	flags := cmd.Flags()
+	flags.StringVar(&f.dataDir, "data-dir", ".data", "directory for JetStream's storage and the model cache")
+	flags.StringVar(&f.addr, "addr", ":8080", "HTTP listen address of the activator")
+	flags.StringVar(&f.natsHost, "nats-host", "127.0.0.1", "listen host of the embedded NATS server")
+	flags.IntVar(&f.natsPort, "nats-port", 4222, "listen port of the embedded NATS server (-1: any free port)")
+	flags.StringArrayVar(&f.deploy, "deploy", nil, "Function YAML to deploy at start (repeatable)")
+	flags.StringVar(&f.libraryPath, "onnxruntime-lib", "", "path of libonnxruntime.so for the workers")
+	return cmd
+}
+
+func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
+	library, err := onnx.FindLibrary(f.libraryPath)
+	if err != nil {
+		return err
+	}
+	serverCfg := events.DefaultServerConfig()
+	serverCfg.Host, serverCfg.Port = f.natsHost, f.natsPort
+	serverCfg.StoreDir = filepath.Join(f.dataDir, "jetstream")
+	server, err := events.StartServer(serverCfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		server.Shutdown()
+		server.WaitForShutdown()
+	}()
+	g.natsURL = server.ClientURL()
+	log.Info("nats listening", "url", g.natsURL, "store", serverCfg.StoreDir)
+	nc, js, err := connect(g.natsURL, "sluice-up")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := deployAll(ctx, js, f.deploy, log); err != nil {
+		return err
+	}
+	listener, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		return err
+	}
+	processes, err := autoscaler.NewProcessScaler(workerProcesses(g, f, library), log)
+	if err != nil {
+		return err
+	}
+	defer processes.Close() // after the activator has answered every request in flight
+	return serveUp(ctx, js, listener, processes, log)
+}
+
+// serveUp runs the activator and keeps one worker per function until ctx ends.
+func serveUp(ctx context.Context, js jetstream.JetStream, listener net.Listener, processes *autoscaler.ProcessScaler, log *slog.Logger) error {
+	catalog, err := functions.OpenCatalog(ctx, js)
+	if err != nil {
+		return err
+	}
+	registry := functions.NewRegistry(catalog)
+	group, ctx := errgroup.WithContext(ctx)
+	group.Go(func() error { return registry.Run(ctx) })
+	group.Go(func() error {
+		select {
+		case <-registry.Synced():
+		case <-ctx.Done():
+			return nil
+		}
+		return autoscaler.KeepWarm(ctx, registry, processes, time.Second, log)
+	})
+	group.Go(func() error {
+		return runActivatorWith(ctx, js, registry, listener, activator.DefaultConfig(), log)
+	})
+	log.Info("sluice is up", "http", listener.Addr().String())
+	return group.Wait()
+}
+
+// workerProcesses starts `sluice worker` for a revision, as a child of this process.
+func workerProcesses(g *globals, f upFlags, library string) autoscaler.ProcessConfig {
+	cfg := autoscaler.DefaultProcessConfig()
+	executable, _ := os.Executable()
+	cfg.Command = func(ctx context.Context, function, revision string) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, executable, "worker",
+			"--function", function, "--revision", revision,
+			"--nats-url", g.natsURL, "--onnxruntime-lib", library,
+			"--model-cache", filepath.Join(f.dataDir, "models"),
+			"--metrics-addr", "127.0.0.1:0",
+			"--log-level", g.logLevel, "--log-format", g.logFormat)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		return cmd
+	}
+	return cfg
+}
+
+func deployAll(ctx context.Context, js jetstream.JetStream, files []string, log *slog.Logger) error {
+	if len(files) == 0 {
+		return nil
+	}
+	catalog, err := functions.OpenCatalog(ctx, js)
+	if err != nil {
+		return err
+	}
+	deployer := functions.NewDeployer(js, catalog, events.DefaultQueueConfig())
+	for _, file := range files {
+		fn, err := deployFile(ctx, deployer, file)
+		if err != nil {
+			return fmt.Errorf("deploy: %w", err)
+		}
+		log.Info("deployed", "function", fn.Metadata.Name, "revision", fn.Status.Revision, "sha256", fn.Status.Model.SHA256[:12])
+	}
+	return nil
+}

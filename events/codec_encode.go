@@ -1,0 +1,266 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/x448/float16"
+)
+
+// AppendInferenceResponse appends r to dst as an Open Inference Protocol v2
+// REST infer response, with every tensor's data flat, and returns the
+// extended buffer. It validates each output first; a tensor that is not
+// well-formed or holds a NaN or an infinity fails with a *FieldError naming
+// it, and dst comes back as it was. Parameters are written with
+// encoding/json.
+func AppendInferenceResponse(dst []byte, r *InferenceResponse) ([]byte, error) {
+	if r == nil {
+		return dst, &FieldError{Field: "response", Problem: "nil"}
+	}
+	start := len(dst)
+	dst = append(dst, `{"model_name":`...)
+	dst = appendString(dst, r.ModelName)
+	if r.ModelVersion != "" {
+		dst = append(dst, `,"model_version":`...)
+		dst = appendString(dst, r.ModelVersion)
+	}
+	if r.ID != "" {
+		dst = append(dst, `,"id":`...)
+		dst = appendString(dst, r.ID)
+	}
+	var err error
+	if r.Parameters != nil {
+		dst = append(dst, `,"parameters":`...)
+		if dst, err = appendParameters(dst, "parameters", r.Parameters); err != nil {
+			return dst[:start], err
+		}
+	}
+	dst = append(dst, `,"outputs":`...)
+	if dst, err = appendTensors(dst, "outputs", r.Outputs); err != nil {
+		return dst[:start], err
+	}
+	return append(dst, '}'), nil
+}
+
+// AppendInferenceRequest appends r to dst as an Open Inference Protocol v2
+// REST infer request, as AppendInferenceResponse does for a response.
+func AppendInferenceRequest(dst []byte, r *InferenceRequest) ([]byte, error) {
+	if r == nil {
+		return dst, &FieldError{Field: "request", Problem: "nil"}
+	}
+	start := len(dst)
+	dst = append(dst, '{')
+	if r.ID != "" {
+		dst = append(dst, `"id":`...)
+		dst = appendString(dst, r.ID)
+		dst = append(dst, ',')
+	}
+	var err error
+	if r.Parameters != nil {
+		dst = append(dst, `"parameters":`...)
+		if dst, err = appendParameters(dst, "parameters", r.Parameters); err != nil {
+			return dst[:start], err
+		}
+		dst = append(dst, ',')
+	}
+	dst = append(dst, `"inputs":`...)
+	if dst, err = appendTensors(dst, "inputs", r.Inputs); err != nil {
+		return dst[:start], err
+	}
+	if len(r.Outputs) > 0 {
+		dst = append(dst, `,"outputs":[`...)
+		for i, output := range r.Outputs {
+			if dst, err = appendRequestedOutput(dst, fmt.Sprintf("outputs[%d]", i), output); err != nil {
+				return dst[:start], err
+			}
+		}
+		dst[len(dst)-1] = ']' // the last element's ','
+	}
+	return append(dst, '}'), nil
+}
+
+// appendRequestedOutput writes output followed by a ','.
+func appendRequestedOutput(dst []byte, field string, output RequestedOutput) ([]byte, error) {
+	if output.Name == "" {
+		return dst, &FieldError{Field: field + ".name", Problem: "empty"}
+	}
+	dst = append(dst, `{"name":`...)
+	dst = appendString(dst, output.Name)
+	if output.Parameters != nil {
+		var err error
+		dst = append(dst, `,"parameters":`...)
+		if dst, err = appendParameters(dst, field+".parameters", output.Parameters); err != nil {
+			return dst, err
+		}
+	}
+	return append(dst, "},"...), nil
+}
+
+func appendTensors(dst []byte, list string, tensors []Tensor) ([]byte, error) {
+	dst = append(dst, '[')
+	for i, t := range tensors {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		var err error
+		if dst, err = appendTensor(dst, list+"["+strconv.Itoa(i)+"]", t); err != nil {
+			return dst, err
+		}
+	}
+	return append(dst, ']'), nil
+}
+
+// appendTensor validates t and writes it, naming it field in errors.
+func appendTensor(dst []byte, field string, t Tensor) ([]byte, error) {
+	kind, fieldErr := t.validate(field)
+	if fieldErr != nil {
+		return dst, fieldErr
+	}
+	dst = append(dst, `{"name":`...)
+	dst = appendString(dst, t.Name)
+	dst = append(dst, `,"shape":[`...)
+	for i, dim := range t.Shape {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = strconv.AppendInt(dst, dim, 10)
+	}
+	dst = append(dst, `],"datatype":"`...)
+	dst = append(dst, t.Datatype...)
+	dst = append(dst, '"')
+	var err error
+	if t.Parameters != nil {
+		dst = append(dst, `,"parameters":`...)
+		if dst, err = appendParameters(dst, field+".parameters", t.Parameters); err != nil {
+			return dst, err
+		}
+	}
+	dst = append(dst, `,"data":`...)
+	if dst, err = kind.appendData(dst, t.Data, field, t.Name); err != nil {
+		return dst, err
+	}
+	return append(dst, '}'), nil
+}
+
+func appendParameters(dst []byte, field string, parameters map[string]any) ([]byte, error) {
+	encoded, err := json.Marshal(parameters)
+	if err != nil {
+		return dst, &FieldError{Field: field, Problem: err.Error()}
+	}
+	return append(dst, encoded...), nil
+}
+
+// appendData writes data, which validate has checked is a []T, as a flat
+// JSON array.
+func (k *typedKind[T]) appendData(dst []byte, data any, field, name string) ([]byte, error) {
+	values := data.([]T)
+	dst = append(dst, '[')
+	for i, v := range values {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		var ok bool
+		if dst, ok = k.appendElement(dst, v); !ok {
+			return dst, &FieldError{Field: fmt.Sprintf("%s.data[%d]", field, i), Problem: fmt.Sprintf("%v in tensor %q cannot be written as JSON", v, name)}
+		}
+	}
+	return append(dst, ']'), nil
+}
+
+func appendBool(dst []byte, v bool) ([]byte, bool) {
+	return strconv.AppendBool(dst, v), true
+}
+
+func appendSigned[T int8 | int16 | int32 | int64](dst []byte, v T) ([]byte, bool) {
+	return strconv.AppendInt(dst, int64(v), 10), true
+}
+
+func appendUnsigned[T uint8 | uint16 | uint32 | uint64](dst []byte, v T) ([]byte, bool) {
+	return strconv.AppendUint(dst, uint64(v), 10), true
+}
+
+// appendFP16 writes the shortest decimal that reads back as the same FP32,
+// and so as the same FP16.
+func appendFP16(dst []byte, v float16.Float16) ([]byte, bool) {
+	if !v.IsFinite() {
+		return dst, false
+	}
+	return strconv.AppendFloat(dst, float64(v.Float32()), 'g', -1, 32), true
+}
+
+func appendFP32(dst []byte, v float32) ([]byte, bool) {
+	if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+		return dst, false
+	}
+	return strconv.AppendFloat(dst, float64(v), 'g', -1, 32), true
+}
+
+func appendFP64(dst []byte, v float64) ([]byte, bool) {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return dst, false
+	}
+	return strconv.AppendFloat(dst, v, 'g', -1, 64), true
+}
+
+func appendBytes(dst []byte, v string) ([]byte, bool) {
+	return appendString(dst, v), true
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString writes s as a JSON string. Like encoding/json it writes
+// invalid UTF-8 as U+FFFD and escapes U+2028 and U+2029; unlike it, it leaves
+// <, > and & alone.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			dst = append(dst, s[start:i]...)
+			dst = appendEscape(dst, c)
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\u202`...)
+			dst = append(dst, hexDigits[r&0xf])
+			start = i + size
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// appendEscape writes the escape of ASCII byte c.
+func appendEscape(dst []byte, c byte) []byte {
+	switch c {
+	case '"', '\\':
+		return append(dst, '\\', c)
+	case '\n':
+		return append(dst, '\\', 'n')
+	case '\r':
+		return append(dst, '\\', 'r')
+	case '\t':
+		return append(dst, '\\', 't')
+	}
+	return append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+}

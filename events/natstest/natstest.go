@@ -1,0 +1,53 @@
+// Package natstest starts a real embedded nats-server with JetStream for tests.
+package natstest
+
+import (
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"sluice.dev/sluice/events"
+)
+
+// Run starts a nats-server on a free loopback port with JetStream storage in a
+// temporary directory, and shuts it down when the test ends.
+func Run(t testing.TB) *server.Server {
+	t.Helper()
+	cfg := events.DefaultServerConfig()
+	cfg.Port = -1
+	cfg.StoreDir = t.TempDir()
+	srv, err := events.StartServer(cfg)
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	return srv
+}
+
+// Connect opens a client connection to srv, closed when the test ends.
+func Connect(t testing.TB, srv *server.Server) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatalf("natstest: connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// JetStream starts a server and returns a connection and its JetStream context.
+func JetStream(t testing.TB) (*server.Server, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	srv := Run(t)
+	nc := Connect(t, srv)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("natstest: jetstream: %v", err)
+	}
+	return srv, nc, js
+}

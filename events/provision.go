@@ -1,0 +1,126 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// QueueConfig bounds the buffer of one function and says how its messages are redelivered.
+type QueueConfig struct {
+	// MaxMsgs and MaxBytes bound the stream; when full, new requests are refused
+	// (discard new) and the activator answers 429.
+	MaxMsgs  int64
+	MaxBytes int64
+	// Duplicates is the window in which a request with the same id is stored once.
+	Duplicates time.Duration
+	// AckWait is how long a worker may hold a request before it is redelivered;
+	// workers send InProgress for longer work.
+	AckWait time.Duration
+	// MaxDeliver is how many times a request is tried before it is given up.
+	MaxDeliver int
+	// MaxAckPending bounds the requests handed out and not yet settled.
+	MaxAckPending int
+	// Replicas of the stream: 1 on one machine, 3 on a cluster.
+	Replicas int
+}
+
+// DefaultQueueConfig is a buffer of 100k requests or 1 GiB, whichever comes first.
+func DefaultQueueConfig() QueueConfig {
+	return QueueConfig{
+		MaxMsgs:       100_000,
+		MaxBytes:      1 << 30,
+		Duplicates:    2 * time.Minute,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    5,
+		MaxAckPending: 4096,
+		Replicas:      1,
+	}
+}
+
+// Validate reports the first field that is out of range.
+func (c QueueConfig) Validate() error {
+	switch {
+	case c.MaxMsgs <= 0:
+		return fmt.Errorf("queue: MaxMsgs must be positive, got %d", c.MaxMsgs)
+	case c.MaxBytes <= 0:
+		return fmt.Errorf("queue: MaxBytes must be positive, got %d", c.MaxBytes)
+	case c.AckWait < time.Second:
+		return fmt.Errorf("queue: AckWait must be at least 1s, got %s", c.AckWait)
+	case c.MaxDeliver < 1:
+		return fmt.Errorf("queue: MaxDeliver must be at least 1, got %d", c.MaxDeliver)
+	case c.MaxAckPending < 1:
+		return fmt.Errorf("queue: MaxAckPending must be at least 1, got %d", c.MaxAckPending)
+	case c.Replicas < 1:
+		return fmt.Errorf("queue: Replicas must be at least 1, got %d", c.Replicas)
+	}
+	return nil
+}
+
+// EnsureStream creates or updates the work-queue stream of a function.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, function string, cfg QueueConfig) (jetstream.Stream, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamName(function),
+		Description: "requests of function " + function,
+		Subjects:    []string{RequestSubjects(function)},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardNew,
+		MaxMsgs:     cfg.MaxMsgs,
+		MaxBytes:    cfg.MaxBytes,
+		Duplicates:  cfg.Duplicates,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", StreamName(function), err)
+	}
+	return stream, nil
+}
+
+// EnsureConsumer creates or updates the durable pull consumer of one revision.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, function, revision string, cfg QueueConfig) (jetstream.Consumer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	consumer, err := js.CreateOrUpdateConsumer(ctx, StreamName(function), jetstream.ConsumerConfig{
+		Durable:       ConsumerName(revision),
+		Description:   "revision " + revision + " of function " + function,
+		FilterSubject: RequestSubject(function, revision),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    cfg.MaxDeliver,
+		MaxAckPending: cfg.MaxAckPending,
+		Replicas:      cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure consumer %s on %s: %w", ConsumerName(revision), StreamName(function), err)
+	}
+	return consumer, nil
+}
+
+// DeleteStream removes a function's stream and with it every revision's consumer.
+func DeleteStream(ctx context.Context, js jetstream.JetStream, function string) error {
+	err := js.DeleteStream(ctx, StreamName(function))
+	if err != nil && err != jetstream.ErrStreamNotFound {
+		return fmt.Errorf("delete stream %s: %w", StreamName(function), err)
+	}
+	return nil
+}
+
+// jsStreamStoreFailed is the JetStream API error code for a message the stream refused to store.
+const jsStreamStoreFailed jetstream.ErrorCode = 10077
+
+// IsQueueFull reports whether a publish was refused because the function's
+// stream is at its MaxMsgs or MaxBytes bound (discard new).
+func IsQueueFull(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsStreamStoreFailed &&
+		strings.Contains(apiErr.Description, "maximum")
+}

@@ -1,0 +1,65 @@
+package events
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// permanentError marks a failure the request itself caused: trying again cannot help.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as caused by the request itself (bad input, a model that
+// rejects it), so Settle terminates the message instead of redelivering it.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err: err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, was marked Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+// RetryDelay is how long a message waits before its next delivery after a
+// transient failure: it doubles with each delivery, from 100ms up to 10s.
+func RetryDelay(delivered uint64) time.Duration {
+	delay := 100 * time.Millisecond
+	for i := uint64(1); i < delivered && delay < 10*time.Second; i++ {
+		delay *= 2
+	}
+	return min(delay, 10*time.Second)
+}
+
+// Settle is the one place that decides the fate of a JetStream message once
+// its work is done: Ack on success, Term with the reason for a Permanent
+// error, and Nak with a growing delay for anything else.
+func Settle(msg jetstream.Msg, err error) error {
+	switch {
+	case err == nil:
+		if ackErr := msg.Ack(); ackErr != nil {
+			return fmt.Errorf("ack: %w", ackErr)
+		}
+	case IsPermanent(err):
+		if termErr := msg.TermWithReason(err.Error()); termErr != nil {
+			return fmt.Errorf("term: %w", termErr)
+		}
+	default:
+		var delivered uint64 = 1
+		if meta, metaErr := msg.Metadata(); metaErr == nil {
+			delivered = meta.NumDelivered
+		}
+		if nakErr := msg.NakWithDelay(RetryDelay(delivered)); nakErr != nil {
+			return fmt.Errorf("nak: %w", nakErr)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,72 @@
+package events
+
+// Datatype is an Open Inference Protocol v2 tensor datatype.
+type Datatype string
+
+// The datatypes of the Open Inference Protocol v2.
+const (
+	Bool   Datatype = "BOOL"
+	Uint8  Datatype = "UINT8"
+	Uint16 Datatype = "UINT16"
+	Uint32 Datatype = "UINT32"
+	Uint64 Datatype = "UINT64"
+	Int8   Datatype = "INT8"
+	Int16  Datatype = "INT16"
+	Int32  Datatype = "INT32"
+	Int64  Datatype = "INT64"
+	FP16   Datatype = "FP16"
+	FP32   Datatype = "FP32"
+	FP64   Datatype = "FP64"
+	Bytes  Datatype = "BYTES"
+)
+
+// Tensor is one named tensor of an inference request or response.
+//
+// Data holds the elements in row-major order as a typed slice matching
+// Datatype: []bool, []uint8, []uint16, []uint32, []uint64, []int8, []int16,
+// []int32, []int64, []float16.Float16, []float32, []float64, or []string for
+// BYTES. len(Data) always equals the product of Shape.
+type Tensor struct {
+	Name       string         `json:"name"`
+	Shape      []int64        `json:"shape"`
+	Datatype   Datatype       `json:"datatype"`
+	Parameters map[string]any `json:"parameters,omitempty"`
+	Data       any            `json:"data"`
+}
+
+// RequestedOutput names an output the caller wants back.
+type RequestedOutput struct {
+	Name       string         `json:"name"`
+	Parameters map[string]any `json:"parameters,omitempty"`
+}
+
+// InferenceRequest is the body of an Open Inference Protocol v2 infer call.
+type InferenceRequest struct {
+	ID         string            `json:"id,omitempty"`
+	Parameters map[string]any    `json:"parameters,omitempty"`
+	Inputs     []Tensor          `json:"inputs"`
+	Outputs    []RequestedOutput `json:"outputs,omitempty"`
+}
+
+// InferenceResponse is the body of an Open Inference Protocol v2 infer answer.
+type InferenceResponse struct {
+	ModelName    string         `json:"model_name"`
+	ModelVersion string         `json:"model_version,omitempty"`
+	ID           string         `json:"id,omitempty"`
+	Parameters   map[string]any `json:"parameters,omitempty"`
+	Outputs      []Tensor       `json:"outputs"`
+}
+
+// TensorSpec describes one input or output of a model, as Open Inference
+// Protocol model metadata does: a dimension of -1 accepts any size.
+type TensorSpec struct {
+	Name     string   `json:"name"`
+	Datatype Datatype `json:"datatype"`
+	Shape    []int64  `json:"shape"`
+}
+
+// Signature is a model's inputs and outputs, read from its ONNX file.
+type Signature struct {
+	Inputs  []TensorSpec `json:"inputs"`
+	Outputs []TensorSpec `json:"outputs"`
+}

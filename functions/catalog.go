@@ -1,0 +1,184 @@
+package functions
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions/onnxfile"
+)
+
+// ErrNotFound is returned when a function or model is not in the catalog.
+var ErrNotFound = errors.New("not found")
+
+// Catalog stores Functions in a NATS KV bucket and their models in a NATS object store.
+type Catalog struct {
+	kv     jetstream.KeyValue
+	models jetstream.ObjectStore
+}
+
+// OpenCatalog creates the catalog's buckets if they do not exist yet.
+func OpenCatalog(ctx context.Context, js jetstream.JetStream) (*Catalog, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      events.FunctionsBucket,
+		Description: "Sluice functions",
+		History:     5,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", events.FunctionsBucket, err)
+	}
+	models, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      events.ModelsBucket,
+		Description: "Sluice model versions (ONNX files)",
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open object store %s: %w", events.ModelsBucket, err)
+	}
+	return &Catalog{kv: kv, models: models}, nil
+}
+
+// Get returns the named Function, or an error wrapping ErrNotFound.
+func (c *Catalog) Get(ctx context.Context, name string) (*Function, error) {
+	entry, err := c.kv.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("function %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get function %q: %w", name, err)
+	}
+	return decodeFunction(entry.Value())
+}
+
+// List returns every Function, sorted by name.
+func (c *Catalog) List(ctx context.Context) ([]*Function, error) {
+	lister, err := c.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list functions: %w", err)
+	}
+	defer lister.Stop()
+	var fns []*Function
+	for name := range lister.Keys() {
+		fn, err := c.Get(ctx, name)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted while listing
+		}
+		if err != nil {
+			return nil, err
+		}
+		fns = append(fns, fn)
+	}
+	slices.SortFunc(fns, func(a, b *Function) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
+	return fns, nil
+}
+
+// Put stores fn under its name.
+func (c *Catalog) Put(ctx context.Context, fn *Function) error {
+	data, err := json.Marshal(fn)
+	if err != nil {
+		return fmt.Errorf("encode function %q: %w", fn.Metadata.Name, err)
+	}
+	if _, err := c.kv.Put(ctx, fn.Metadata.Name, data); err != nil {
+		return fmt.Errorf("put function %q: %w", fn.Metadata.Name, err)
+	}
+	return nil
+}
+
+// Delete removes the named Function from the catalog.
+func (c *Catalog) Delete(ctx context.Context, name string) error {
+	if _, err := c.Get(ctx, name); err != nil {
+		return err
+	}
+	if err := c.kv.Delete(ctx, name); err != nil {
+		return fmt.Errorf("delete function %q: %w", name, err)
+	}
+	return nil
+}
+
+// PutModel stores an ONNX file for function, named by its sha256 so the same
+// file is stored once, and returns its version with the signature read from it.
+func (c *Catalog) PutModel(ctx context.Context, function string, model []byte) (*ModelVersion, error) {
+	signature, err := onnxfile.ReadSignature(model)
+	if err != nil {
+		return nil, fmt.Errorf("model of %q: %w", function, err)
+	}
+	sum := sha256.Sum256(model)
+	version := &ModelVersion{
+		Object:    function + "/" + hex.EncodeToString(sum[:]) + ".onnx",
+		SHA256:    hex.EncodeToString(sum[:]),
+		Size:      int64(len(model)),
+		Signature: signature,
+	}
+	signatureJSON, err := json.Marshal(signature)
+	if err != nil {
+		return nil, err
+	}
+	meta := jetstream.ObjectMeta{
+		Name:        version.Object,
+		Description: "ONNX model of function " + function,
+		Metadata:    map[string]string{"sha256": version.SHA256, "signature": string(signatureJSON)},
+	}
+	if _, err := c.models.Put(ctx, meta, bytes.NewReader(model)); err != nil {
+		return nil, fmt.Errorf("upload model %s: %w", version.Object, err)
+	}
+	return version, nil
+}
+
+// ModelFromStore describes an object already in the model store, reading its signature.
+func (c *Catalog) ModelFromStore(ctx context.Context, object string) (*ModelVersion, []byte, error) {
+	data, err := c.models.GetBytes(ctx, object)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, nil, fmt.Errorf("model %q: %w", object, ErrNotFound)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("get model %q: %w", object, err)
+	}
+	signature, err := onnxfile.ReadSignature(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("model %q: %w", object, err)
+	}
+	sum := sha256.Sum256(data)
+	return &ModelVersion{Object: object, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Signature: signature}, data, nil
+}
+
+// GetModel downloads a model version and checks it against its sha256.
+func (c *Catalog) GetModel(ctx context.Context, version ModelVersion) ([]byte, error) {
+	data, err := c.models.GetBytes(ctx, version.Object)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, fmt.Errorf("model %q: %w", version.Object, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get model %q: %w", version.Object, err)
+	}
+	if err := CheckSHA256(data, version.SHA256); err != nil {
+		return nil, fmt.Errorf("model %q: %w", version.Object, err)
+	}
+	return data, nil
+}
+
+// CheckSHA256 reports whether data has the given hex sha256.
+func CheckSHA256(data []byte, want string) error {
+	sum := sha256.Sum256(data)
+	if got := hex.EncodeToString(sum[:]); got != want {
+		return fmt.Errorf("sha256 is %s, want %s", got, want)
+	}
+	return nil
+}
+
+func decodeFunction(data []byte) (*Function, error) {
+	var fn Function
+	if err := json.Unmarshal(data, &fn); err != nil {
+		return nil, fmt.Errorf("decode function: %w", err)
+	}
+	return &fn, nil
+}

@@ -1,0 +1,166 @@
+package train
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions/onnxfile"
+)
+
+// Names of the exported model's inputs, outputs and metadata keys.
+const (
+	InputName         = "input"
+	ProbabilitiesName = "probabilities"
+	LabelName         = "label"
+	// MetadataClasses is the metadata key of the class names, a JSON array
+	// indexed by the label output.
+	MetadataClasses = "classes"
+	// MetadataFeatures is the metadata key of the feature names, a JSON
+	// array in the order of the input's columns.
+	MetadataFeatures = "features"
+	// ProducerName is the producer_name of the exported model.
+	ProducerName = "sluice-train"
+)
+
+// Classifier is a trained model: the standardization of the training
+// features and the network behind it. It is immutable and safe for
+// concurrent use.
+type Classifier struct {
+	featureNames []string
+	classes      []string
+	mean         []float64
+	scale        []float64
+	net          network
+}
+
+// Classes returns the class names, indexed by the label the model gives.
+func (classifier *Classifier) Classes() []string { return slices.Clone(classifier.classes) }
+
+// Features returns the feature names, in the order PredictProba and the
+// ONNX model take them.
+func (classifier *Classifier) Features() []string { return slices.Clone(classifier.featureNames) }
+
+// PredictProba returns the probability of each class for one row of
+// features, in the order of Features. It returns nil when the row does not
+// have one value per feature.
+func (classifier *Classifier) PredictProba(features []float32) []float32 {
+	if len(features) != len(classifier.featureNames) {
+		return nil
+	}
+	row := make([]float64, len(features))
+	for column, value := range features {
+		row[column] = (float64(value) - classifier.mean[column]) / classifier.scale[column]
+	}
+	activations := classifier.net.forward(row, 1)
+	logits := activations[len(activations)-1]
+	probabilities := make([]float64, len(logits))
+	softmax(logits, probabilities)
+	out := make([]float32, len(probabilities))
+	for class, probability := range probabilities {
+		out[class] = float32(probability)
+	}
+	return out
+}
+
+// ONNX exports the classifier as an ONNX model (IR 8, opset 13) that
+// computes what PredictProba does, in float32, for a batch:
+//
+//	input         FP32  [N, features]
+//	centered      = Sub(input, feature_mean)
+//	standardized  = Div(centered, feature_scale)
+//	hidden_linear = Gemm(standardized, hidden_weights, hidden_bias, transB=1)   only with a hidden layer
+//	hidden        = Relu(hidden_linear)                                          only with a hidden layer
+//	logits        = Gemm(hidden or standardized, output_weights, output_bias, transB=1)
+//	probabilities = Softmax(logits, axis=1)             FP32  [N, classes]
+//	label         = ArgMax(logits, axis=1, keepdims=0)  INT64 [N]
+//
+// Standardization stays explicit in the graph rather than folded into the
+// first weights, so the model reads as it was trained. The metadata holds
+// the class and feature names as JSON arrays under MetadataClasses and
+// MetadataFeatures.
+func (classifier *Classifier) ONNX() ([]byte, error) {
+	classes, err := json.Marshal(classifier.classes)
+	if err != nil {
+		return nil, fmt.Errorf("export onnx: %w", err)
+	}
+	features, err := json.Marshal(classifier.featureNames)
+	if err != nil {
+		return nil, fmt.Errorf("export onnx: %w", err)
+	}
+	model := onnxfile.Model{
+		IRVersion:    onnxfile.DefaultIRVersion,
+		OpsetVersion: onnxfile.DefaultOpsetVersion,
+		ProducerName: ProducerName,
+		Metadata:     map[string]string{MetadataClasses: string(classes), MetadataFeatures: string(features)},
+		Graph:        classifier.graph(),
+	}
+	encoded, err := model.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("export onnx: %w", err)
+	}
+	return encoded, nil
+}
+
+// graph builds the graph that ONNX documents.
+func (classifier *Classifier) graph() onnxfile.Graph {
+	width := int64(len(classifier.featureNames))
+	graph := onnxfile.Graph{
+		Name: "classifier",
+		Nodes: []onnxfile.Node{
+			{OpType: "Sub", Name: "center", Inputs: []string{InputName, "feature_mean"}, Outputs: []string{"centered"}},
+			{OpType: "Div", Name: "scale", Inputs: []string{"centered", "feature_scale"}, Outputs: []string{"standardized"}},
+		},
+		Initializers: []onnxfile.Initializer{
+			{Name: "feature_mean", Dims: []int64{width}, Values: toFloat32(classifier.mean)},
+			{Name: "feature_scale", Dims: []int64{width}, Values: toFloat32(classifier.scale)},
+		},
+		Inputs: []onnxfile.ValueInfo{{Name: InputName, Datatype: events.FP32, Shape: []int64{-1, width}}},
+		Outputs: []onnxfile.ValueInfo{
+			{Name: ProbabilitiesName, Datatype: events.FP32, Shape: []int64{-1, int64(len(classifier.classes))}},
+			{Name: LabelName, Datatype: events.Int64, Shape: []int64{-1}},
+		},
+	}
+	previous := "standardized"
+	for index, layer := range classifier.net.layers {
+		prefix, output := "output", "logits"
+		if index < len(classifier.net.layers)-1 {
+			prefix, output = "hidden", "hidden_linear"
+		}
+		graph.Nodes = append(graph.Nodes, onnxfile.Node{
+			OpType:     "Gemm",
+			Name:       prefix + "_dense",
+			Inputs:     []string{previous, prefix + "_weights", prefix + "_bias"},
+			Outputs:    []string{output},
+			Attributes: []onnxfile.Attribute{onnxfile.IntAttribute("transB", 1)},
+		})
+		graph.Initializers = append(graph.Initializers,
+			onnxfile.Initializer{Name: prefix + "_weights", Dims: []int64{int64(layer.outputs), int64(layer.inputs)}, Values: toFloat32(layer.weights)},
+			onnxfile.Initializer{Name: prefix + "_bias", Dims: []int64{int64(layer.outputs)}, Values: toFloat32(layer.bias)})
+		previous = output
+		if index < len(classifier.net.layers)-1 {
+			graph.Nodes = append(graph.Nodes, onnxfile.Node{OpType: "Relu", Name: prefix + "_relu", Inputs: []string{output}, Outputs: []string{prefix}})
+			previous = prefix
+		}
+	}
+	graph.Nodes = append(graph.Nodes,
+		onnxfile.Node{
+			OpType: "Softmax", Name: "softmax", Inputs: []string{"logits"}, Outputs: []string{ProbabilitiesName},
+			Attributes: []onnxfile.Attribute{onnxfile.IntAttribute("axis", 1)},
+		},
+		onnxfile.Node{
+			OpType: "ArgMax", Name: "argmax", Inputs: []string{"logits"}, Outputs: []string{LabelName},
+			Attributes: []onnxfile.Attribute{onnxfile.IntAttribute("axis", 1), onnxfile.IntAttribute("keepdims", 0)},
+		})
+	return graph
+}
+
+// toFloat32 converts parameters to the FP32 the model stores.
+func toFloat32(values []float64) []float32 {
+	out := make([]float32, len(values))
+	for index, value := range values {
+		out[index] = float32(value)
+	}
+	return out
+}

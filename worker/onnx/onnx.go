@@ -1,0 +1,185 @@
+// Package onnx runs ONNX models with ONNX Runtime. It is the only package of
+// Sluice that uses cgo and the ONNX Runtime shared library.
+package onnx
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"sluice.dev/sluice/events"
+)
+
+// Version of ONNX Runtime that `make deps` installs.
+const Version = "1.30.0"
+
+// LibraryEnv names the environment variable that points at libonnxruntime.so.
+const LibraryEnv = "SLUICE_ONNXRUNTIME_LIB"
+
+// defaultLibrary is where `make deps` caches the library, relative to the repository.
+var defaultLibrary = filepath.Join(".cache", "onnxruntime", Version, "libonnxruntime.so")
+
+// ErrNoLibrary says the ONNX Runtime shared library could not be found, and how to get it.
+var ErrNoLibrary = errors.New("ONNX Runtime shared library not found: run `make deps` (it installs " +
+	defaultLibrary + "), or point --onnxruntime-lib or " + LibraryEnv + " at libonnxruntime.so " + Version)
+
+// FindLibrary returns the path of libonnxruntime.so: explicit if set, else the
+// environment variable, else the `make deps` cache in the working directory,
+// the executable's directory, or any of their parents.
+func FindLibrary(explicit string) (string, error) {
+	for _, candidate := range []string{explicit, os.Getenv(LibraryEnv)} {
+		if candidate == "" {
+			continue
+		}
+		if _, err := os.Stat(candidate); err != nil {
+			return "", fmt.Errorf("%w: %v", ErrNoLibrary, err)
+		}
+		return candidate, nil
+	}
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if exe, err := os.Executable(); err == nil {
+		starts = append(starts, filepath.Dir(exe))
+	}
+	for _, dir := range starts {
+		for {
+			candidate := filepath.Join(dir, defaultLibrary)
+			if _, err := os.Stat(candidate); err == nil {
+				return candidate, nil
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				break
+			}
+			dir = parent
+		}
+	}
+	return "", ErrNoLibrary
+}
+
+var (
+	initOnce sync.Once
+	initErr  error
+)
+
+// Init loads the ONNX Runtime library and creates its environment, once per
+// process. Later calls return the first call's result.
+func Init(libraryPath string) error {
+	initOnce.Do(func() {
+		path, err := FindLibrary(libraryPath)
+		if err != nil {
+			initErr = err
+			return
+		}
+		ort.SetSharedLibraryPath(path)
+		if err := ort.InitializeEnvironment(); err != nil {
+			initErr = fmt.Errorf("onnxruntime: initialize %s: %w", path, err)
+			return
+		}
+		_ = ort.DisableTelemetry()
+	})
+	return initErr
+}
+
+// SessionConfig says how a model runs.
+type SessionConfig struct {
+	// Device is "cpu" or "gpu" (the CUDA execution provider).
+	Device string
+	// Threads is the intra-op thread count; 1 is fastest for small models.
+	Threads int
+	// GPUDevice is the CUDA device id when Device is "gpu".
+	GPUDevice int
+}
+
+// DefaultSessionConfig runs on one CPU thread.
+func DefaultSessionConfig() SessionConfig { return SessionConfig{Device: "cpu", Threads: 1} }
+
+// Validate reports what is wrong with the configuration.
+func (c SessionConfig) Validate() error {
+	if c.Device != "cpu" && c.Device != "gpu" {
+		return fmt.Errorf("onnx session: device must be cpu or gpu, got %q", c.Device)
+	}
+	if c.Threads < 1 {
+		return fmt.Errorf("onnx session: threads must be at least 1, got %d", c.Threads)
+	}
+	return nil
+}
+
+// Session is one loaded model. Run is not safe for concurrent use: give each
+// goroutine its own Session (two single-threaded sessions scale on two cores,
+// one shared session does not).
+type Session struct {
+	session   *ort.DynamicAdvancedSession
+	signature events.Signature
+}
+
+// Load creates a session for model, whose inputs and outputs are signature's.
+// Init must have succeeded first.
+func Load(model []byte, signature events.Signature, cfg SessionConfig) (*Session, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if !ort.IsInitialized() {
+		return nil, errors.New("onnx: Init must be called before Load")
+	}
+	options, err := sessionOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer options.Destroy()
+	inputs := names(signature.Inputs)
+	outputs := names(signature.Outputs)
+	session, err := ort.NewDynamicAdvancedSessionWithONNXData(model, inputs, outputs, options)
+	if err != nil {
+		return nil, fmt.Errorf("onnx: create session: %w", err)
+	}
+	return &Session{session: session, signature: signature}, nil
+}
+
+func sessionOptions(cfg SessionConfig) (*ort.SessionOptions, error) {
+	options, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("onnx: session options: %w", err)
+	}
+	setup := []error{options.SetIntraOpNumThreads(cfg.Threads), options.SetInterOpNumThreads(1)}
+	if cfg.Device == "gpu" {
+		setup = append(setup, appendCUDA(options, cfg.GPUDevice))
+	}
+	if err := errors.Join(setup...); err != nil {
+		options.Destroy()
+		return nil, fmt.Errorf("onnx: session options: %w", err)
+	}
+	return options, nil
+}
+
+func appendCUDA(options *ort.SessionOptions, device int) error {
+	cuda, err := ort.NewCUDAProviderOptions()
+	if err != nil {
+		return fmt.Errorf("CUDA execution provider: %w", err)
+	}
+	defer cuda.Destroy()
+	if err := cuda.Update(map[string]string{"device_id": fmt.Sprint(device)}); err != nil {
+		return fmt.Errorf("CUDA execution provider: %w", err)
+	}
+	return options.AppendExecutionProviderCUDA(cuda)
+}
+
+func names(specs []events.TensorSpec) []string {
+	out := make([]string, len(specs))
+	for i, spec := range specs {
+		out[i] = spec.Name
+	}
+	return out
+}
+
+// Close releases the session.
+func (s *Session) Close() error { return s.session.Destroy() }
+
+// Signature is the model's inputs and outputs.
+func (s *Session) Signature() events.Signature { return s.signature }

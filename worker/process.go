@@ -1,0 +1,202 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"sluice.dev/sluice/events"
+)
+
+// job is one request of a batch, from its message to its settlement.
+type job struct {
+	msg     jetstream.Msg
+	eventID string
+	replyTo string
+	req     *events.InferenceRequest
+	outputs []events.Tensor
+	err     error
+	expired bool
+	waited  time.Duration
+}
+
+// process answers and settles every message of a batch. Requests whose inputs
+// can be stacked run as ONE model run; the others run on their own.
+func (w *Worker) process(model Model, msgs []jetstream.Msg) {
+	start := time.Now()
+	stop := w.keepAlive(msgs)
+	jobs := make([]*job, len(msgs))
+	var ready []*job
+	for i, msg := range msgs {
+		jobs[i] = w.decode(msg, start)
+		if jobs[i].err == nil && !jobs[i].expired {
+			ready = append(ready, jobs[i])
+		}
+	}
+	for _, group := range groupByShape(ready) {
+		w.run(model, group)
+	}
+	stop()
+	w.metrics.batchSize.Observe(float64(len(ready)))
+	w.metrics.inference.Observe(time.Since(start).Seconds())
+	for _, j := range jobs {
+		w.finish(j)
+	}
+}
+
+// decode reads a request message; a request that cannot be served is marked
+// with a Permanent error, one whose caller has stopped waiting as expired.
+func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
+	j := &job{msg: msg, replyTo: msg.Headers().Get(events.HeaderReplyTo)}
+	if meta, err := msg.Metadata(); err == nil {
+		j.waited = now.Sub(meta.Timestamp)
+	}
+	if deadline, err := strconv.ParseInt(msg.Headers().Get(events.HeaderDeadline), 10, 64); err == nil && now.UnixNano() > deadline {
+		j.expired = true
+		return j
+	}
+	ev, err := events.ReadEvent(context.Background(), msg.Headers(), msg.Data())
+	if err != nil {
+		j.err = events.Permanent(err)
+		return j
+	}
+	j.eventID = ev.ID()
+	if ev.Type() != events.TypeInferenceRequest {
+		j.err = events.Permanent(&events.FieldError{Field: "type", Problem: fmt.Sprintf("want %q, got %q", events.TypeInferenceRequest, ev.Type())})
+		return j
+	}
+	req, err := events.DecodeInferenceRequest(ev.Data(), events.DefaultLimits())
+	if err == nil {
+		err = w.signature.Check(req)
+	}
+	if err != nil {
+		j.err = events.Permanent(err)
+		return j
+	}
+	j.req = req
+	return j
+}
+
+// groupByShape puts together the requests whose inputs have the same names,
+// datatypes and dimensions but the first, so they can be stacked along it.
+func groupByShape(jobs []*job) [][]*job {
+	var keys []string
+	groups := map[string][]*job{}
+	for _, j := range jobs {
+		key := shapeKey(j.req.Inputs)
+		if _, ok := groups[key]; !ok {
+			keys = append(keys, key)
+		}
+		groups[key] = append(groups[key], j)
+	}
+	out := make([][]*job, 0, len(keys))
+	for _, key := range keys {
+		out = append(out, groups[key])
+	}
+	return out
+}
+
+func shapeKey(inputs []events.Tensor) string {
+	var key strings.Builder
+	for _, t := range inputs {
+		if len(t.Shape) == 0 {
+			return fmt.Sprintf("scalar:%p", &t) // a scalar cannot be stacked: its own group
+		}
+		fmt.Fprintf(&key, "%s|%s|%v;", t.Name, t.Datatype, t.Shape[1:])
+	}
+	return key.String()
+}
+
+// run scores a group in one model run and splits the outputs back per request.
+// If the stacked run fails or its outputs cannot be split, each request runs
+// on its own, so one bad request cannot fail the others.
+func (w *Worker) run(model Model, group []*job) {
+	if len(group) > 1 {
+		if err := w.runStacked(model, group); err == nil {
+			return
+		}
+	}
+	for _, j := range group {
+		outputs, err := model.Run(j.req.Inputs)
+		if err != nil {
+			j.err = events.Permanent(fmt.Errorf("model: %w", err))
+			continue
+		}
+		j.outputs = outputs
+	}
+}
+
+func (w *Worker) runStacked(model Model, group []*job) error {
+	first := group[0].req.Inputs
+	inputs := make([]events.Tensor, len(first))
+	parts := make([]events.Tensor, len(group))
+	rows := make([]int64, len(group))
+	for i, input := range first {
+		for k, j := range group {
+			parts[k] = named(j.req.Inputs, input.Name)
+			rows[k] = parts[k].Shape[0]
+		}
+		stacked, err := events.ConcatRows(parts)
+		if err != nil {
+			return err
+		}
+		inputs[i] = stacked
+	}
+	outputs, err := model.Run(inputs)
+	if err != nil {
+		return err
+	}
+	split := make([][]events.Tensor, len(outputs))
+	for i, output := range outputs {
+		if split[i], err = events.SplitRows(output, rows); err != nil {
+			return err
+		}
+	}
+	for k, j := range group {
+		j.outputs = make([]events.Tensor, len(outputs))
+		for i := range outputs {
+			j.outputs[i] = split[i][k]
+		}
+	}
+	return nil
+}
+
+func named(tensors []events.Tensor, name string) events.Tensor {
+	for _, t := range tensors {
+		if t.Name == name {
+			return t
+		}
+	}
+	return events.Tensor{}
+}
+
+// keepAlive tells JetStream the batch is still being worked on, every half
+// ack wait, until the returned stop is called.
+func (w *Worker) keepAlive(msgs []jetstream.Msg) (stop func()) {
+	interval := 15 * time.Second
+	if info := w.consumer.CachedInfo(); info != nil && info.Config.AckWait > 0 {
+		interval = info.Config.AckWait / 2
+	}
+	var stopped atomic.Bool
+	var timer *time.Timer
+	timer = time.AfterFunc(interval, func() {
+		for _, msg := range msgs {
+			_ = msg.InProgress()
+		}
+		if !stopped.Load() {
+			timer.Reset(interval)
+		}
+	})
+	return func() {
+		stopped.Store(true)
+		timer.Stop()
+	}
+}
+
+var errExpired = errors.New("deadline passed before the request was scored: the caller has stopped waiting")

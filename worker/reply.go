@@ -1,0 +1,97 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"sluice.dev/sluice/events"
+)
+
+// finish replies to the caller, if one waits, then settles the message.
+func (w *Worker) finish(j *job) {
+	w.metrics.queueWait.Observe(j.waited.Seconds())
+	if j.expired {
+		w.metrics.requests.WithLabelValues("expired").Inc()
+		w.settle(j, events.Permanent(errExpired))
+		return
+	}
+	outcome := "ok"
+	if j.err != nil {
+		outcome = "error"
+		w.log.Info("request failed", "request_id", j.eventID, "error", j.err)
+	}
+	w.metrics.requests.WithLabelValues(outcome).Inc()
+	if j.replyTo != "" {
+		if err := w.reply(j); err != nil {
+			w.log.Warn("reply", "request_id", j.eventID, "error", err)
+			w.settle(j, err) // transient: the request is tried again
+			return
+		}
+	}
+	w.settle(j, j.err)
+}
+
+func (w *Worker) settle(j *job, err error) {
+	if settleErr := events.Settle(j.msg, err); settleErr != nil {
+		w.log.Warn("settle", "request_id", j.eventID, "error", settleErr)
+	}
+}
+
+// reply publishes the response CloudEvent, or an error event, to the caller's inbox.
+func (w *Worker) reply(j *job) error {
+	ev := event.New()
+	ev.SetID(nuid.Next())
+	ev.SetSource("/sluice/functions/" + w.cfg.Function + "/revisions/" + w.cfg.Revision)
+	ev.SetExtension(events.ExtensionModel, w.cfg.Function)
+	ev.SetExtension(events.ExtensionModelVersion, w.cfg.Revision)
+	if j.eventID != "" {
+		ev.SetExtension(events.ExtensionRequestID, j.eventID)
+	}
+	ev.SetDataContentType("application/json")
+	msg := nats.NewMsg(j.replyTo)
+	if j.err != nil {
+		status := http.StatusInternalServerError
+		var field *events.FieldError
+		if errors.As(j.err, &field) {
+			status = http.StatusBadRequest
+		}
+		ev.SetType(events.TypeInferenceError)
+		body, _ := json.Marshal(map[string]string{"error": j.err.Error()})
+		ev.DataEncoded = body
+		msg.Header = nats.Header{events.HeaderStatus: []string{strconv.Itoa(status)}}
+	} else {
+		ev.SetType(events.TypeInferenceResponse)
+		body, err := events.AppendInferenceResponse(nil, w.response(j))
+		if err != nil {
+			return events.Permanent(err)
+		}
+		ev.DataEncoded = body
+	}
+	if err := events.WriteEvent(context.Background(), msg, &ev); err != nil {
+		return err
+	}
+	return w.nc.PublishMsg(msg)
+}
+
+func (w *Worker) response(j *job) *events.InferenceResponse {
+	outputs := j.outputs
+	if len(j.req.Outputs) > 0 {
+		outputs = make([]events.Tensor, 0, len(j.req.Outputs))
+		for _, want := range j.req.Outputs {
+			outputs = append(outputs, named(j.outputs, want.Name))
+		}
+	}
+	return &events.InferenceResponse{
+		ModelName:    w.cfg.Function,
+		ModelVersion: w.cfg.Revision,
+		ID:           j.req.ID,
+		Outputs:      outputs,
+	}
+}
