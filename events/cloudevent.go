@@ -87,7 +87,7 @@ func (m *natsMessage) ReadStructured(ctx context.Context, writer binding.Structu
 func (m *natsMessage) ReadBinary(ctx context.Context, writer binding.BinaryWriter) error {
 	version := prefixedSpecs.Version(m.get(headerPrefix + "specversion"))
 	if version == nil {
-		return binding.ErrNotBinary
+		return fmt.Errorf("unsupported specversion %q", m.get(headerPrefix+"specversion"))
 	}
 	for key, values := range m.header {
 		if len(values) == 0 {

@@ -211,6 +211,13 @@ func TestTensorWorksWithEncodingJSON(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(`{"inputs":[{"name":"x","shape":[1,2],"datatype":"UINT16","data":[[1,2]]}]}`), &decoded))
 	require.Equal(t, req, decoded)
 
+	var tensors []*Tensor
+	require.NoError(t, json.Unmarshal([]byte(`[null]`), &tensors))
+	require.Equal(t, []*Tensor{nil}, tensors)
+	var one Tensor
+	require.NoError(t, one.UnmarshalJSON([]byte(` null `)))
+	require.Equal(t, Tensor{}, one)
+
 	err = json.Unmarshal([]byte(`{"inputs":[{"name":"x","shape":[1],"datatype":"UINT8","data":[300]}]}`), &decoded)
 	requireFieldError(t, err, "tensor.data[0]", "300 is out of range for UINT8")
 

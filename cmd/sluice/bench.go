@@ -1,7 +1,251 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions/onnxfile"
+	"sluice.dev/sluice/worker/onnx"
+)
+
+// benchFlags are the settings of `sluice bench`.
+type benchFlags struct {
+	model, spec  string
+	duration     time.Duration
+	concurrency  []int
+	batches      []int
+	libraryPath  string
+	function     string
+	keepPlatform bool
+}
+
+// benchRow is one line of the printed table.
+type benchRow struct {
+	what          string
+	p50, p99      time.Duration
+	rate          float64
+	unit, comment string
+}
 
 func newBenchCommand() *cobra.Command {
-	return &cobra.Command{Use: "bench", Short: "Benchmark ONNX Runtime and the platform", Hidden: true}
+	var f benchFlags
+	cmd := &cobra.Command{
+		Use:   "bench --model MODEL.onnx --spec FUNCTION.yaml",
+		Short: "Measure ONNX Runtime in-process, then the platform's synchronous predict path under load",
+		Long: `bench measures two things and prints them as one table:
+  1. ONNX Runtime in this process: latency and rows/s of one session at each --batches size;
+  2. the platform: it starts 'sluice up' as a separate process, deploys --spec, and drives
+     POST /v2/models/NAME/infer (one row per request) with a closed-loop load generator
+     (vegeta) at each --concurrency for --duration, reporting p50, p99 and requests/s.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rows, err := benchRuntime(f)
+			if err != nil {
+				return err
+			}
+			platform, err := benchPlatform(cmd.Context(), f, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			rows = append(rows, platform...)
+			if len(platform) > 0 && len(rows) > 0 {
+				rows = append(rows, benchRow{what: "sync predict overhead over in-process inference (c=1, p50)",
+					p50: platform[0].p50 - rows[0].p50, comment: "goal < 1ms"})
+			}
+			return printBench(cmd.OutOrStdout(), rows)
+		},
+	}
+	flags := cmd.Flags()
+	flags.StringVar(&f.model, "model", "deploy/demo/iris.onnx", "ONNX model for the in-process measurement")
+	flags.StringVar(&f.spec, "spec", "deploy/demo/iris.yaml", "Function YAML deployed for the platform measurement")
+	flags.DurationVar(&f.duration, "duration", 10*time.Second, "length of each load level")
+	flags.IntSliceVar(&f.concurrency, "concurrency", []int{1, 16}, "requests in flight at each load level")
+	flags.IntSliceVar(&f.batches, "batches", []int{1, 32, 256}, "batch sizes for the in-process measurement")
+	flags.StringVar(&f.libraryPath, "onnxruntime-lib", "", "path of libonnxruntime.so")
+	flags.StringVar(&f.function, "function", "iris", "function name in --spec")
+	return cmd
+}
+
+// benchRuntime runs the model in this process at each batch size for a
+// fixed time and reports latency per run and rows per second.
+func benchRuntime(f benchFlags) ([]benchRow, error) {
+	if err := onnx.Init(f.libraryPath); err != nil {
+		return nil, err
+	}
+	model, err := os.ReadFile(f.model)
+	if err != nil {
+		return nil, err
+	}
+	signature, err := onnxfile.ReadSignature(model)
+	if err != nil {
+		return nil, err
+	}
+	session, err := onnx.Load(model, signature, onnx.DefaultSessionConfig())
+	if err != nil {
+		return nil, err
+	}
+	defer session.Close()
+	features := signature.Inputs[0].Shape[1]
+	var rows []benchRow
+	for _, batch := range f.batches {
+		input, err := randomInput(signature.Inputs[0].Name, batch, features)
+		if err != nil {
+			return nil, err
+		}
+		var latencies vegeta.LatencyMetrics
+		runs := 0
+		start := time.Now()
+		for time.Since(start) < min(f.duration/2, 3*time.Second) {
+			begin := time.Now()
+			if _, err := session.Run([]events.Tensor{input}); err != nil {
+				return nil, err
+			}
+			latencies.Add(time.Since(begin))
+			runs++
+		}
+		elapsed := time.Since(start)
+		rows = append(rows, benchRow{
+			what: fmt.Sprintf("ONNX Runtime in-process, batch %d", batch),
+			p50:  latencies.Quantile(0.5), p99: latencies.Quantile(0.99),
+			rate: float64(runs*batch) / elapsed.Seconds(), unit: "rows/s",
+		})
+	}
+	return rows, nil
+}
+
+func randomInput(name string, batch int, features int64) (events.Tensor, error) {
+	data := make([]float32, int64(batch)*features)
+	for i := range data {
+		data[i] = 1 + 6*rand.Float32()
+	}
+	return events.NewTensor(name, []int64{int64(batch), features}, data)
+}
+
+// benchPlatform starts `sluice up` in its own process and loads it at each concurrency.
+func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRow, error) {
+	url, stop, err := startPlatform(ctx, f, logs)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	body := `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}`
+	target := vegeta.Target{Method: http.MethodPost, URL: url + "/v2/models/" + f.function + "/infer", Body: []byte(body),
+		Header: http.Header{"Content-Type": {"application/json"}}}
+	var rows []benchRow
+	for _, concurrency := range f.concurrency {
+		attacker := vegeta.NewAttacker(vegeta.Workers(uint64(concurrency)), vegeta.MaxWorkers(uint64(concurrency)),
+			vegeta.KeepAlive(true), vegeta.Connections(concurrency), vegeta.Timeout(30*time.Second))
+		var metrics vegeta.Metrics
+		for result := range attacker.Attack(vegeta.NewStaticTargeter(target), vegeta.Rate{}, f.duration, "predict") {
+			metrics.Add(result)
+		}
+		metrics.Close()
+		comment := fmt.Sprintf("%d requests, %.2f%% ok", metrics.Requests, 100*metrics.Success)
+		if len(metrics.Errors) > 0 {
+			comment += ", errors: " + strings.Join(metrics.Errors[:min(2, len(metrics.Errors))], "; ")
+		}
+		rows = append(rows, benchRow{
+			what: fmt.Sprintf("sync predict over HTTP, 1 row, concurrency %d", concurrency),
+			p50:  metrics.Latencies.P50, p99: metrics.Latencies.P99,
+			rate: metrics.Throughput, unit: "req/s", comment: comment,
+		})
+	}
+	return rows, nil
+}
+
+// startPlatform runs `sluice up` on free ports with a fresh data directory and
+// waits until the function answers.
+func startPlatform(ctx context.Context, f benchFlags, logs io.Writer) (string, func(), error) {
+	executable, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	dataDir, err := os.MkdirTemp("", "sluice-bench-")
+	if err != nil {
+		return "", nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.CommandContext(ctx, executable, "up", "--data-dir", dataDir, "--addr", addr,
+		"--nats-port", "-1", "--deploy", f.spec, "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 30 * time.Second
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		_ = os.RemoveAll(dataDir)
+	}
+	url := "http://" + addr
+	if err := waitForFunction(ctx, url, f.function); err != nil {
+		stop()
+		return "", nil, err
+	}
+	return url, stop, nil
+}
+
+func freeAddr() (string, error) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer listener.Close()
+	return listener.Addr().String(), nil
+}
+
+// waitForFunction polls until one prediction succeeds, so the worker is warm.
+func waitForFunction(ctx context.Context, url, function string) error {
+	body := `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}`
+	client := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := client.Post(url+"/v2/models/"+function+"/infer", "application/json", strings.NewReader(body))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("function %s did not answer at %s within 60s", function, url)
+}
+
+func printBench(out io.Writer, rows []benchRow) error {
+	table := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(table, "MEASURE\tP50\tP99\tTHROUGHPUT\tNOTE")
+	for _, row := range rows {
+		rate := "-"
+		if row.rate > 0 {
+			rate = fmt.Sprintf("%.0f %s", row.rate, row.unit)
+		}
+		p99 := "-"
+		if row.p99 > 0 {
+			p99 = row.p99.Round(time.Microsecond).String()
+		}
+		fmt.Fprintf(table, "%s\t%s\t%s\t%s\t%s\n", row.what, row.p50.Round(time.Microsecond), p99, rate, row.comment)
+	}
+	return table.Flush()
 }

@@ -1,0 +1,109 @@
+package functions_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/functions"
+)
+
+const irisYAML = `
+apiVersion: sluice.dev/v1alpha1
+kind: Function
+metadata: {name: iris}
+spec:
+  model: {path: ./models/iris.onnx}
+  runtime: {device: cpu}
+  scaling: {minReplicas: 0, maxReplicas: 4, targetQueueDepth: 16, activationQueueDepth: 1, scaleToZeroAfter: 30s}
+  batching: {maxBatchSize: 32, maxDelay: 2ms}
+  timeouts: {request: 30s}
+`
+
+func TestParseTheDocumentedExample(t *testing.T) {
+	fn, err := functions.Parse([]byte(irisYAML))
+	require.NoError(t, err)
+	require.NoError(t, fn.Validate())
+	require.Equal(t, "iris", fn.Metadata.Name)
+	require.Equal(t, "./models/iris.onnx", fn.Spec.Model.Path)
+	require.Equal(t, 4, fn.Spec.Scaling.MaxReplicas)
+	require.Equal(t, 30*time.Second, fn.Spec.Scaling.ScaleToZeroAfter.Duration)
+	require.Equal(t, 2*time.Millisecond, fn.Spec.Batching.MaxDelay.Duration)
+}
+
+func TestDefaults(t *testing.T) {
+	fn, err := functions.Parse([]byte("metadata: {name: tiny}\nspec: {model: {uri: tiny/abc.onnx}}\n"))
+	require.NoError(t, err)
+	require.NoError(t, fn.Validate())
+	require.Equal(t, functions.APIVersion, fn.APIVersion)
+	require.Equal(t, functions.Kind, fn.Kind)
+	require.Equal(t, functions.DeviceCPU, fn.Spec.Runtime.Device)
+	require.Equal(t, 1, fn.Spec.Runtime.Threads)
+	require.Equal(t, 0, fn.Spec.Scaling.MinReplicas)
+	require.Equal(t, 4, fn.Spec.Scaling.MaxReplicas)
+	require.Equal(t, 16, fn.Spec.Scaling.TargetQueueDepth)
+	require.Equal(t, 1, fn.Spec.Scaling.ActivationQueueDepth)
+	require.Equal(t, 30*time.Second, fn.Spec.Scaling.ScaleToZeroAfter.Duration)
+	require.Equal(t, 32, fn.Spec.Batching.MaxBatchSize)
+	require.Equal(t, 2*time.Millisecond, fn.Spec.Batching.MaxDelay.Duration)
+	require.Equal(t, 30*time.Second, fn.Spec.Timeouts.Request.Duration)
+}
+
+func TestParseErrorsNameTheField(t *testing.T) {
+	cases := []struct{ name, yaml, want string }{
+		{"unknown field", "metadata: {name: a}\nspec: {model: {path: a.onnx}, scailing: {}}\n", "scailing"},
+		{"bad duration", "metadata: {name: a}\nspec: {model: {path: a.onnx}, timeouts: {request: soon}}\n", `"soon"`},
+		{"text for number", "metadata: {name: a}\nspec: {model: {path: a.onnx}, batching: {maxBatchSize: many}}\n", "maxBatchSize"},
+		{"not yaml", "metadata: [", "function"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := functions.Parse([]byte(tc.yaml))
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+func TestValidateNamesEveryBadField(t *testing.T) {
+	cases := []struct {
+		name   string
+		change func(*functions.Function)
+		want   string
+	}{
+		{"apiVersion", func(f *functions.Function) { f.APIVersion = "v1" }, "apiVersion: must be"},
+		{"kind", func(f *functions.Function) { f.Kind = "Pod" }, "kind: must be"},
+		{"name", func(f *functions.Function) { f.Metadata.Name = "Iris_1" }, "metadata.name"},
+		{"no model", func(f *functions.Function) { f.Spec.Model = functions.ModelSpec{} }, "spec.model: set path"},
+		{"both models", func(f *functions.Function) { f.Spec.Model.URI = "x" }, "spec.model: set path or uri, not both"},
+		{"not onnx", func(f *functions.Function) { f.Spec.Model.Path = "m.pt" }, "spec.model.path"},
+		{"device", func(f *functions.Function) { f.Spec.Runtime.Device = "tpu" }, `spec.runtime.device: must be "cpu" or "gpu", got "tpu"`},
+		{"threads", func(f *functions.Function) { f.Spec.Runtime.Threads = 100 }, "spec.runtime.threads"},
+		{"minReplicas", func(f *functions.Function) { f.Spec.Scaling.MinReplicas = -1 }, "spec.scaling.minReplicas"},
+		{"maxReplicas below min", func(f *functions.Function) { f.Spec.Scaling.MinReplicas = 5 }, "spec.scaling.maxReplicas"},
+		{"targetQueueDepth", func(f *functions.Function) { f.Spec.Scaling.TargetQueueDepth = -2 }, "spec.scaling.targetQueueDepth"},
+		{"activationQueueDepth", func(f *functions.Function) { f.Spec.Scaling.ActivationQueueDepth = -1 }, "spec.scaling.activationQueueDepth"},
+		{"scaleToZeroAfter", func(f *functions.Function) { f.Spec.Scaling.ScaleToZeroAfter.Duration = time.Millisecond }, "spec.scaling.scaleToZeroAfter"},
+		{"maxBatchSize", func(f *functions.Function) { f.Spec.Batching.MaxBatchSize = 10000 }, "spec.batching.maxBatchSize"},
+		{"maxDelay", func(f *functions.Function) { f.Spec.Batching.MaxDelay.Duration = time.Minute }, "spec.batching.maxDelay"},
+		{"request timeout", func(f *functions.Function) { f.Spec.Timeouts.Request.Duration = 2 * time.Hour }, "spec.timeouts.request"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fn, err := functions.Parse([]byte(irisYAML))
+			require.NoError(t, err)
+			tc.change(fn)
+			require.ErrorContains(t, fn.Validate(), tc.want)
+		})
+	}
+}
+
+func TestValidateReportsAllErrorsAtOnce(t *testing.T) {
+	fn, err := functions.Parse([]byte(irisYAML))
+	require.NoError(t, err)
+	fn.Spec.Runtime.Device = "tpu"
+	fn.Spec.Batching.MaxBatchSize = -1
+	err = fn.Validate()
+	require.ErrorContains(t, err, "spec.runtime.device")
+	require.ErrorContains(t, err, "spec.batching.maxBatchSize")
+}
