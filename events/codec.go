@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"math/bits"
@@ -81,7 +82,7 @@ type elementKind interface {
 	// decode reads a data array at the scanner's position (codec_data.go).
 	decode(s *scanner, path fieldPath, shape []int64, elements int64) (any, error)
 	// appendData writes data as a flat JSON array (codec_encode.go).
-	appendData(dst []byte, data any, field, name string) ([]byte, error)
+	appendData(dst []byte, data any, path fieldPath, name string) ([]byte, error)
 	// concat joins the data of parts, which all hold this kind (rows.go).
 	concat(parts []Tensor) any
 	// split cuts data into consecutive slices of the given lengths (rows.go).
@@ -275,12 +276,16 @@ func NewTensor(name string, shape []int64, data any) (Tensor, error) {
 // MarshalJSON writes t as the codec does, with its data flat. Its errors name
 // the field "tensor".
 func (t Tensor) MarshalJSON() ([]byte, error) {
-	return appendTensor(nil, "tensor", t)
+	return appendTensor(nil, fieldPath{list: "tensor", index: -1}, t)
 }
 
 // UnmarshalJSON reads t as DecodeInferenceRequest reads one input, under
-// DefaultLimits. Its errors name the field "tensor".
+// DefaultLimits. Its errors name the field "tensor". JSON null leaves t
+// unchanged, as encoding/json expects.
 func (t *Tensor) UnmarshalJSON(body []byte) error {
+	if string(bytes.TrimSpace(body)) == "null" {
+		return nil
+	}
 	d := decoder{scan: scanner{buf: body}, limits: DefaultLimits()}
 	decoded, err := d.tensor(fieldPath{list: "tensor", index: -1})
 	if err != nil {

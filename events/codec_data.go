@@ -10,6 +10,7 @@ import (
 
 // This file reads the data array of a tensor straight from the body bytes,
 // into the typed slice of its datatype, once its shape has passed Limits.
+// Each element parser skips the whitespace before its element itself.
 
 // elementProblem is what is wrong with one data element; the walk puts the
 // element's path in front of it to make a *FieldError.
@@ -72,7 +73,6 @@ func (w *dataWalk[T]) flat() error {
 		s.pos++ // an empty array
 	}
 	for ; more; count++ {
-		s.peek()
 		v, err := w.parse(s)
 		if err != nil {
 			return w.elementError(err, []int64{count})
@@ -133,7 +133,6 @@ func (w *dataWalk[T]) nested(depth int) error {
 
 // element reads one element of nested data at the last dimension.
 func (w *dataWalk[T]) element(depth int) error {
-	w.scan.peek()
 	v, err := w.parse(w.scan)
 	if err != nil {
 		return w.elementError(err, w.index[:depth+1])

@@ -34,7 +34,7 @@ func AppendInferenceResponse(dst []byte, r *InferenceResponse) ([]byte, error) {
 	var err error
 	if r.Parameters != nil {
 		dst = append(dst, `,"parameters":`...)
-		if dst, err = appendParameters(dst, "parameters", r.Parameters); err != nil {
+		if dst, err = appendParameters(dst, fieldPath{list: "parameters", index: -1}, r.Parameters); err != nil {
 			return dst[:start], err
 		}
 	}
@@ -61,7 +61,7 @@ func AppendInferenceRequest(dst []byte, r *InferenceRequest) ([]byte, error) {
 	var err error
 	if r.Parameters != nil {
 		dst = append(dst, `"parameters":`...)
-		if dst, err = appendParameters(dst, "parameters", r.Parameters); err != nil {
+		if dst, err = appendParameters(dst, fieldPath{list: "parameters", index: -1}, r.Parameters); err != nil {
 			return dst[:start], err
 		}
 		dst = append(dst, ',')
@@ -73,7 +73,7 @@ func AppendInferenceRequest(dst []byte, r *InferenceRequest) ([]byte, error) {
 	if len(r.Outputs) > 0 {
 		dst = append(dst, `,"outputs":[`...)
 		for i, output := range r.Outputs {
-			if dst, err = appendRequestedOutput(dst, fmt.Sprintf("outputs[%d]", i), output); err != nil {
+			if dst, err = appendRequestedOutput(dst, fieldPath{list: "outputs", index: i}, output); err != nil {
 				return dst[:start], err
 			}
 		}
@@ -83,16 +83,16 @@ func AppendInferenceRequest(dst []byte, r *InferenceRequest) ([]byte, error) {
 }
 
 // appendRequestedOutput writes output followed by a ','.
-func appendRequestedOutput(dst []byte, field string, output RequestedOutput) ([]byte, error) {
+func appendRequestedOutput(dst []byte, path fieldPath, output RequestedOutput) ([]byte, error) {
 	if output.Name == "" {
-		return dst, &FieldError{Field: field + ".name", Problem: "empty"}
+		return dst, &FieldError{Field: path.with("name").String(), Problem: "empty"}
 	}
 	dst = append(dst, `{"name":`...)
 	dst = appendString(dst, output.Name)
 	if output.Parameters != nil {
 		var err error
 		dst = append(dst, `,"parameters":`...)
-		if dst, err = appendParameters(dst, field+".parameters", output.Parameters); err != nil {
+		if dst, err = appendParameters(dst, path.with("parameters"), output.Parameters); err != nil {
 			return dst, err
 		}
 	}
@@ -106,18 +106,18 @@ func appendTensors(dst []byte, list string, tensors []Tensor) ([]byte, error) {
 			dst = append(dst, ',')
 		}
 		var err error
-		if dst, err = appendTensor(dst, list+"["+strconv.Itoa(i)+"]", t); err != nil {
+		if dst, err = appendTensor(dst, fieldPath{list: list, index: i}, t); err != nil {
 			return dst, err
 		}
 	}
 	return append(dst, ']'), nil
 }
 
-// appendTensor validates t and writes it, naming it field in errors.
-func appendTensor(dst []byte, field string, t Tensor) ([]byte, error) {
-	kind, fieldErr := t.validate(field)
+// appendTensor validates t and writes it, naming it path in errors.
+func appendTensor(dst []byte, path fieldPath, t Tensor) ([]byte, error) {
+	kind, fieldErr := t.validate("")
 	if fieldErr != nil {
-		return dst, fieldErr
+		return dst, fieldErr.under(path.String() + ".")
 	}
 	dst = append(dst, `{"name":`...)
 	dst = appendString(dst, t.Name)
@@ -134,28 +134,28 @@ func appendTensor(dst []byte, field string, t Tensor) ([]byte, error) {
 	var err error
 	if t.Parameters != nil {
 		dst = append(dst, `,"parameters":`...)
-		if dst, err = appendParameters(dst, field+".parameters", t.Parameters); err != nil {
+		if dst, err = appendParameters(dst, path.with("parameters"), t.Parameters); err != nil {
 			return dst, err
 		}
 	}
 	dst = append(dst, `,"data":`...)
-	if dst, err = kind.appendData(dst, t.Data, field, t.Name); err != nil {
+	if dst, err = kind.appendData(dst, t.Data, path, t.Name); err != nil {
 		return dst, err
 	}
 	return append(dst, '}'), nil
 }
 
-func appendParameters(dst []byte, field string, parameters map[string]any) ([]byte, error) {
+func appendParameters(dst []byte, field fieldPath, parameters map[string]any) ([]byte, error) {
 	encoded, err := json.Marshal(parameters)
 	if err != nil {
-		return dst, &FieldError{Field: field, Problem: err.Error()}
+		return dst, &FieldError{Field: field.String(), Problem: err.Error()}
 	}
 	return append(dst, encoded...), nil
 }
 
 // appendData writes data, which validate has checked is a []T, as a flat
 // JSON array.
-func (k *typedKind[T]) appendData(dst []byte, data any, field, name string) ([]byte, error) {
+func (k *typedKind[T]) appendData(dst []byte, data any, path fieldPath, name string) ([]byte, error) {
 	values := data.([]T)
 	dst = append(dst, '[')
 	for i, v := range values {
@@ -164,7 +164,7 @@ func (k *typedKind[T]) appendData(dst []byte, data any, field, name string) ([]b
 		}
 		var ok bool
 		if dst, ok = k.appendElement(dst, v); !ok {
-			return dst, &FieldError{Field: fmt.Sprintf("%s.data[%d]", field, i), Problem: fmt.Sprintf("%v in tensor %q cannot be written as JSON", v, name)}
+			return dst, &FieldError{Field: fmt.Sprintf("%s[%d]", path.with("data"), i), Problem: fmt.Sprintf("%v in tensor %q cannot be written as JSON", v, name)}
 		}
 	}
 	return append(dst, ']'), nil
