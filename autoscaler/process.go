@@ -159,6 +159,8 @@ func (s *ProcessScaler) runOnce(ctx context.Context, key revisionKey) error {
 	cmd := s.cfg.Command(ctx, key.function, key.revision)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = s.cfg.StopTimeout
+	// A worker outlives no supervisor: if this process dies, the kernel sends SIGTERM.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}

@@ -63,7 +63,8 @@ func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
 	}
 	ev, err := events.ReadEvent(context.Background(), msg.Headers(), msg.Data())
 	if err != nil {
-		j.err = events.Permanent(err)
+		// The message itself is wrong, so it is the caller's error: 400.
+		j.err = events.Permanent(&events.FieldError{Field: "message", Problem: err.Error()})
 		return j
 	}
 	j.eventID = ev.ID()

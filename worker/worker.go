@@ -86,11 +86,18 @@ func New(nc *nats.Conn, consumer jetstream.Consumer, models []Model, signature e
 }
 
 // Run serves until ctx ends, then drains: it stops fetching, finishes and
-// settles every request it holds, and returns once all of that is done.
+// settles every request it holds, and returns once all of that is done. When
+// the drain takes longer than DrainTimeout, requests not yet handed to the
+// batcher go back to the queue; the batches under way are still finished.
 func (w *Worker) Run(ctx context.Context) error {
+	// incoming is never closed: the consumer's callback may still be running
+	// when the drain gives up. stopped says no more messages will come, and
+	// abandoned makes a callback that is still waiting give its message back.
 	incoming := make(chan jetstream.Msg, w.cfg.MaxBatchSize)
+	stopped := make(chan struct{})
+	abandoned := make(chan struct{})
 	consume, err := w.consumer.Consume(
-		func(msg jetstream.Msg) { incoming <- msg },
+		func(msg jetstream.Msg) { w.take(msg, incoming, abandoned) },
 		jetstream.PullMaxMessages(2*w.cfg.MaxBatchSize*len(w.models)),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
@@ -105,7 +112,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	group := new(errgroup.Group)
 	group.Go(func() error {
 		defer close(batches)
-		w.batch(incoming, batches)
+		w.batch(incoming, stopped, batches)
 		return nil
 	})
 	for _, model := range w.models {
@@ -123,26 +130,54 @@ func (w *Worker) Run(ctx context.Context) error {
 	select {
 	case <-consume.Closed():
 	case <-time.After(w.cfg.DrainTimeout):
+		close(abandoned)
 		consume.Stop()
-		w.log.Warn("drain timed out; unsettled requests return to the queue after their ack wait")
+		w.log.Warn("drain timed out; requests not yet batched go back to the queue, those still in the client buffer after their ack wait")
 	}
-	close(incoming)
+	close(stopped)
 	err = group.Wait()
 	w.log.Info("drained")
 	return err
 }
 
+// errDraining sends a request back to the queue, for another worker.
+var errDraining = errors.New("worker: draining: the request goes back to the queue")
+
+// take hands msg from the consumer to the batcher or, once the drain has
+// given up waiting, back to the queue.
+func (w *Worker) take(msg jetstream.Msg, incoming chan<- jetstream.Msg, abandoned <-chan struct{}) {
+	select {
+	case <-abandoned:
+	default:
+		select {
+		case incoming <- msg:
+			return
+		case <-abandoned:
+		}
+	}
+	if err := events.Settle(msg, errDraining); err != nil {
+		w.log.Warn("settle", "error", err)
+	}
+}
+
 // batch groups incoming messages: a batch closes when it holds MaxBatchSize
 // messages, MaxDelay after its first message arrived, or at once when no other
 // request is waiting — neither here nor in the stream — so a lone request at
-// low load never waits for a batch that is not coming.
-func (w *Worker) batch(incoming <-chan jetstream.Msg, batches chan<- []jetstream.Msg) {
+// low load never waits for a batch that is not coming. Once stopped is closed
+// it batches what is left in incoming without waiting, and returns.
+func (w *Worker) batch(incoming <-chan jetstream.Msg, stopped <-chan struct{}, batches chan<- []jetstream.Msg) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
-		first, ok := <-incoming
-		if !ok {
-			return
+		var first jetstream.Msg
+		select {
+		case first = <-incoming:
+		case <-stopped:
+			select {
+			case first = <-incoming:
+			default:
+				return
+			}
 		}
 		batch := []jetstream.Msg{first}
 		timer.Reset(w.cfg.MaxDelay)
@@ -152,13 +187,14 @@ func (w *Worker) batch(incoming <-chan jetstream.Msg, batches chan<- []jetstream
 				break
 			}
 			select {
-			case msg, ok := <-incoming:
-				if !ok {
-					break collect
-				}
+			case msg := <-incoming:
 				batch = append(batch, msg)
 			case <-timer.C:
 				break collect
+			case <-stopped:
+				if len(incoming) == 0 { // and nothing more comes
+					break collect
+				}
 			}
 		}
 		timer.Stop()

@@ -15,7 +15,7 @@ func FuzzReadSignature(f *testing.F) {
 		Graph: Graph{
 			Nodes: []Node{{
 				OpType: "Softmax", Inputs: []string{"x"}, Outputs: []string{"y"},
-				Attributes: []Attribute{IntAttribute("axis", 1), IntsAttribute("unused", 1, 2), FloatAttribute("f", 0.5)},
+				Attributes: []Attribute{IntAttribute("axis", 1), IntsAttribute("unused", 1, 2), FloatAttribute("f", 0.5), StringsAttribute("names", "a", "b")},
 			}},
 			Initializers: []Initializer{{Name: "W", Dims: []int64{2}, Values: []float32{1, 2}}},
 			Inputs: []ValueInfo{

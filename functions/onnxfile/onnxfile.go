@@ -5,8 +5,9 @@
 // Reading is limited to what the platform needs to know about a model
 // before it runs one: the signature of its graph (ReadSignature) and its
 // metadata (ReadMetadata). Writing covers the small graphs the trainer
-// emits: nodes with int, ints, float and string attributes, FP32
-// initializers, and tensor inputs and outputs (Model.Marshal).
+// emits: nodes of the default or another operator set domain with int,
+// ints, float, string and strings attributes, FP32 initializers, and
+// tensor inputs and outputs (Model.Marshal).
 package onnxfile
 
 import (
@@ -24,6 +25,10 @@ const (
 	DefaultIRVersion    int64 = 8
 	DefaultOpsetVersion int64 = 13
 )
+
+// MLDomain is the operator set domain of the ONNX-ML operators, such as
+// LabelEncoder. A Model whose nodes use it lists it in ExtraOpsets.
+const MLDomain = "ai.onnx.ml"
 
 // ErrMalformed is wrapped by every error about bytes that are not a
 // well-formed ONNX model: truncated, not protobuf, or missing the graph.
@@ -61,13 +66,15 @@ const (
 	nodeName      protowire.Number = 3
 	nodeOpType    protowire.Number = 4
 	nodeAttribute protowire.Number = 5
+	nodeDomain    protowire.Number = 7
 
-	attributeName   protowire.Number = 1
-	attributeFloat  protowire.Number = 2
-	attributeInt    protowire.Number = 3
-	attributeString protowire.Number = 4
-	attributeInts   protowire.Number = 8
-	attributeType   protowire.Number = 20
+	attributeName    protowire.Number = 1
+	attributeFloat   protowire.Number = 2
+	attributeInt     protowire.Number = 3
+	attributeString  protowire.Number = 4
+	attributeInts    protowire.Number = 8
+	attributeStrings protowire.Number = 9
+	attributeType    protowire.Number = 20
 
 	tensorDims     protowire.Number = 1
 	tensorDataType protowire.Number = 2
@@ -96,10 +103,11 @@ const (
 
 // AttributeProto.AttributeType values.
 const (
-	attributeKindFloat  = 1
-	attributeKindInt    = 2
-	attributeKindString = 3
-	attributeKindInts   = 7
+	attributeKindFloat   = 1
+	attributeKindInt     = 2
+	attributeKindString  = 3
+	attributeKindInts    = 7
+	attributeKindStrings = 8
 )
 
 // elementType is a TensorProto.DataType value.

@@ -12,14 +12,18 @@ import (
 	"sluice.dev/sluice/events"
 )
 
-// Model is an ONNX model to write: one graph, the version of the default
-// (ai.onnx) operator set its nodes use, and metadata.
+// Model is an ONNX model to write: one graph, the versions of the operator
+// sets its nodes use, and metadata.
 type Model struct {
 	// IRVersion is the ONNX IR version; 0 means DefaultIRVersion.
 	IRVersion int64
 	// OpsetVersion is the ai.onnx operator set version; 0 means
 	// DefaultOpsetVersion.
-	OpsetVersion    int64
+	OpsetVersion int64
+	// ExtraOpsets are the operator sets of other domains, such as MLDomain,
+	// written as opset_import after the default one, in this order. Every
+	// domain a node names must be here.
+	ExtraOpsets     []Opset
 	ProducerName    string
 	ProducerVersion string
 	// Metadata is written as metadata_props, in key order.
@@ -38,9 +42,19 @@ type Graph struct {
 	Outputs      []ValueInfo
 }
 
-// Node is one operator of a Graph, from the default (ai.onnx) domain.
+// Opset is an operator set a Model imports: a domain other than the
+// default one, and its version.
+type Opset struct {
+	Domain  string
+	Version int64
+}
+
+// Node is one operator of a Graph.
 type Node struct {
-	OpType     string
+	OpType string
+	// Domain is the operator set domain of OpType, such as MLDomain; ""
+	// means the default (ai.onnx) domain.
+	Domain     string
 	Name       string
 	Inputs     []string
 	Outputs    []string
@@ -48,14 +62,15 @@ type Node struct {
 }
 
 // Attribute is a named attribute of a Node. Make one with IntAttribute,
-// IntsAttribute, FloatAttribute or StringAttribute.
+// IntsAttribute, FloatAttribute, StringAttribute or StringsAttribute.
 type Attribute struct {
-	name        string
-	kind        int
-	intValue    int64
-	intValues   []int64
-	floatValue  float32
-	stringValue string
+	name         string
+	kind         int
+	intValue     int64
+	intValues    []int64
+	floatValue   float32
+	stringValue  string
+	stringValues []string
 }
 
 // IntAttribute is an INT attribute.
@@ -76,6 +91,11 @@ func FloatAttribute(name string, value float32) Attribute {
 // StringAttribute is a STRING attribute.
 func StringAttribute(name, value string) Attribute {
 	return Attribute{name: name, kind: attributeKindString, stringValue: value}
+}
+
+// StringsAttribute is a STRINGS attribute.
+func StringsAttribute(name string, values ...string) Attribute {
+	return Attribute{name: name, kind: attributeKindStrings, stringValues: slices.Clone(values)}
 }
 
 // Name returns the attribute's name.
@@ -102,13 +122,18 @@ type ValueInfo struct {
 }
 
 // Marshal encodes the model as an ONNX protobuf file. It checks what it
-// can without knowing the operators: names, datatypes, dimensions, and
-// that each initializer holds as many values as its dims call for.
+// can without knowing the operators: names, datatypes, dimensions, that
+// each initializer holds as many values as its dims call for, and that
+// each node's domain is imported.
 func (model Model) Marshal() ([]byte, error) {
 	irVersion := cmp.Or(model.IRVersion, DefaultIRVersion)
 	opsetVersion := cmp.Or(model.OpsetVersion, DefaultOpsetVersion)
 	if irVersion < 0 || opsetVersion < 0 {
 		return nil, fmt.Errorf("marshal model: negative version (ir %d, opset %d)", irVersion, opsetVersion)
+	}
+	opsets := append([]Opset{{Domain: "", Version: opsetVersion}}, model.ExtraOpsets...)
+	if err := checkOpsets(opsets, model.Graph.Nodes); err != nil {
+		return nil, fmt.Errorf("marshal model: %w", err)
 	}
 	graph, err := model.Graph.marshal()
 	if err != nil {
@@ -123,10 +148,12 @@ func (model Model) Marshal() ([]byte, error) {
 		out = appendStringField(out, modelProducerVersion, model.ProducerVersion)
 	}
 	out = appendBytesField(out, modelGraph, graph)
-	var opset []byte
-	opset = appendStringField(opset, opsetIDDomain, "")
-	opset = appendVarintField(opset, opsetIDVersion, uint64(opsetVersion))
-	out = appendBytesField(out, modelOpsetImport, opset)
+	for _, imported := range opsets {
+		var opset []byte
+		opset = appendStringField(opset, opsetIDDomain, imported.Domain)
+		opset = appendVarintField(opset, opsetIDVersion, uint64(imported.Version))
+		out = appendBytesField(out, modelOpsetImport, opset)
+	}
 	keys := make([]string, 0, len(model.Metadata))
 	for key := range model.Metadata {
 		keys = append(keys, key)
@@ -139,6 +166,31 @@ func (model Model) Marshal() ([]byte, error) {
 		out = appendBytesField(out, modelMetadataProps, entry)
 	}
 	return out, nil
+}
+
+// checkOpsets checks the operator sets a model imports, the default one
+// first, and that every domain its nodes name is among them. "ai.onnx" is
+// another name of the default domain.
+func checkOpsets(opsets []Opset, nodes []Node) error {
+	imported := map[string]bool{"": true, "ai.onnx": true}
+	for index, opset := range opsets[1:] {
+		if imported[opset.Domain] {
+			if opset.Domain == "" || opset.Domain == "ai.onnx" {
+				return fmt.Errorf("extra opset %d: domain %q is the default one, set OpsetVersion instead", index, opset.Domain)
+			}
+			return fmt.Errorf("extra opset %d: domain %q is imported twice", index, opset.Domain)
+		}
+		if opset.Version < 1 {
+			return fmt.Errorf("extra opset %d (%q): version is %d, want 1 or more", index, opset.Domain, opset.Version)
+		}
+		imported[opset.Domain] = true
+	}
+	for index, node := range nodes {
+		if !imported[node.Domain] {
+			return fmt.Errorf("node %d (%s %q): domain %q is not imported: add it to ExtraOpsets", index, node.OpType, node.Name, node.Domain)
+		}
+	}
+	return nil
 }
 
 // marshal encodes a GraphProto.
@@ -210,13 +262,16 @@ func (node Node) marshal() ([]byte, error) {
 	names := map[string]bool{}
 	for index, attribute := range node.Attributes {
 		if attribute.name == "" || attribute.kind == 0 {
-			return nil, fmt.Errorf("attribute %d: make attributes with IntAttribute, IntsAttribute, FloatAttribute or StringAttribute, with a name", index)
+			return nil, fmt.Errorf("attribute %d: make attributes with IntAttribute, IntsAttribute, FloatAttribute, StringAttribute or StringsAttribute, with a name", index)
 		}
 		if names[attribute.name] {
 			return nil, fmt.Errorf("attribute %q is set twice", attribute.name)
 		}
 		names[attribute.name] = true
 		out = appendBytesField(out, nodeAttribute, attribute.marshal())
+	}
+	if node.Domain != "" {
+		out = appendStringField(out, nodeDomain, node.Domain)
 	}
 	return out, nil
 }
@@ -237,6 +292,10 @@ func (attribute Attribute) marshal() []byte {
 		// onnx.proto is proto2 and does not declare ints packed: one field each.
 		for _, value := range attribute.intValues {
 			out = appendVarintField(out, attributeInts, uint64(value))
+		}
+	case attributeKindStrings:
+		for _, value := range attribute.stringValues {
+			out = appendStringField(out, attributeStrings, value)
 		}
 	}
 	return appendVarintField(out, attributeType, uint64(attribute.kind))
@@ -273,7 +332,8 @@ func (initializer Initializer) marshal() ([]byte, error) {
 	return appendBytesField(out, tensorRawData, raw), nil
 }
 
-// marshal encodes a ValueInfoProto holding a tensor type.
+// marshal encodes a ValueInfoProto holding a tensor type. BYTES is written
+// as the STRING element type.
 func (value ValueInfo) marshal() ([]byte, error) {
 	if value.Name == "" {
 		return nil, fmt.Errorf("no name")

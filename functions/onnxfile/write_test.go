@@ -203,4 +203,5 @@ func TestAttributeName(t *testing.T) {
 	require.Equal(t, "perm", onnxfile.IntsAttribute("perm", 1, 0).Name())
 	require.Equal(t, "alpha", onnxfile.FloatAttribute("alpha", 0.5).Name())
 	require.Equal(t, "mode", onnxfile.StringAttribute("mode", "constant").Name())
+	require.Equal(t, "values_strings", onnxfile.StringsAttribute("values_strings", "a", "b").Name())
 }

@@ -14,6 +14,9 @@ const (
 	InputName         = "input"
 	ProbabilitiesName = "probabilities"
 	LabelName         = "label"
+	// ClassName is the output holding each row's class name, the label
+	// looked up in the class names.
+	ClassName = "class"
 	// MetadataClasses is the metadata key of the class names, a JSON array
 	// indexed by the label output.
 	MetadataClasses = "classes"
@@ -23,6 +26,10 @@ const (
 	// ProducerName is the producer_name of the exported model.
 	ProducerName = "sluice-train"
 )
+
+// mlOpsetVersion is the version of the ai.onnx.ml operator set the
+// exported model imports for LabelEncoder.
+const mlOpsetVersion = 2
 
 // Classifier is a trained model: the standardization of the training
 // features and the network behind it. It is immutable and safe for
@@ -64,8 +71,9 @@ func (classifier *Classifier) PredictProba(features []float32) []float32 {
 	return out
 }
 
-// ONNX exports the classifier as an ONNX model (IR 8, opset 13) that
-// computes what PredictProba does, in float32, for a batch:
+// ONNX exports the classifier as an ONNX model (IR 8, opset 13 and
+// ai.onnx.ml opset 2) that computes what PredictProba does, in float32,
+// for a batch, and names the most probable class:
 //
 //	input         FP32  [N, features]
 //	centered      = Sub(input, feature_mean)
@@ -75,7 +83,10 @@ func (classifier *Classifier) PredictProba(features []float32) []float32 {
 //	logits        = Gemm(hidden or standardized, output_weights, output_bias, transB=1)
 //	probabilities = Softmax(logits, axis=1)             FP32  [N, classes]
 //	label         = ArgMax(logits, axis=1, keepdims=0)  INT64 [N]
+//	class         = LabelEncoder(label)                 BYTES [N]   ai.onnx.ml domain: keys_int64s=0..classes-1,
+//	                                                                values_strings=class names, default_string=""
 //
+// The outputs are probabilities, label and class, in this order.
 // Standardization stays explicit in the graph rather than folded into the
 // first weights, so the model reads as it was trained. The metadata holds
 // the class and feature names as JSON arrays under MetadataClasses and
@@ -92,6 +103,7 @@ func (classifier *Classifier) ONNX() ([]byte, error) {
 	model := onnxfile.Model{
 		IRVersion:    onnxfile.DefaultIRVersion,
 		OpsetVersion: onnxfile.DefaultOpsetVersion,
+		ExtraOpsets:  []onnxfile.Opset{{Domain: onnxfile.MLDomain, Version: mlOpsetVersion}},
 		ProducerName: ProducerName,
 		Metadata:     map[string]string{MetadataClasses: string(classes), MetadataFeatures: string(features)},
 		Graph:        classifier.graph(),
@@ -120,6 +132,7 @@ func (classifier *Classifier) graph() onnxfile.Graph {
 		Outputs: []onnxfile.ValueInfo{
 			{Name: ProbabilitiesName, Datatype: events.FP32, Shape: []int64{-1, int64(len(classifier.classes))}},
 			{Name: LabelName, Datatype: events.Int64, Shape: []int64{-1}},
+			{Name: ClassName, Datatype: events.Bytes, Shape: []int64{-1}},
 		},
 	}
 	previous := "standardized"
@@ -152,8 +165,28 @@ func (classifier *Classifier) graph() onnxfile.Graph {
 		onnxfile.Node{
 			OpType: "ArgMax", Name: "argmax", Inputs: []string{"logits"}, Outputs: []string{LabelName},
 			Attributes: []onnxfile.Attribute{onnxfile.IntAttribute("axis", 1), onnxfile.IntAttribute("keepdims", 0)},
-		})
+		},
+		classifier.classNode())
 	return graph
+}
+
+// classNode is the LabelEncoder (ai.onnx.ml, version 2) that maps each
+// label to its class name. A label is always a valid index, so the
+// default string is never used.
+func (classifier *Classifier) classNode() onnxfile.Node {
+	keys := make([]int64, len(classifier.classes))
+	for class := range keys {
+		keys[class] = int64(class)
+	}
+	return onnxfile.Node{
+		OpType: "LabelEncoder", Domain: onnxfile.MLDomain, Name: "class_names",
+		Inputs: []string{LabelName}, Outputs: []string{ClassName},
+		Attributes: []onnxfile.Attribute{
+			onnxfile.IntsAttribute("keys_int64s", keys...),
+			onnxfile.StringsAttribute("values_strings", classifier.classes...),
+			onnxfile.StringAttribute("default_string", ""),
+		},
+	}
 }
 
 // toFloat32 converts parameters to the FP32 the model stores.

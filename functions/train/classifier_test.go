@@ -44,6 +44,7 @@ func TestClassifierONNX(t *testing.T) {
 				Outputs: []events.TensorSpec{
 					{Name: train.ProbabilitiesName, Datatype: events.FP32, Shape: []int64{-1, 3}},
 					{Name: train.LabelName, Datatype: events.Int64, Shape: []int64{-1}},
+					{Name: train.ClassName, Datatype: events.Bytes, Shape: []int64{-1}},
 				},
 			}, signature)
 

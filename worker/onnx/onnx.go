@@ -128,6 +128,9 @@ func Load(model []byte, signature events.Signature, cfg SessionConfig) (*Session
 	if !ort.IsInitialized() {
 		return nil, errors.New("onnx: Init must be called before Load")
 	}
+	if err := checkOutputs(signature); err != nil {
+		return nil, err
+	}
 	options, err := sessionOptions(cfg)
 	if err != nil {
 		return nil, err
@@ -140,6 +143,18 @@ func Load(model []byte, signature events.Signature, cfg SessionConfig) (*Session
 		return nil, fmt.Errorf("onnx: create session: %w", err)
 	}
 	return &Session{session: session, signature: signature}, nil
+}
+
+// checkOutputs refuses FP16 outputs: onnxruntime_go copies one byte per
+// element of an output it does not know the Go type of, so reading an FP16
+// output back always fails, and refusing it here says so once, at load time.
+func checkOutputs(signature events.Signature) error {
+	for _, output := range signature.Outputs {
+		if output.Datatype == events.FP16 {
+			return fmt.Errorf("onnx: output %q is FP16, which cannot be read back from ONNX Runtime here: cast it to FP32 in the model", output.Name)
+		}
+	}
+	return nil
 }
 
 func sessionOptions(cfg SessionConfig) (*ort.SessionOptions, error) {

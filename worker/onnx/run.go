@@ -2,6 +2,8 @@ package onnx
 
 import (
 	"fmt"
+	"reflect"
+	"strings"
 
 	"github.com/x448/float16"
 	ort "github.com/yalue/onnxruntime_go"
@@ -50,9 +52,11 @@ func find(tensors []events.Tensor, name string) (events.Tensor, bool) {
 	return events.Tensor{}, false
 }
 
+// destroy releases values. A run that failed while converting its outputs
+// can leave a typed nil pointer behind, which must not be destroyed.
 func destroy(values []ort.Value) {
 	for _, v := range values {
-		if v != nil {
+		if v != nil && !reflect.ValueOf(v).IsNil() {
 			_ = v.Destroy()
 		}
 	}
@@ -90,6 +94,13 @@ func toValue(t events.Tensor) (ort.Value, error) {
 		}
 		return ort.NewCustomDataTensor(shape, raw, ort.TensorElementDataTypeFloat16)
 	case []string:
+		// ONNX Runtime fills string tensors from C strings: a NUL byte would
+		// silently cut the element short.
+		for i, element := range data {
+			if strings.IndexByte(element, 0) >= 0 {
+				return nil, &events.FieldError{Field: fmt.Sprintf("%s.data[%d]", t.Name, i), Problem: "holds a NUL byte, which ONNX Runtime's string tensors cannot carry"}
+			}
+		}
 		tensor, err := ort.NewStringTensor(shape)
 		if err != nil {
 			return nil, err

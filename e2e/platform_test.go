@@ -1,0 +1,239 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// platform is a running `sluice up` with the iris demo deployed.
+type platform struct {
+	url    string
+	cmd    *exec.Cmd
+	logs   *syncBuffer
+	exited chan error
+}
+
+// syncBuffer collects a process's output for the failure message.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// sluice runs a client subcommand and returns its standard output.
+func sluice(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(binary, args...).CombinedOutput()
+	require.NoError(t, err, "sluice %s:\n%s", strings.Join(args, " "), out)
+	return string(out)
+}
+
+// startPlatform trains the demo model, writes its Function and runs `sluice up`.
+func startPlatform(t *testing.T) *platform {
+	t.Helper()
+	dir := t.TempDir()
+	out := sluice(t, "train", "--input", "../deploy/demo/iris.csv", "--output", filepath.Join(dir, "iris.onnx"))
+	require.Contains(t, out, "held-out accuracy")
+	spec, err := os.ReadFile("../deploy/demo/iris.yaml")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "iris.yaml"), spec, 0o644))
+
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := listener.Addr().String()
+	listener.Close()
+	p := &platform{url: "http://" + addr, logs: &syncBuffer{}, exited: make(chan error, 1)}
+	p.cmd = exec.Command(binary, "up", "--data-dir", filepath.Join(dir, "data"), "--addr", addr,
+		"--nats-port", "-1", "--deploy", filepath.Join(dir, "iris.yaml"))
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	p.cmd.WaitDelay = 10 * time.Second // workers hold the output pipe a little after up exits
+	require.NoError(t, p.cmd.Start())
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.exited
+		if t.Failed() {
+			t.Logf("sluice up output:\n%s", p.logs.String())
+		}
+	})
+	require.Eventually(t, func() bool {
+		code, _ := p.post(t, "/v2/models/iris/infer", irisRequest, nil)
+		return code == http.StatusOK
+	}, 60*time.Second, 100*time.Millisecond, "the iris function never answered; make deps installs ONNX Runtime. Output:\n%s", p.logs.String())
+	return p
+}
+
+const irisRequest = `{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2,6.7,3.0,5.2,2.3]}]}`
+
+func (p *platform) post(t *testing.T, path, body string, header http.Header) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, p.url+path, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	for key, values := range header {
+		req.Header[key] = values
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, data
+}
+
+// oipResponse is the part of an Open Inference Protocol answer the tests read.
+type oipResponse struct {
+	ModelName    string `json:"model_name"`
+	ModelVersion string `json:"model_version"`
+	Outputs      []struct {
+		Name     string          `json:"name"`
+		Shape    []int64         `json:"shape"`
+		Datatype string          `json:"datatype"`
+		Data     json.RawMessage `json:"data"`
+	} `json:"outputs"`
+}
+
+// requireIrisAnswer checks the answer for irisRequest: probabilities of two
+// rows that each sum to 1, and the labels setosa (0) and virginica (2).
+func requireIrisAnswer(t *testing.T, body []byte) {
+	t.Helper()
+	var answer oipResponse
+	require.NoError(t, json.Unmarshal(body, &answer), "%s", body)
+	require.Equal(t, "iris", answer.ModelName)
+	require.Equal(t, "1", answer.ModelVersion)
+	outputs := map[string]json.RawMessage{}
+	for _, output := range answer.Outputs {
+		outputs[output.Name] = output.Data
+	}
+	var probabilities []float64
+	require.NoError(t, json.Unmarshal(outputs["probabilities"], &probabilities))
+	require.Len(t, probabilities, 6)
+	for row := range 2 {
+		sum := probabilities[3*row] + probabilities[3*row+1] + probabilities[3*row+2]
+		require.InDelta(t, 1, sum, 1e-5, "row %d", row)
+	}
+	var labels []int64
+	require.NoError(t, json.Unmarshal(outputs["label"], &labels))
+	require.Equal(t, []int64{0, 2}, labels)
+}
+
+func TestQuickStart(t *testing.T) {
+	p := startPlatform(t)
+
+	t.Run("curl", func(t *testing.T) {
+		code, body := p.post(t, "/v2/models/iris/infer", irisRequest, nil)
+		require.Equal(t, http.StatusOK, code, "%s", body)
+		requireIrisAnswer(t, body)
+	})
+	t.Run("sluice predict", func(t *testing.T) {
+		out := sluice(t, "predict", "iris", "--url", p.url, "--data", "[[5.1,3.5,1.4,0.2],[6.7,3.0,5.2,2.3]]")
+		requireIrisAnswer(t, []byte(out))
+	})
+	t.Run("binary-mode CloudEvent", func(t *testing.T) {
+		body := `{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[[5.1,3.5,1.4,0.2],[6.7,3.0,5.2,2.3]]}]}`
+		req, err := http.NewRequest(http.MethodPost, p.url+"/", strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header = http.Header{
+			"Ce-Specversion": {"1.0"}, "Ce-Id": {"e2e-1"}, "Ce-Source": {"/e2e"},
+			"Ce-Type": {"dev.sluice.inference.request"}, "Ce-Model": {"iris"}, "Content-Type": {"application/json"},
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		answer, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", answer)
+		require.Equal(t, "dev.sluice.inference.response", resp.Header.Get("Ce-Type"))
+		require.Equal(t, "e2e-1", resp.Header.Get("Ce-Requestid"))
+		requireIrisAnswer(t, answer)
+	})
+	t.Run("functions list", func(t *testing.T) {
+		out := sluice(t, "functions", "list", "--nats-url", natsURL(t, p))
+		require.Contains(t, out, "iris")
+	})
+	t.Run("bad input is a 400 naming the field", func(t *testing.T) {
+		code, body := p.post(t, "/v2/models/iris/infer", `{"inputs":[{"name":"input","shape":[2,3],"datatype":"FP32","data":[1,2,3,4,5,6]}]}`, nil)
+		require.Equal(t, http.StatusBadRequest, code)
+		require.Contains(t, string(body), "inputs[0].shape")
+	})
+}
+
+// natsURL reads the embedded server's URL from the platform's log.
+func natsURL(t *testing.T, p *platform) string {
+	t.Helper()
+	for _, line := range strings.Split(p.logs.String(), "\n") {
+		if _, after, ok := strings.Cut(line, `msg="nats listening" url=`); ok {
+			return strings.Fields(after)[0]
+		}
+	}
+	t.Fatalf("no NATS URL in the log:\n%s", p.logs.String())
+	return ""
+}
+
+// SIGTERM drains: every request the activator accepted before the signal is
+// answered, and the process exits cleanly.
+func TestSIGTERMAnswersRequestsInFlight(t *testing.T) {
+	p := startPlatform(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				code, _ := p.post(t, "/v2/models/iris/infer", irisRequest, nil)
+				mu.Lock()
+				codes[code]++
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond) // let load build up before the signal
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-p.exited:
+		require.NoError(t, err, "sluice up exits cleanly on SIGTERM")
+		p.exited <- nil // for the cleanup
+	case <-time.After(60 * time.Second):
+		t.Fatal("sluice up did not exit within 60s of SIGTERM")
+	}
+	cancel()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	require.Greater(t, codes[http.StatusOK], 0)
+	for code, n := range codes {
+		// 0: the connection was refused once the listener closed; never a 5xx.
+		require.Contains(t, []int{0, http.StatusOK}, code, "%d requests got %d; all: %v", n, code, codes)
+	}
+}

@@ -1,0 +1,174 @@
+package onnx_test
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/x448/float16"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions/onnxfile"
+	"sluice.dev/sluice/functions/train"
+	"sluice.dev/sluice/worker/onnx"
+)
+
+// ONNX's TensorProto.DataType values, for the "to" attribute of a Cast.
+const (
+	onnxFloat   = 1
+	onnxFloat16 = 10
+)
+
+// singleNodeModel writes a model of one node from x to y.
+func singleNodeModel(t *testing.T, node onnxfile.Node, input, output onnxfile.ValueInfo) ([]byte, events.Signature) {
+	t.Helper()
+	node.Inputs, node.Outputs = []string{input.Name}, []string{output.Name}
+	model, err := onnxfile.Model{Graph: onnxfile.Graph{
+		Nodes:   []onnxfile.Node{node},
+		Inputs:  []onnxfile.ValueInfo{input},
+		Outputs: []onnxfile.ValueInfo{output},
+	}}.Marshal()
+	require.NoError(t, err)
+	signature, err := onnxfile.ReadSignature(model)
+	require.NoError(t, err)
+	return model, signature
+}
+
+// TestDatatypesRoundTrip sends each datatype the adapter converts through an
+// Identity node and back: what comes out must be what went in.
+func TestDatatypesRoundTrip(t *testing.T) {
+	tests := []struct {
+		name     string
+		datatype events.Datatype
+		data     any
+	}{
+		{name: "FP32", datatype: events.FP32, data: []float32{0, -1.5, math.MaxFloat32, math.SmallestNonzeroFloat32, float32(math.Inf(-1)), 3.25}},
+		{name: "FP64", datatype: events.FP64, data: []float64{0, -1.5, math.MaxFloat64, math.SmallestNonzeroFloat64, math.Inf(1), 1e-300}},
+		{name: "INT64", datatype: events.Int64, data: []int64{0, -1, math.MaxInt64, math.MinInt64, 42, 1 << 53}},
+		{name: "INT32", datatype: events.Int32, data: []int32{0, -1, math.MaxInt32, math.MinInt32, 42, 7}},
+		{name: "INT16", datatype: events.Int16, data: []int16{0, -1, math.MaxInt16, math.MinInt16, 42, 7}},
+		{name: "INT8", datatype: events.Int8, data: []int8{0, -1, math.MaxInt8, math.MinInt8, 42, 7}},
+		{name: "UINT64", datatype: events.Uint64, data: []uint64{0, 1, math.MaxUint64, 1 << 63, 42, 7}},
+		{name: "UINT32", datatype: events.Uint32, data: []uint32{0, 1, math.MaxUint32, 1 << 31, 42, 7}},
+		{name: "UINT16", datatype: events.Uint16, data: []uint16{0, 1, math.MaxUint16, 1 << 15, 42, 7}},
+		{name: "UINT8", datatype: events.Uint8, data: []uint8{0, 1, math.MaxUint8, 1 << 7, 42, 7}},
+		{name: "BOOL", datatype: events.Bool, data: []bool{true, false, false, true, true, false}},
+		{name: "BYTES", datatype: events.Bytes, data: []string{"", "a", "héllo", "tab\there", "\xff\xfe not UTF-8", "long " + fmt.Sprint(math.Pi)}},
+	}
+	for _, test := range tests {
+		t.Run(test.name, func(t *testing.T) {
+			model, signature := singleNodeModel(t, onnxfile.Node{OpType: "Identity", Name: "same"},
+				onnxfile.ValueInfo{Name: "x", Datatype: test.datatype, Shape: []int64{-1, 3}},
+				onnxfile.ValueInfo{Name: "y", Datatype: test.datatype, Shape: []int64{-1, 3}})
+			session := loadSession(t, model, signature)
+			input, err := events.NewTensor("x", []int64{2, 3}, test.data)
+			require.NoError(t, err)
+			require.Equal(t, test.datatype, input.Datatype)
+
+			outputs, err := session.Run([]events.Tensor{input})
+			require.NoError(t, err)
+			require.Len(t, outputs, 1)
+			want, err := events.NewTensor("y", []int64{2, 3}, test.data)
+			require.NoError(t, err)
+			require.Equal(t, want, outputs[0])
+		})
+	}
+}
+
+// TestFP16Input converts FP16 inputs, which ONNX Runtime takes as raw
+// bytes, through a Cast to FP32 whose output the adapter can read.
+func TestFP16Input(t *testing.T) {
+	model, signature := singleNodeModel(t,
+		onnxfile.Node{OpType: "Cast", Name: "widen", Attributes: []onnxfile.Attribute{onnxfile.IntAttribute("to", onnxFloat)}},
+		onnxfile.ValueInfo{Name: "x", Datatype: events.FP16, Shape: []int64{-1, 3}},
+		onnxfile.ValueInfo{Name: "y", Datatype: events.FP32, Shape: []int64{-1, 3}})
+	session := loadSession(t, model, signature)
+	values := []float32{0, -1.5, 65504, 0.000061035156, 3.140625, -2}
+	halves := make([]float16.Float16, len(values))
+	for i, value := range values {
+		halves[i] = float16.Fromfloat32(value)
+	}
+	input, err := events.NewTensor("x", []int64{2, 3}, halves)
+	require.NoError(t, err)
+	require.Equal(t, events.FP16, input.Datatype)
+
+	outputs, err := session.Run([]events.Tensor{input})
+	require.NoError(t, err)
+	want, err := events.NewTensor("y", []int64{2, 3}, values)
+	require.NoError(t, err)
+	require.Equal(t, []events.Tensor{want}, outputs)
+}
+
+func TestBytesWithNULIsRefused(t *testing.T) {
+	model, signature := singleNodeModel(t, onnxfile.Node{OpType: "Identity", Name: "same"},
+		onnxfile.ValueInfo{Name: "x", Datatype: events.Bytes, Shape: []int64{-1}},
+		onnxfile.ValueInfo{Name: "y", Datatype: events.Bytes, Shape: []int64{-1}})
+	session := loadSession(t, model, signature)
+	input, err := events.NewTensor("x", []int64{2}, []string{"fine", "cut\x00short"})
+	require.NoError(t, err)
+
+	outputs, err := session.Run([]events.Tensor{input})
+	require.Nil(t, outputs)
+	var field *events.FieldError
+	require.ErrorAs(t, err, &field, "bad input, so the worker answers 400")
+	require.Equal(t, "x.data[1]", field.Field)
+	require.ErrorContains(t, err, "NUL byte")
+}
+
+func TestFP16Outputs(t *testing.T) {
+	t.Run("refused at load", func(t *testing.T) {
+		initRuntime(t)
+		model, signature := singleNodeModel(t, onnxfile.Node{OpType: "Identity", Name: "same"},
+			onnxfile.ValueInfo{Name: "x", Datatype: events.FP16, Shape: []int64{-1, 3}},
+			onnxfile.ValueInfo{Name: "y", Datatype: events.FP16, Shape: []int64{-1, 3}})
+		session, err := onnx.Load(model, signature, onnx.DefaultSessionConfig())
+		require.ErrorContains(t, err, `output "y" is FP16`)
+		require.Nil(t, session)
+	})
+	t.Run("an output that cannot be read back is an error, not a crash", func(t *testing.T) {
+		// The signature claims FP32, the model gives FP16: the binding fails
+		// to convert the output and leaves a typed nil pointer behind.
+		model, _ := singleNodeModel(t,
+			onnxfile.Node{OpType: "Cast", Name: "narrow", Attributes: []onnxfile.Attribute{onnxfile.IntAttribute("to", onnxFloat16)}},
+			onnxfile.ValueInfo{Name: "x", Datatype: events.FP32, Shape: []int64{-1, 3}},
+			onnxfile.ValueInfo{Name: "y", Datatype: events.FP16, Shape: []int64{-1, 3}})
+		signature := events.Signature{
+			Inputs:  []events.TensorSpec{{Name: "x", Datatype: events.FP32, Shape: []int64{-1, 3}}},
+			Outputs: []events.TensorSpec{{Name: "y", Datatype: events.FP32, Shape: []int64{-1, 3}}},
+		}
+		session := loadSession(t, model, signature)
+		input, err := events.NewTensor("x", []int64{1, 3}, []float32{1, 2, 3})
+		require.NoError(t, err)
+		outputs, err := session.Run([]events.Tensor{input})
+		require.ErrorContains(t, err, "onnx: run:")
+		require.Nil(t, outputs)
+	})
+}
+
+// BenchmarkSessionRun scores iris rows in batches of 1, 32 and 256 on one
+// single-threaded session, as one worker session does.
+func BenchmarkSessionRun(b *testing.B) {
+	fixture := irisFixture(b)
+	session := loadSession(b, fixture.model, fixture.signature)
+	for _, batch := range []int{1, 32, 256} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			rows := make([][]float32, batch)
+			for i := range rows {
+				rows[i] = fixture.rows[i%len(fixture.rows)]
+			}
+			inputs := []events.Tensor{irisInput(b, rows)}
+			b.ReportAllocs()
+			for b.Loop() {
+				outputs, err := session.Run(inputs)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(outputs) != len(fixture.signature.Outputs) || outputs[0].Name != train.ProbabilitiesName {
+					b.Fatalf("unexpected outputs %v", outputs)
+				}
+			}
+			b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}
