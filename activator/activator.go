@@ -109,7 +109,7 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 		return fmt.Errorf("activator: subscribe to replies: %w", err)
 	}
 	defer sub.Unsubscribe()
-	server := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	server := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	served := make(chan error, 1)
 	go func() { served <- server.Serve(listener) }()
 	a.log.Info("activator listening", "addr", listener.Addr().String())

@@ -89,7 +89,7 @@ func (a *Activator) call(ctx context.Context, fn *functions.Function, ev *event.
 	}
 	msg.Header.Set(events.HeaderReplyTo, replyTo)
 	msg.Header.Set(events.HeaderDeadline, strconv.FormatInt(deadline.UnixNano(), 10))
-	msg.Header.Set(events.HeaderMsgID, ev.ID())
+	msg.Header.Set(events.HeaderMsgID, events.MsgID(ev.Source(), ev.ID()))
 	ack, err := a.js.PublishMsgAsync(msg)
 	if err != nil {
 		return nil, publishError(fn.Metadata.Name, err)
@@ -101,7 +101,7 @@ func (a *Activator) call(ctx context.Context, fn *functions.Function, ev *event.
 			return reply, replyError(reply)
 		case pubAck := <-acked:
 			if pubAck.Duplicate {
-				return nil, fmt.Errorf("%w: request id %q was already accepted; fetch its result instead of sending it again", errBadRequest, ev.ID())
+				return nil, fmt.Errorf("%w: request id %q from %q was already accepted", errDuplicate, ev.ID(), ev.Source())
 			}
 			acked = nil
 		case err := <-failed:

@@ -3,6 +3,7 @@ package activator
 import (
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -53,7 +54,7 @@ func (a *Activator) serveCloudEvent(w http.ResponseWriter, r *http.Request) (str
 		return name, ev.ID(), writeError(w, err)
 	}
 	ctx := r.Context()
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/cloudevents+json") {
+	if mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mediaType == "application/cloudevents+json" {
 		ctx = binding.WithForceStructured(ctx)
 	} else {
 		ctx = binding.WithForceBinary(ctx)
@@ -76,10 +77,10 @@ func (a *Activator) readEvent(w http.ResponseWriter, r *http.Request) (*event.Ev
 	case errors.As(err, &tooLarge):
 		return nil, fmt.Errorf("%w: the limit is %d bytes", errTooLarge, a.cfg.MaxBodyBytes)
 	case err != nil:
-		return nil, fmt.Errorf("%w: %v", errBadEvent, err)
+		return nil, fmt.Errorf("%w: %s (send binary mode with ce-specversion, ce-id, ce-source, ce-type headers, or structured mode as application/cloudevents+json)", errBadEvent, oneLine(err.Error()))
 	}
 	if err := ev.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", errBadEvent, err)
+		return nil, fmt.Errorf("%w: %s", errBadEvent, oneLine(err.Error()))
 	}
 	if ev.Type() != events.TypeInferenceRequest {
 		return nil, fmt.Errorf("%w: type: want %q, got %q", errBadEvent, events.TypeInferenceRequest, ev.Type())
@@ -88,4 +89,9 @@ func (a *Activator) readEvent(w http.ResponseWriter, r *http.Request) (*event.Ev
 		return nil, fmt.Errorf("%w: extension %q is required: the name of the model to run (header ce-%s in binary mode)", errBadEvent, events.ExtensionModel, events.ExtensionModel)
 	}
 	return ev, nil
+}
+
+// oneLine joins the lines of a multi-line message with "; ".
+func oneLine(message string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(strings.TrimSpace(message), "\n", " ; ")), " ")
 }

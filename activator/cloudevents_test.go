@@ -205,7 +205,7 @@ func TestCloudEventIsAnsweredInItsMode(t *testing.T) {
 
 			headers := request.Headers()
 			require.Equal(t, test.id, headers.Get("ce-id"))
-			require.Equal(t, test.id, headers.Get(events.HeaderMsgID))
+			require.Equal(t, events.MsgID("/test/client", test.id), headers.Get(events.HeaderMsgID))
 			require.Equal(t, "/test/client", headers.Get("ce-source"))
 			require.Equal(t, "1", headers.Get("ce-"+events.ExtensionModelVersion), "the activator pins the revision it picked")
 			require.JSONEq(t, irisBody, string(request.Data()))

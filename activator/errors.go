@@ -20,6 +20,7 @@ var (
 	errTimeout     = errors.New("timed out")
 	errBadEvent    = errors.New("bad cloudevent")
 	errBadRequest  = errors.New("bad request")
+	errDuplicate   = errors.New("duplicate request")
 	errUnavailable = errors.New("unavailable")
 )
 
@@ -45,6 +46,8 @@ func status(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, errNotFound), errors.Is(err, functions.ErrNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, errDuplicate):
+		return http.StatusConflict
 	case errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, errQueueFull):

@@ -158,7 +158,7 @@ func TestInferPublishesARequestCloudEvent(t *testing.T) {
 			if test.idempotencyKey != "" {
 				require.Equal(t, test.idempotencyKey, id)
 			}
-			require.Equal(t, id, headers.Get(events.HeaderMsgID))
+			require.Equal(t, events.MsgID("/sluice/activator", id), headers.Get(events.HeaderMsgID))
 			require.Equal(t, "1.0", headers.Get("ce-specversion"))
 			require.Equal(t, events.TypeInferenceRequest, headers.Get("ce-type"))
 			require.Equal(t, "/sluice/activator", headers.Get("ce-source"))
@@ -305,4 +305,18 @@ func TestServerMetadataNamesTheCloudEventsExtension(t *testing.T) {
 	require.NoError(t, json.Unmarshal(answer.body, &metadata))
 	require.Equal(t, "sluice", metadata.Name)
 	require.Contains(t, metadata.Extensions, "cloudevents")
+}
+
+// A retried submission with the same Idempotency-Key is stored once: the
+// retry is answered 409 Conflict instead of being scored again.
+func TestDuplicateIdempotencyKeyIsAConflict(t *testing.T) {
+	p := startPlatform(t, newSetup())
+	header := jsonHeader()
+	header.Set("Idempotency-Key", "order-42")
+	first := p.sendAsync(p.newRequest(t, http.MethodPost, "/v2/models/iris/infer", header, irisBody))
+	answerOnce(t, p.js, 0, irisAnswer)
+	require.Equal(t, http.StatusOK, receive(t, first).status)
+
+	retry := p.send(t, p.newRequest(t, http.MethodPost, "/v2/models/iris/infer", header, irisBody))
+	require.Contains(t, errorMessage(t, retry, http.StatusConflict), `"order-42"`)
 }

@@ -73,3 +73,9 @@ func StreamName(function string) string { return "SLUICE_FN_" + function }
 
 // ConsumerName is the durable pull consumer of one revision of a function.
 func ConsumerName(revision string) string { return "rev-" + revision }
+
+// MsgID is the JetStream de-duplication id of a request event. CloudEvents
+// are unique by source and id together, so both go in: two producers that
+// pick the same id do not shadow each other, and a producer that retries the
+// same event is stored once.
+func MsgID(source, id string) string { return source + "#" + id }

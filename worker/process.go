@@ -43,8 +43,10 @@ func (w *Worker) process(model Model, msgs []jetstream.Msg) {
 		w.run(model, group)
 	}
 	stop()
-	w.metrics.batchSize.Observe(float64(len(ready)))
-	w.metrics.inference.Observe(time.Since(start).Seconds())
+	if len(ready) > 0 {
+		w.metrics.batchSize.Observe(float64(len(ready)))
+		w.metrics.inference.Observe(time.Since(start).Seconds())
+	}
 	for _, j := range jobs {
 		w.finish(j)
 	}
