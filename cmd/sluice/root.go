@@ -65,8 +65,9 @@ func (g *globals) logger() (*slog.Logger, error) {
 }
 
 // connect opens a NATS connection that keeps reconnecting, and its JetStream context.
-func connect(url, name string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+func connect(url, name string, options ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	options = append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, options...)
+	nc, err := nats.Connect(url, options...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (is `sluice up` running?)", url, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -73,7 +74,8 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 	}()
 	g.natsURL = server.ClientURL()
 	log.Info("nats listening", "url", g.natsURL, "store", serverCfg.StoreDir)
-	nc, js, err := connect(g.natsURL, "sluice-up")
+	// The activator talks to the embedded server in memory, not over loopback TCP.
+	nc, js, err := connect(g.natsURL, "sluice-up", nats.InProcessServer(server))
 	if err != nil {
 		return err
 	}
