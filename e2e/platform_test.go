@@ -153,7 +153,7 @@ func TestQuickStart(t *testing.T) {
 		requireIrisAnswer(t, body)
 	})
 	t.Run("sluice predict", func(t *testing.T) {
-		out := sluice(t, "predict", "iris", "--url", p.url, "--data", "[[5.1,3.5,1.4,0.2],[6.7,3.0,5.2,2.3]]")
+		out := sluice(t, "predict", "iris", "--url", p.url, "-o", "json", "--data", "[[5.1,3.5,1.4,0.2],[6.7,3.0,5.2,2.3]]")
 		requireIrisAnswer(t, []byte(out))
 	})
 	t.Run("binary-mode CloudEvent", func(t *testing.T) {

@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,6 +22,7 @@ import (
 // predictFlags are the settings of `sluice predict`.
 type predictFlags struct {
 	url, version, input, data, file string
+	output                          string
 	timeout                         time.Duration
 }
 
@@ -41,12 +44,14 @@ func newPredictCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var pretty bytes.Buffer
-			if err := json.Indent(&pretty, answer, "", "  "); err != nil {
-				return fmt.Errorf("answer is not JSON: %w", err)
+			switch f.output {
+			case "json":
+				_, err = fmt.Fprintln(cmd.OutOrStdout(), string(answer))
+				return err
+			case "table":
+				return printAnswer(cmd.OutOrStdout(), answer)
 			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), pretty.String())
-			return err
+			return fmt.Errorf("--output: want table or json, got %q", f.output)
 		},
 	}
 	flags := cmd.Flags()
@@ -56,6 +61,7 @@ func newPredictCommand() *cobra.Command {
 	flags.StringVar(&f.data, "data", "", "tensor as a JSON array, nested by dimension, e.g. [[1,2],[3,4]]")
 	flags.StringVarP(&f.file, "file", "f", "", "a whole OIP v2 request body ('-' for stdin)")
 	flags.DurationVar(&f.timeout, "timeout", 60*time.Second, "how long to wait for the answer")
+	flags.StringVarP(&f.output, "output", "o", "table", "table (a row per input row) or json (the OIP v2 answer as is)")
 	return cmd
 }
 
@@ -160,4 +166,64 @@ func decodeAnswer(resp *http.Response, out any) error {
 		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(data)))
 	}
 	return json.Unmarshal(data, out)
+}
+
+// printAnswer writes an OIP answer as a table: a line per row of the batch,
+// a column per output.
+func printAnswer(out io.Writer, body []byte) error {
+	answer, err := events.DecodeInferenceResponse(body, events.DefaultLimits())
+	if err != nil {
+		return fmt.Errorf("answer: %w", err)
+	}
+	columns := make([][]events.Tensor, len(answer.Outputs))
+	rows := -1
+	for i, output := range answer.Outputs {
+		if len(output.Shape) == 0 {
+			return fmt.Errorf("output %q is a scalar: use --output json", output.Name)
+		}
+		ones := make([]int64, output.Shape[0])
+		for r := range ones {
+			ones[r] = 1
+		}
+		if columns[i], err = events.SplitRows(output, ones); err != nil {
+			return err
+		}
+		rows = max(rows, int(output.Shape[0]))
+	}
+	table := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	header := []string{"ROW"}
+	for _, output := range answer.Outputs {
+		header = append(header, strings.ToUpper(output.Name))
+	}
+	fmt.Fprintln(table, strings.Join(header, "\t"))
+	for r := range rows {
+		cells := []string{strconv.Itoa(r)}
+		for _, column := range columns {
+			cells = append(cells, formatCell(column, r))
+		}
+		fmt.Fprintln(table, strings.Join(cells, "\t"))
+	}
+	fmt.Fprintf(table, "\nmodel %s, version %s\n", answer.ModelName, answer.ModelVersion)
+	return table.Flush()
+}
+
+func formatCell(column []events.Tensor, row int) string {
+	if row >= len(column) {
+		return ""
+	}
+	var text string
+	switch data := column[row].Data.(type) {
+	case []float32:
+		parts := make([]string, len(data))
+		for i, v := range data {
+			parts[i] = strconv.FormatFloat(float64(v), 'f', 4, 32)
+		}
+		text = strings.Join(parts, " ")
+	default:
+		text = strings.Trim(fmt.Sprint(data), "[]")
+	}
+	if column[row].Len() > 1 {
+		return "[" + text + "]"
+	}
+	return text
 }
