@@ -13,13 +13,18 @@ ORT_DIR     := .cache/onnxruntime/$(ORT_VERSION)
 ORT_LIB     := $(ORT_DIR)/libonnxruntime.so
 export SLUICE_ONNXRUNTIME_LIB := $(abspath $(ORT_LIB))
 
+KUBE_VERSION := v1.37.2
+KWOK_VERSION := v0.8.0
+KUBE_BIN     := .cache/kube/$(KUBE_VERSION)/bin
+export SLUICE_KUBE_BIN := $(abspath $(KUBE_BIN))
+
 DEMO_CSV   := deploy/demo/iris.csv
 DEMO_MODEL := deploy/demo/iris.onnx
 DEMO_SPEC  := deploy/demo/iris.yaml
 
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.cache/*') go.mod go.sum
 
-.PHONY: help deps build run test bench vet clean
+.PHONY: help deps kube-bins build run test bench vet clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -29,6 +34,11 @@ deps: $(ORT_LIB) ## install what the tests and the worker need (ONNX Runtime, Go
 
 $(ORT_LIB):
 	@ORT_VERSION=$(ORT_VERSION) ORT_SHA256=$(ORT_SHA256) ORT_DIR=$(ORT_DIR) deploy/scripts/install-onnxruntime.sh
+
+kube-bins: $(KUBE_BIN)/VERSION ## build etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok (cold: ~13 min)
+
+$(KUBE_BIN)/VERSION: e2e/kubebin/go.mod e2e/kubebin/etcd/go.mod e2e/kubebin/build.sh
+	@KUBE_BIN=$(abspath $(KUBE_BIN)) KUBE_VERSION=$(KUBE_VERSION) KWOK_VERSION=$(KWOK_VERSION) e2e/kubebin/build.sh
 
 build: $(BIN) ## build bin/sluice
 
