@@ -58,6 +58,7 @@ type Activator struct {
 	registry *functions.Registry
 	cfg      Config
 	inbox    *inbox
+	waker    *waker
 	metrics  *metrics
 	log      *slog.Logger
 	gatherer prometheus.Gatherer
@@ -77,6 +78,7 @@ func New(nc *nats.Conn, registry *functions.Registry, cfg Config, reg *prometheu
 	return &Activator{
 		nc: nc, js: js, registry: registry, cfg: cfg,
 		inbox:   newInbox(m.lateReplies.Inc),
+		waker:   newWaker(nc),
 		metrics: m, log: log, gatherer: reg,
 	}, nil
 }
@@ -109,6 +111,17 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 		return fmt.Errorf("activator: subscribe to replies: %w", err)
 	}
 	defer sub.Unsubscribe()
+	scale, err := events.EnsureScaleBucket(ctx, a.js)
+	if err != nil {
+		return fmt.Errorf("activator: %w", err)
+	}
+	watchCtx, stopWatching := context.WithCancel(context.Background())
+	watched := make(chan error, 1)
+	go func() { watched <- events.WatchBucket(watchCtx, scale, a.waker.apply, func() {}) }()
+	defer func() {
+		stopWatching()
+		<-watched
+	}()
 	server := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	served := make(chan error, 1)
 	go func() { served <- server.Serve(listener) }()
@@ -116,6 +129,11 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 	select {
 	case err := <-served:
 		return fmt.Errorf("activator: serve: %w", err)
+	case err := <-watched:
+		watched <- err // for the deferred wait
+		_ = server.Close()
+		<-served
+		return fmt.Errorf("activator: %w", err)
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)

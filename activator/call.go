@@ -83,6 +83,8 @@ func (a *Activator) call(ctx context.Context, fn *functions.Function, ev *event.
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 
+	arrived := time.Now()
+	cold := a.waker.wake(fn.Metadata.Name, fn.Status.Revision)
 	msg := nats.NewMsg(events.RequestSubject(fn.Metadata.Name, fn.Status.Revision))
 	if err := events.WriteEvent(ctx, msg, ev); err != nil {
 		return nil, err
@@ -98,6 +100,9 @@ func (a *Activator) call(ctx context.Context, fn *functions.Function, ev *event.
 	for {
 		select {
 		case reply := <-replies:
+			if cold {
+				a.metrics.coldStart.WithLabelValues(fn.Metadata.Name).Observe(time.Since(arrived).Seconds())
+			}
 			return reply, replyError(reply)
 		case pubAck := <-acked:
 			if pubAck.Duplicate {
@@ -107,6 +112,9 @@ func (a *Activator) call(ctx context.Context, fn *functions.Function, ev *event.
 		case err := <-failed:
 			return nil, publishError(fn.Metadata.Name, err)
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) && cold {
+				return nil, fmt.Errorf("%w: model %q had no ready replica and none answered within its request timeout of %s; the request stays queued until it expires", errTimeout, fn.Metadata.Name, timeout)
+			}
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return nil, fmt.Errorf("%w: no answer from model %q within its request timeout of %s", errTimeout, fn.Metadata.Name, timeout)
 			}

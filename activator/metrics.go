@@ -12,6 +12,7 @@ type metrics struct {
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	lateReplies prometheus.Counter
+	coldStart   *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -27,6 +28,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		lateReplies: factory.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_activator_late_replies_total", Help: "Worker replies that arrived after their caller stopped waiting, dropped.",
 		}),
+		coldStart: factory.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_activator_cold_start_seconds", Help: "From a request's arrival at a function with no ready replica to its answer.",
+			Buckets: prometheus.ExponentialBuckets(10e-3, 2, 14),
+		}, []string{"function"}),
 	}
 }
 

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -49,24 +51,38 @@ type revisionKey struct{ function, revision string }
 // ProcessScaler runs each revision's workers as child processes, restarts
 // those that crash, and stops them with SIGTERM so they drain.
 type ProcessScaler struct {
-	cfg ProcessConfig
-	log *slog.Logger
-	wg  sync.WaitGroup // every replica's supervising goroutine
+	cfg      ProcessConfig
+	log      *slog.Logger
+	readyDir string
+	next     int            // numbers replicas, for their ready files; guarded by mu
+	wg       sync.WaitGroup // every replica's supervising goroutine
 
 	mu       sync.Mutex // guards replicas and closed
 	replicas map[revisionKey][]*replica
 	closed   bool
 }
 
+// ReadyFileEnv names the environment variable through which a worker process
+// learns the file it creates once it is ready to take work.
+const ReadyFileEnv = "SLUICE_READY_FILE"
+
 // replica is one supervised worker process; cancel asks it to stop for good.
-type replica struct{ cancel context.CancelFunc }
+// Its worker creates readyFile when ready; the scaler removes it when it exits.
+type replica struct {
+	cancel    context.CancelFunc
+	readyFile string
+}
 
 // NewProcessScaler returns a ProcessScaler; call Close to stop every worker.
 func NewProcessScaler(cfg ProcessConfig, log *slog.Logger) (*ProcessScaler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &ProcessScaler{cfg: cfg, log: log, replicas: map[revisionKey][]*replica{}}, nil
+	readyDir, err := os.MkdirTemp("", "sluice-ready-")
+	if err != nil {
+		return nil, fmt.Errorf("process scaler: %w", err)
+	}
+	return &ProcessScaler{cfg: cfg, log: log, readyDir: readyDir, replicas: map[revisionKey][]*replica{}}, nil
 }
 
 // Scale sets the number of worker processes of a revision. Processes removed
@@ -105,6 +121,19 @@ func (s *ProcessScaler) Replicas(function, revision string) int {
 	return len(s.replicas[revisionKey{function, revision}])
 }
 
+// Ready counts the revision's workers that have said they are ready.
+func (s *ProcessScaler) Ready(_ context.Context, function, revision string) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ready := 0
+	for _, r := range s.replicas[revisionKey{function, revision}] {
+		if _, err := os.Stat(r.readyFile); err == nil {
+			ready++
+		}
+	}
+	return ready, nil
+}
+
 // Close stops every worker with SIGTERM and waits until all have exited.
 func (s *ProcessScaler) Close() {
 	s.mu.Lock()
@@ -117,28 +146,30 @@ func (s *ProcessScaler) Close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	_ = os.RemoveAll(s.readyDir)
 }
 
 // start launches a supervised replica. s.mu must be held.
 func (s *ProcessScaler) start(key revisionKey) *replica {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &replica{cancel: cancel}
+	s.next++
+	r := &replica{cancel: cancel, readyFile: filepath.Join(s.readyDir, fmt.Sprintf("%s.%s.%d", key.function, key.revision, s.next))}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.supervise(ctx, key)
+		s.supervise(ctx, key, r.readyFile)
 	}()
 	return r
 }
 
 // supervise runs the replica's process until ctx ends, restarting it with
 // exponential backoff when it exits on its own.
-func (s *ProcessScaler) supervise(ctx context.Context, key revisionKey) {
+func (s *ProcessScaler) supervise(ctx context.Context, key revisionKey, readyFile string) {
 	log := s.log.With("function", key.function, "revision", key.revision)
 	backoff := s.cfg.MinBackoff
 	for ctx.Err() == nil {
 		started := time.Now()
-		err := s.runOnce(ctx, key)
+		err := s.runOnce(ctx, key, readyFile)
 		if ctx.Err() != nil {
 			return
 		}
@@ -155,8 +186,14 @@ func (s *ProcessScaler) supervise(ctx context.Context, key revisionKey) {
 	}
 }
 
-func (s *ProcessScaler) runOnce(ctx context.Context, key revisionKey) error {
+func (s *ProcessScaler) runOnce(ctx context.Context, key revisionKey, readyFile string) error {
+	_ = os.Remove(readyFile)
+	defer os.Remove(readyFile)
 	cmd := s.cfg.Command(ctx, key.function, key.revision)
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, ReadyFileEnv+"="+readyFile)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = s.cfg.StopTimeout
 	// A worker outlives no supervisor: if this process dies, the kernel sends SIGTERM.

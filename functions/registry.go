@@ -2,10 +2,7 @@ package functions
 
 import (
 	"context"
-	"fmt"
 	"sync"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"sluice.dev/sluice/events"
 )
@@ -27,36 +24,22 @@ func NewRegistry(catalog *Catalog) *Registry {
 
 // Run watches the catalog until ctx ends.
 func (r *Registry) Run(ctx context.Context) error {
-	watcher, err := r.catalog.kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("registry: watch %s: %w", events.FunctionsBucket, err)
-	}
-	defer watcher.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case entry, ok := <-watcher.Updates():
-			if !ok {
-				return fmt.Errorf("registry: watch of %s closed", events.FunctionsBucket)
-			}
-			r.apply(entry)
-		}
+	return events.WatchBucket(ctx, r.catalog.kv, r.apply, r.markSynced)
+}
+
+func (r *Registry) markSynced() {
+	select {
+	case <-r.synced:
+	default:
+		close(r.synced)
 	}
 }
 
-func (r *Registry) apply(entry jetstream.KeyValueEntry) {
-	if entry == nil { // every existing entry has been delivered
-		select {
-		case <-r.synced:
-		default:
-			close(r.synced)
-		}
-		return
-	}
+// apply records a put (value set) or a delete (value nil) of one Function.
+func (r *Registry) apply(name string, value []byte) {
 	var fn *Function
-	if entry.Operation() == jetstream.KeyValuePut {
-		decoded, err := decodeFunction(entry.Value())
+	if value != nil {
+		decoded, err := decodeFunction(value)
 		if err != nil {
 			return // a value this version cannot read is skipped, not fatal
 		}
@@ -65,10 +48,10 @@ func (r *Registry) apply(entry jetstream.KeyValueEntry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if fn == nil {
-		delete(r.functions, entry.Key())
+		delete(r.functions, name)
 		return
 	}
-	r.functions[entry.Key()] = fn
+	r.functions[name] = fn
 }
 
 // Synced is closed once every Function present at start has been read.

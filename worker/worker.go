@@ -68,7 +68,11 @@ type Worker struct {
 	cfg       Config
 	metrics   *metrics
 	log       *slog.Logger
+	ready     chan struct{} // closed once Run takes requests
 }
+
+// Ready is closed once Run has started taking requests.
+func (w *Worker) Ready() <-chan struct{} { return w.ready }
 
 // New returns a Worker that takes requests from consumer and answers on nc.
 func New(nc *nats.Conn, consumer jetstream.Consumer, models []Model, signature events.Signature, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Worker, error) {
@@ -79,7 +83,8 @@ func New(nc *nats.Conn, consumer jetstream.Consumer, models []Model, signature e
 		return nil, errors.New("worker: at least one model is required")
 	}
 	return &Worker{
-		nc: nc, consumer: consumer, models: models, signature: signature, cfg: cfg,
+		ready: make(chan struct{}),
+		nc:    nc, consumer: consumer, models: models, signature: signature, cfg: cfg,
 		metrics: newMetrics(reg, cfg.Function, cfg.Revision),
 		log:     log.With("function", cfg.Function, "revision", cfg.Revision),
 	}, nil
@@ -124,6 +129,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		})
 	}
 	w.log.Info("serving", "max_batch_size", w.cfg.MaxBatchSize, "max_delay", w.cfg.MaxDelay, "sessions", len(w.models))
+	close(w.ready)
 	<-ctx.Done()
 	w.log.Info("draining")
 	consume.Drain()

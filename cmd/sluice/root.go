@@ -35,7 +35,7 @@ func newRootCommand() *cobra.Command {
 	flags.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(
 		newUpCommand(g), newActivatorCommand(g), newWorkerCommand(g),
-		newDeployCommand(g), newFunctionsCommand(g), newPredictCommand(),
+		newDeployCommand(g), newFunctionsCommand(g), newStatusCommand(g), newPredictCommand(),
 		newTrainCommand(), newBenchCommand(),
 	)
 	return root

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"sluice.dev/sluice/activator"
+	"sluice.dev/sluice/autoscaler"
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/functions"
 	"sluice.dev/sluice/worker"
@@ -69,13 +71,13 @@ func runActivator(ctx context.Context, js jetstream.JetStream, listener net.List
 	registry := functions.NewRegistry(catalog)
 	group, ctx := errgroup.WithContext(ctx)
 	group.Go(func() error { return registry.Run(ctx) })
-	group.Go(func() error { return runActivatorWith(ctx, js, registry, listener, cfg, log) })
+	group.Go(func() error { return runActivatorWith(ctx, js, registry, listener, cfg, newRegistry(), log) })
 	return group.Wait()
 }
 
 // runActivatorWith serves the activator once registry has read the catalog.
-func runActivatorWith(ctx context.Context, js jetstream.JetStream, registry *functions.Registry, listener net.Listener, cfg activator.Config, log *slog.Logger) error {
-	server, err := activator.New(js.Conn(), registry, cfg, newRegistry(), log)
+func runActivatorWith(ctx context.Context, js jetstream.JetStream, registry *functions.Registry, listener net.Listener, cfg activator.Config, reg *prometheus.Registry, log *slog.Logger) error {
+	server, err := activator.New(js.Conn(), registry, cfg, reg, log)
 	if err != nil {
 		return err
 	}
@@ -140,10 +142,27 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 			return err
 		}
 		defer closeModels()
-		ready.Store(true)
+		group.Go(func() error { return announceReady(ctx, w.Ready(), &ready) })
 		return w.Run(ctx)
 	})
 	return group.Wait()
+}
+
+// announceReady, once the worker takes requests, turns /readyz green and,
+// under the process scaler, creates the file it watches for readiness.
+func announceReady(ctx context.Context, workerReady <-chan struct{}, ready *atomic.Bool) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-workerReady:
+	}
+	ready.Store(true)
+	if path := os.Getenv(autoscaler.ReadyFileEnv); path != "" {
+		if err := os.WriteFile(path, nil, 0o644); err != nil {
+			return fmt.Errorf("announce readiness: %w", err)
+		}
+	}
+	return nil
 }
 
 // loadWorker fetches the function's model, opens its sessions and its consumer.

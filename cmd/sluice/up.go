@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -95,13 +94,19 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 	return serveUp(ctx, js, listener, processes, log)
 }
 
-// serveUp runs the activator and keeps one worker per function until ctx ends.
+// serveUp runs the activator and the autoscaler, which starts and stops
+// worker processes with the queue depth, until ctx ends.
 func serveUp(ctx context.Context, js jetstream.JetStream, listener net.Listener, processes *autoscaler.ProcessScaler, log *slog.Logger) error {
 	catalog, err := functions.OpenCatalog(ctx, js)
 	if err != nil {
 		return err
 	}
 	registry := functions.NewRegistry(catalog)
+	reg := newRegistry()
+	scaler, err := autoscaler.New(js.Conn(), js, registry, processes, autoscaler.DefaultConfig(), reg, log)
+	if err != nil {
+		return err
+	}
 	group, ctx := errgroup.WithContext(ctx)
 	group.Go(func() error { return registry.Run(ctx) })
 	group.Go(func() error {
@@ -110,10 +115,10 @@ func serveUp(ctx context.Context, js jetstream.JetStream, listener net.Listener,
 		case <-ctx.Done():
 			return nil
 		}
-		return autoscaler.KeepWarm(ctx, registry, processes, time.Second, log)
+		return scaler.Run(ctx)
 	})
 	group.Go(func() error {
-		return runActivatorWith(ctx, js, registry, listener, activator.DefaultConfig(), log)
+		return runActivatorWith(ctx, js, registry, listener, activator.DefaultConfig(), reg, log)
 	})
 	log.Info("sluice is up", "http", listener.Addr().String())
 	return group.Wait()

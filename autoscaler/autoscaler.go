@@ -1,0 +1,245 @@
+package autoscaler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
+)
+
+// Scaler applies a replica count to one revision and reports how many of its
+// replicas are ready. The process scaler and the Kubernetes scaler implement it.
+type Scaler interface {
+	Scale(ctx context.Context, function, revision string, replicas int) error
+	Ready(ctx context.Context, function, revision string) (int, error)
+}
+
+// depthReader reads how much work waits for a revision.
+type depthReader interface {
+	Depth(ctx context.Context, function, revision string) (pending, inFlight int64, err error)
+}
+
+// Config sets the loop's tick and the windows and rates of every Policy.
+type Config struct {
+	Tick                             time.Duration
+	StableWindow, PanicWindow        time.Duration
+	PanicThreshold                   float64
+	MaxScaleUpRate, MaxScaleDownRate float64
+	// StatusEvery rewrites a revision's status at least this often, even unchanged.
+	StatusEvery time.Duration
+}
+
+// DefaultConfig ticks every second with Knative's windows.
+func DefaultConfig() Config {
+	p := DefaultPolicy()
+	return Config{
+		Tick: time.Second, StableWindow: p.StableWindow, PanicWindow: p.PanicWindow,
+		PanicThreshold: p.PanicThreshold, MaxScaleUpRate: p.MaxScaleUpRate, MaxScaleDownRate: p.MaxScaleDownRate,
+		StatusEvery: 10 * time.Second,
+	}
+}
+
+// Validate reports what is wrong with the configuration.
+func (c Config) Validate() error {
+	if c.Tick <= 0 || c.StatusEvery <= 0 {
+		return fmt.Errorf("autoscaler: Tick and StatusEvery must be positive, got %s and %s", c.Tick, c.StatusEvery)
+	}
+	return c.policy(functions.ScalingSpec{MaxReplicas: 1, TargetQueueDepth: 1, ActivationQueueDepth: 1}).Validate()
+}
+
+// policy is the Policy of a revision with the given scaling spec.
+func (c Config) policy(spec functions.ScalingSpec) Policy {
+	return Policy{
+		MinReplicas: spec.MinReplicas, MaxReplicas: spec.MaxReplicas,
+		TargetDepth: spec.TargetQueueDepth, ActivationDepth: spec.ActivationQueueDepth,
+		ScaleToZeroAfter: spec.ScaleToZeroAfter.Duration,
+		StableWindow:     c.StableWindow, PanicWindow: c.PanicWindow, PanicThreshold: c.PanicThreshold,
+		MaxScaleUpRate: c.MaxScaleUpRate, MaxScaleDownRate: c.MaxScaleDownRate,
+	}
+}
+
+// Autoscaler is the loop that decides every revision's replicas from its
+// queue depth, on every tick and at once when the activator pokes a function.
+// Its state is owned by the Run goroutine alone.
+type Autoscaler struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	view    catalogView
+	depth   depthReader
+	scaler  Scaler
+	cfg     Config
+	metrics *metrics
+	log     *slog.Logger
+
+	revisions map[revisionKey]*revisionState
+	status    jetstream.KeyValue
+}
+
+// revisionState is what the loop remembers of one revision between decisions.
+type revisionState struct {
+	window     *window
+	previous   Decision
+	lastActive time.Time
+	written    events.ScaleStatus
+}
+
+// New returns an Autoscaler over the functions in view, reading queue depth
+// through JetStream and applying decisions through scaler.
+func New(nc *nats.Conn, js jetstream.JetStream, view catalogView, scaler Scaler, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Autoscaler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Autoscaler{
+		nc: nc, js: js, view: view, depth: newJetStreamDepth(js), scaler: scaler, cfg: cfg,
+		metrics: newMetrics(reg), log: log, revisions: map[revisionKey]*revisionState{},
+	}, nil
+}
+
+// Run decides until ctx ends. It leaves replicas as they are when it returns.
+func (a *Autoscaler) Run(ctx context.Context) error {
+	status, err := events.EnsureScaleBucket(ctx, a.js)
+	if err != nil {
+		return err
+	}
+	a.status = status
+	pokes := make(chan poke, 1024)
+	sub, err := a.nc.Subscribe(events.PokeSubject, func(msg *nats.Msg) {
+		select {
+		case pokes <- poke{function: string(msg.Data), at: time.Now()}:
+		default: // a burst of pokes needs only one of them
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("autoscaler: subscribe to pokes: %w", err)
+	}
+	defer sub.Unsubscribe()
+	ticker := time.NewTicker(a.cfg.Tick)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-ticker.C:
+			a.tick(ctx, now)
+		case p := <-pokes:
+			a.poked(ctx, p)
+		}
+	}
+}
+
+type poke struct {
+	function string
+	at       time.Time
+}
+
+// tick decides for every current revision, and for every revision still
+// tracked that is no longer current (it drains to zero).
+func (a *Autoscaler) tick(ctx context.Context, now time.Time) {
+	seen := map[revisionKey]bool{}
+	for _, name := range a.view.Names() {
+		fn, ok := a.view.Lookup(name)
+		if !ok || fn.Status.Revision == "" {
+			continue
+		}
+		key := revisionKey{name, fn.Status.Revision}
+		seen[key] = true
+		a.reconcile(ctx, key, a.cfg.policy(fn.Spec.Scaling), false, now)
+	}
+	for key, state := range a.revisions {
+		if seen[key] {
+			continue
+		}
+		retired := a.cfg.policy(functions.ScalingSpec{MaxReplicas: max(1, state.previous.Replicas), TargetQueueDepth: 1, ActivationQueueDepth: 1})
+		if a.reconcile(ctx, key, retired, false, now).Replicas == 0 {
+			delete(a.revisions, key)
+			_ = a.status.Delete(ctx, events.ScaleKey(key.function, key.revision))
+		}
+	}
+}
+
+// poked decides at once for the current revision of a poked function.
+func (a *Autoscaler) poked(ctx context.Context, p poke) {
+	fn, ok := a.view.Lookup(p.function)
+	if !ok || fn.Status.Revision == "" {
+		return
+	}
+	key := revisionKey{p.function, fn.Status.Revision}
+	if state, ok := a.revisions[key]; ok && state.previous.Replicas > 0 {
+		return // already running: the next tick handles its load
+	}
+	decision := a.reconcile(ctx, key, a.cfg.policy(fn.Spec.Scaling), true, time.Now())
+	if decision.Replicas > 0 {
+		a.metrics.pokeToScale.Observe(time.Since(p.at).Seconds())
+	}
+}
+
+// reconcile observes one revision, decides, and applies the decision.
+func (a *Autoscaler) reconcile(ctx context.Context, key revisionKey, policy Policy, poked bool, now time.Time) Decision {
+	state, ok := a.revisions[key]
+	if !ok {
+		state = &revisionState{window: newWindow(a.cfg.StableWindow), lastActive: now}
+		a.revisions[key] = state
+	}
+	pending, inFlight, err := a.depth.Depth(ctx, key.function, key.revision)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		a.log.Warn("read queue depth", "function", key.function, "revision", key.revision, "error", err)
+		return state.previous // decide nothing on a reading we do not have
+	}
+	depth := pending + inFlight
+	ready, err := a.scaler.Ready(ctx, key.function, key.revision)
+	if err != nil {
+		a.log.Warn("read ready replicas", "function", key.function, "revision", key.revision, "error", err)
+	}
+	state.window.add(now, float64(depth))
+	if depth > 0 || poked {
+		state.lastActive = now
+	}
+	decision := Decide(Observation{
+		Depth: depth, InFlight: inFlight, Ready: ready, Poked: poked, LastActive: state.lastActive,
+		StableDepth: state.window.average(now, policy.StableWindow), PanicDepth: state.window.average(now, policy.PanicWindow),
+		Previous: state.previous,
+	}, policy, now)
+	if decision.Replicas != state.previous.Replicas {
+		if err := a.scaler.Scale(ctx, key.function, key.revision, decision.Replicas); err != nil {
+			a.log.Warn("scale", "function", key.function, "revision", key.revision, "replicas", decision.Replicas, "error", err)
+			return state.previous
+		}
+		a.log.Info("scaled", "function", key.function, "revision", key.revision,
+			"from", state.previous.Replicas, "to", decision.Replicas, "depth", depth, "reason", decision.Reason)
+		a.metrics.scaled(key, state.previous.Replicas, decision.Replicas)
+	}
+	state.previous = decision
+	a.metrics.observe(key, depth, decision.Replicas, ready)
+	a.writeStatus(ctx, key, state, events.ScaleStatus{
+		Function: key.function, Revision: key.revision, Desired: decision.Replicas, Ready: ready,
+		Depth: depth, Reason: decision.Reason, At: now,
+	})
+	return decision
+}
+
+// writeStatus records a revision's status when it changed, or every StatusEvery.
+func (a *Autoscaler) writeStatus(ctx context.Context, key revisionKey, state *revisionState, status events.ScaleStatus) {
+	last := state.written
+	if last.Desired == status.Desired && last.Ready == status.Ready && (last.Depth == 0) == (status.Depth == 0) &&
+		status.At.Sub(last.At) < a.cfg.StatusEvery {
+		return
+	}
+	data, err := json.Marshal(status)
+	if err != nil {
+		return
+	}
+	if _, err := a.status.Put(ctx, events.ScaleKey(key.function, key.revision), data); err != nil {
+		a.log.Warn("write scale status", "function", key.function, "error", err)
+		return
+	}
+	state.written = status
+}

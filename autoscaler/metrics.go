@@ -1,0 +1,54 @@
+package autoscaler
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+type metrics struct {
+	depth, desired, ready *prometheus.GaugeVec
+	scaleEvents           *prometheus.CounterVec
+	pokeToScale           prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	factory := promauto.With(reg)
+	labels := []string{"function", "revision"}
+	return &metrics{
+		depth: factory.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_queue_depth", Help: "Requests waiting or held by workers (NumPending + NumAckPending).",
+		}, labels),
+		desired: factory.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_desired_replicas", Help: "Replicas the autoscaler decided on.",
+		}, labels),
+		ready: factory.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_ready_replicas", Help: "Replicas ready to take work.",
+		}, labels),
+		scaleEvents: factory.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_scale_events_total", Help: "Scale decisions applied, by direction (up, down, to_zero, from_zero).",
+		}, append(labels, "direction")),
+		pokeToScale: factory.NewHistogram(prometheus.HistogramOpts{
+			Name: "sluice_autoscaler_poke_to_scale_seconds", Help: "From a poke of a function at zero to its scale call.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
+		}),
+	}
+}
+
+func (m *metrics) observe(key revisionKey, depth int64, desired, ready int) {
+	m.depth.WithLabelValues(key.function, key.revision).Set(float64(depth))
+	m.desired.WithLabelValues(key.function, key.revision).Set(float64(desired))
+	m.ready.WithLabelValues(key.function, key.revision).Set(float64(ready))
+}
+
+func (m *metrics) scaled(key revisionKey, from, to int) {
+	direction := "up"
+	switch {
+	case from == 0:
+		direction = "from_zero"
+	case to == 0:
+		direction = "to_zero"
+	case to < from:
+		direction = "down"
+	}
+	m.scaleEvents.WithLabelValues(key.function, key.revision, direction).Inc()
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
+)
+
+func newStatusCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show each function revision's replicas, queue depth and the autoscaler's last decision",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var statuses []events.ScaleStatus
+			err := g.withCatalog(cmd.Context(), func(js jetstream.JetStream, _ *functions.Catalog) error {
+				kv, err := events.EnsureScaleBucket(cmd.Context(), js)
+				if err != nil {
+					return err
+				}
+				keys, err := kv.ListKeys(cmd.Context())
+				if err != nil {
+					return err
+				}
+				defer keys.Stop()
+				for key := range keys.Keys() {
+					entry, err := kv.Get(cmd.Context(), key)
+					if errors.Is(err, jetstream.ErrKeyNotFound) {
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					var status events.ScaleStatus
+					if err := json.Unmarshal(entry.Value(), &status); err == nil {
+						statuses = append(statuses, status)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			slices.SortFunc(statuses, func(a, b events.ScaleStatus) int {
+				return strings.Compare(a.Function+"."+a.Revision, b.Function+"."+b.Revision)
+			})
+			table := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(table, "FUNCTION\tREVISION\tDESIRED\tREADY\tDEPTH\tLAST DECISION\tAGE")
+			for _, s := range statuses {
+				fmt.Fprintf(table, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", s.Function, s.Revision, s.Desired, s.Ready, s.Depth,
+					s.Reason, time.Since(s.At).Round(time.Second))
+			}
+			return table.Flush()
+		},
+	}
+}
