@@ -25,7 +25,16 @@ type Scaler interface {
 
 // depthReader reads how much work waits for a revision.
 type depthReader interface {
-	Depth(ctx context.Context, function, revision string) (pending, inFlight int64, err error)
+	Depth(ctx context.Context, function, revision string) (queue, error)
+}
+
+// queue is what a revision's consumer says of its work.
+type queue struct {
+	// pending waits for a worker; inFlight is held by workers.
+	pending, inFlight int64
+	// delivered is the stream sequence last handed out: when it moves, the
+	// revision had work, even if the queue reads empty at every tick.
+	delivered uint64
 }
 
 // Config sets the loop's tick and the windows and rates of every Policy.
@@ -86,10 +95,11 @@ type Autoscaler struct {
 
 // revisionState is what the loop remembers of one revision between decisions.
 type revisionState struct {
-	window     *window
-	previous   Decision
-	lastActive time.Time
-	written    events.ScaleStatus
+	window        *window
+	previous      Decision
+	lastActive    time.Time
+	lastDelivered uint64
+	written       events.ScaleStatus
 }
 
 // New returns an Autoscaler over the functions in view, reading queue depth
@@ -161,6 +171,7 @@ func (a *Autoscaler) tick(ctx context.Context, now time.Time) {
 		retired := a.cfg.policy(functions.ScalingSpec{MaxReplicas: max(1, state.previous.Replicas), TargetQueueDepth: 1, ActivationQueueDepth: 1})
 		if a.reconcile(ctx, key, retired, false, now).Replicas == 0 {
 			delete(a.revisions, key)
+			a.metrics.forget(key)
 			_ = a.status.Delete(ctx, events.ScaleKey(key.function, key.revision))
 		}
 	}
@@ -189,20 +200,22 @@ func (a *Autoscaler) reconcile(ctx context.Context, key revisionKey, policy Poli
 		state = &revisionState{window: newWindow(a.cfg.StableWindow), lastActive: now}
 		a.revisions[key] = state
 	}
-	pending, inFlight, err := a.depth.Depth(ctx, key.function, key.revision)
+	q, err := a.depth.Depth(ctx, key.function, key.revision)
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		a.log.Warn("read queue depth", "function", key.function, "revision", key.revision, "error", err)
 		return state.previous // decide nothing on a reading we do not have
 	}
-	depth := pending + inFlight
+	depth, inFlight := q.pending+q.inFlight, q.inFlight
 	ready, err := a.scaler.Ready(ctx, key.function, key.revision)
 	if err != nil {
 		a.log.Warn("read ready replicas", "function", key.function, "revision", key.revision, "error", err)
+		return state.previous
 	}
 	state.window.add(now, float64(depth))
-	if depth > 0 || poked {
+	if depth > 0 || poked || q.delivered != state.lastDelivered {
 		state.lastActive = now
 	}
+	state.lastDelivered = q.delivered
 	decision := Decide(Observation{
 		Depth: depth, InFlight: inFlight, Ready: ready, Poked: poked, LastActive: state.lastActive,
 		StableDepth: state.window.average(now, policy.StableWindow), PanicDepth: state.window.average(now, policy.PanicWindow),

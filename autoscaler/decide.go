@@ -87,10 +87,13 @@ func Decide(obs Observation, policy Policy, now time.Time) Decision {
 	if current == 0 {
 		return wake(obs, policy)
 	}
+	panicking := now.Before(obs.Previous.PanicUntil)
+	if idle := now.Sub(obs.LastActive); obs.Depth == 0 && obs.InFlight == 0 && !panicking && idle >= policy.ScaleToZeroAfter {
+		return Decision{Replicas: clamp(0, policy), Reason: fmt.Sprintf("idle for %s", idle.Round(time.Second))}
+	}
 	desired := replicasFor(obs.StableDepth, policy.TargetDepth)
 	decision := Decision{Reason: fmt.Sprintf("stable window: average depth %.1f", obs.StableDepth)}
 	panicWants := replicasFor(obs.PanicDepth, policy.TargetDepth)
-	panicking := now.Before(obs.Previous.PanicUntil)
 	if float64(panicWants) >= policy.PanicThreshold*float64(max(obs.Ready, 1)) && panicWants > current {
 		decision.PanicUntil = now.Add(policy.StableWindow)
 		panicking = true
@@ -101,15 +104,8 @@ func Decide(obs Observation, policy Policy, now time.Time) Decision {
 		desired = max(panicWants, current) // never scale down while panicking
 		decision.Reason = fmt.Sprintf("panic: average depth %.1f over the panic window", obs.PanicDepth)
 	}
-	desired = limitRate(desired, current, obs.Ready, policy)
-	if desired == 0 {
-		if idle := now.Sub(obs.LastActive); obs.Depth > 0 || obs.InFlight > 0 || idle < policy.ScaleToZeroAfter {
-			desired = 1 // keep one replica until the revision has been idle for the grace period
-		} else {
-			decision.Reason = fmt.Sprintf("idle for %s", idle.Round(time.Second))
-		}
-	}
-	decision.Replicas = clamp(desired, policy)
+	// Zero comes only from the idle rule above: until then, keep one replica.
+	decision.Replicas = clamp(max(1, limitRate(desired, current, obs.Ready, policy)), policy)
 	return decision
 }
 

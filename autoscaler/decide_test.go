@@ -50,6 +50,11 @@ func TestDecide(t *testing.T) {
 			Ready: 1, LastActive: epoch.Add(-10 * time.Second), Previous: running(1)}, wantReplicas: 1},
 		{name: "idle past the grace period goes to zero", obs: autoscaler.Observation{
 			Ready: 1, LastActive: epoch.Add(-31 * time.Second), Previous: running(1)}, wantReplicas: 0, wantReason: "idle for 31s"},
+		{name: "idle past the grace period goes to zero though the stable window remembers load", obs: autoscaler.Observation{
+			StableDepth: 0.2, Ready: 1, LastActive: epoch.Add(-45 * time.Second), Previous: running(1)}, wantReplicas: 0, wantReason: "idle for 45s"},
+		{name: "a panic blocks scale to zero", obs: autoscaler.Observation{
+			Ready: 2, LastActive: epoch.Add(-time.Hour), Previous: autoscaler.Decision{Replicas: 2, PanicUntil: epoch.Add(time.Second)}},
+			wantReplicas: 2, wantPanic: true},
 		{name: "requests in flight block scale to zero", obs: autoscaler.Observation{
 			InFlight: 1, Ready: 1, LastActive: epoch.Add(-time.Hour), Previous: running(1)}, wantReplicas: 1},
 		{name: "a queued request blocks scale to zero", obs: autoscaler.Observation{

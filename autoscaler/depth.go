@@ -23,8 +23,8 @@ func newJetStreamDepth(js jetstream.JetStream) *jetStreamDepth {
 	return &jetStreamDepth{js: js, consumers: map[revisionKey]jetstream.Consumer{}}
 }
 
-// Depth returns the requests waiting and those held by workers.
-func (d *jetStreamDepth) Depth(ctx context.Context, function, revision string) (int64, int64, error) {
+// Depth reads the revision's queue.
+func (d *jetStreamDepth) Depth(ctx context.Context, function, revision string) (queue, error) {
 	key := revisionKey{function, revision}
 	d.mu.Lock()
 	consumer, ok := d.consumers[key]
@@ -33,7 +33,7 @@ func (d *jetStreamDepth) Depth(ctx context.Context, function, revision string) (
 		var err error
 		consumer, err = d.js.Consumer(ctx, events.StreamName(function), events.ConsumerName(revision))
 		if err != nil {
-			return 0, 0, err
+			return queue{}, err
 		}
 		d.mu.Lock()
 		d.consumers[key] = consumer
@@ -44,7 +44,7 @@ func (d *jetStreamDepth) Depth(ctx context.Context, function, revision string) (
 		d.mu.Lock()
 		delete(d.consumers, key) // re-resolve next time: the stream may have been recreated
 		d.mu.Unlock()
-		return 0, 0, err
+		return queue{}, err
 	}
-	return int64(info.NumPending), int64(info.NumAckPending), nil
+	return queue{pending: int64(info.NumPending), inFlight: int64(info.NumAckPending), delivered: info.Delivered.Stream}, nil
 }

@@ -52,3 +52,10 @@ func (m *metrics) scaled(key revisionKey, from, to int) {
 	}
 	m.scaleEvents.WithLabelValues(key.function, key.revision, direction).Inc()
 }
+
+// forget drops the series of a revision that is gone.
+func (m *metrics) forget(key revisionKey) {
+	for _, gauge := range []*prometheus.GaugeVec{m.depth, m.desired, m.ready} {
+		gauge.DeleteLabelValues(key.function, key.revision)
+	}
+}

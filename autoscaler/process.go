@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -196,8 +197,13 @@ func (s *ProcessScaler) runOnce(ctx context.Context, key revisionKey, readyFile 
 	cmd.Env = append(cmd.Env, ReadyFileEnv+"="+readyFile)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = s.cfg.StopTimeout
-	// A worker outlives no supervisor: if this process dies, the kernel sends SIGTERM.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	// A worker has its own process group, so a Ctrl-C at the terminal reaches
+	// only the supervisor, which stops workers after the activator drained;
+	// and it outlives no supervisor: if this process dies, the kernel sends
+	// SIGTERM (Pdeathsig follows the starting thread, hence the lock).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}

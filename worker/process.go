@@ -120,7 +120,7 @@ func shapeKey(inputs []events.Tensor) string {
 // If the stacked run fails or its outputs cannot be split, each request runs
 // on its own, so one bad request cannot fail the others.
 func (w *Worker) run(model Model, group []*job) {
-	if len(group) > 1 {
+	if len(group) > 1 && w.stackable {
 		if err := w.runStacked(model, group); err == nil {
 			return
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -22,33 +23,53 @@ func (w *Worker) finish(j *job) {
 		w.settle(j, events.Permanent(errExpired))
 		return
 	}
+	var body []byte
+	if j.err == nil {
+		var err error
+		if body, err = events.AppendInferenceResponse(nil, w.response(j)); err != nil {
+			j.err = events.Permanent(fmt.Errorf("encode the answer: %w", err))
+		}
+	}
+	if j.replyTo != "" {
+		err := w.reply(j, body)
+		if errors.Is(err, nats.ErrMaxPayload) {
+			j.err = events.Permanent(fmt.Errorf("the answer (%d bytes) is larger than NATS may carry: request fewer rows or outputs", len(body)))
+			err = w.reply(j, nil)
+		}
+		if err != nil {
+			w.log.Warn("reply", "request_id", j.eventID, "error", err)
+			w.settle(j, err) // transient: the request is tried again
+			return
+		}
+	}
 	outcome := "ok"
 	if j.err != nil {
 		outcome = "error"
 		w.log.Info("request failed", "request_id", j.eventID, "error", j.err)
 	}
 	w.metrics.requests.WithLabelValues(outcome).Inc()
-	if j.replyTo != "" {
-		if err := w.reply(j); err != nil {
-			w.log.Warn("reply", "request_id", j.eventID, "error", err)
-			w.settle(j, err) // transient: the request is tried again
-			return
-		}
-	}
 	w.settle(j, j.err)
 }
 
+// settle settles the message; a transient failure on the last delivery the
+// consumer allows terminates it with the reason instead of leaving it stuck.
 func (w *Worker) settle(j *job, err error) {
+	if err != nil && !events.IsPermanent(err) {
+		if meta, metaErr := j.msg.Metadata(); metaErr == nil && w.maxDeliver > 0 && meta.NumDelivered >= uint64(w.maxDeliver) {
+			err = events.Permanent(fmt.Errorf("gave up after %d deliveries: %w", meta.NumDelivered, err))
+		}
+	}
 	if settleErr := events.Settle(j.msg, err); settleErr != nil {
 		w.log.Warn("settle", "request_id", j.eventID, "error", settleErr)
 	}
 }
 
-// reply publishes the response CloudEvent, or an error event, to the caller's inbox.
-func (w *Worker) reply(j *job) error {
+// reply publishes the response CloudEvent with body, or the error event of
+// j.err, to the caller's inbox.
+func (w *Worker) reply(j *job, body []byte) error {
 	ev := event.New()
 	ev.SetID(nuid.Next())
-	ev.SetSource("/sluice/functions/" + w.cfg.Function + "/revisions/" + w.cfg.Revision)
+	ev.SetSource(w.source)
 	ev.SetExtension(events.ExtensionModel, w.cfg.Function)
 	ev.SetExtension(events.ExtensionModelVersion, w.cfg.Revision)
 	if j.eventID != "" {
@@ -63,17 +84,12 @@ func (w *Worker) reply(j *job) error {
 			status = http.StatusBadRequest
 		}
 		ev.SetType(events.TypeInferenceError)
-		body, _ := json.Marshal(map[string]string{"error": j.err.Error()})
-		ev.DataEncoded = body
+		body, _ = json.Marshal(map[string]string{"error": j.err.Error()})
 		msg.Header = nats.Header{events.HeaderStatus: []string{strconv.Itoa(status)}}
 	} else {
 		ev.SetType(events.TypeInferenceResponse)
-		body, err := events.AppendInferenceResponse(nil, w.response(j))
-		if err != nil {
-			return events.Permanent(err)
-		}
-		ev.DataEncoded = body
 	}
+	ev.DataEncoded = body
 	if err := events.WriteEvent(context.Background(), msg, &ev); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -69,6 +70,13 @@ type Worker struct {
 	metrics   *metrics
 	log       *slog.Logger
 	ready     chan struct{} // closed once Run takes requests
+	// source is the CloudEvent source of this worker's replies.
+	source string
+	// maxDeliver is the consumer's delivery limit; 0 when unknown.
+	maxDeliver int
+	// stackable says whether requests may share a model run: every input and
+	// output has a batch dimension of any size first.
+	stackable bool
 }
 
 // Ready is closed once Run has started taking requests.
@@ -83,8 +91,11 @@ func New(nc *nats.Conn, consumer jetstream.Consumer, models []Model, signature e
 		return nil, errors.New("worker: at least one model is required")
 	}
 	return &Worker{
-		ready: make(chan struct{}),
-		nc:    nc, consumer: consumer, models: models, signature: signature, cfg: cfg,
+		ready:      make(chan struct{}),
+		source:     "/sluice/functions/" + cfg.Function + "/revisions/" + cfg.Revision,
+		maxDeliver: maxDeliver(consumer),
+		stackable:  stackable(signature),
+		nc:         nc, consumer: consumer, models: models, signature: signature, cfg: cfg,
 		metrics: newMetrics(reg, cfg.Function, cfg.Revision),
 		log:     log.With("function", cfg.Function, "revision", cfg.Revision),
 	}, nil
@@ -213,4 +224,22 @@ func (w *Worker) batch(incoming <-chan jetstream.Msg, stopped <-chan struct{}, b
 func nothingPending(msg jetstream.Msg) bool {
 	meta, err := msg.Metadata()
 	return err == nil && meta.NumPending == 0
+}
+
+func maxDeliver(consumer jetstream.Consumer) int {
+	if info := consumer.CachedInfo(); info != nil {
+		return info.Config.MaxDeliver
+	}
+	return 0
+}
+
+// stackable reports whether every input and output of the model has a first
+// dimension of any size: only then do stacked requests get their own rows back.
+func stackable(signature events.Signature) bool {
+	for _, spec := range append(slices.Clone(signature.Inputs), signature.Outputs...) {
+		if len(spec.Shape) == 0 || spec.Shape[0] != -1 {
+			return false
+		}
+	}
+	return true
 }

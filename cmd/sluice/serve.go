@@ -96,6 +96,7 @@ type workerFlags struct {
 	modelCache         string
 	metricsAddr        string
 	sessions           int
+	drainTimeout       time.Duration
 }
 
 func newWorkerCommand(g *globals) *cobra.Command {
@@ -119,6 +120,7 @@ func newWorkerCommand(g *globals) *cobra.Command {
 	flags.StringVar(&f.modelCache, "model-cache", "", "directory that keeps downloaded models for the next start")
 	flags.StringVar(&f.metricsAddr, "metrics-addr", ":9090", "address of /metrics and /readyz")
 	flags.IntVar(&f.sessions, "sessions", 1, "model sessions running batches in parallel")
+	flags.DurationVar(&f.drainTimeout, "drain-timeout", worker.DefaultConfig().DrainTimeout, "how long SIGTERM may take to finish the requests held; keep it below the supervisor's kill timeout")
 	_ = cmd.MarkFlagRequired("function")
 	return cmd
 }
@@ -208,6 +210,7 @@ func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg 
 	cfgWorker.Function, cfgWorker.Revision = f.function, fn.Status.Revision
 	cfgWorker.MaxBatchSize = fn.Spec.Batching.MaxBatchSize
 	cfgWorker.MaxDelay = fn.Spec.Batching.MaxDelay.Duration
+	cfgWorker.DrainTimeout = f.drainTimeout
 	w, err := worker.New(js.Conn(), consumer, models, fn.Status.Model.Signature, cfgWorker, reg, log)
 	if err != nil {
 		closeModels()

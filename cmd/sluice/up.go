@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -134,6 +135,7 @@ func workerProcesses(g *globals, f upFlags, library string) autoscaler.ProcessCo
 			"--nats-url", g.natsURL, "--onnxruntime-lib", library,
 			"--model-cache", filepath.Join(f.dataDir, "models"),
 			"--metrics-addr", "127.0.0.1:0",
+			"--drain-timeout", (cfg.StopTimeout - 5*time.Second).String(),
 			"--log-level", g.logLevel, "--log-format", g.logFormat)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		return cmd
