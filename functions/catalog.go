@@ -50,14 +50,8 @@ func OpenCatalog(ctx context.Context, js jetstream.JetStream) (*Catalog, error) 
 
 // Get returns the named Function, or an error wrapping ErrNotFound.
 func (c *Catalog) Get(ctx context.Context, name string) (*Function, error) {
-	entry, err := c.kv.Get(ctx, name)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, fmt.Errorf("function %q: %w", name, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get function %q: %w", name, err)
-	}
-	return decodeFunction(entry.Value())
+	fn, _, err := c.entry(ctx, name)
+	return fn, err
 }
 
 // List returns every Function, sorted by name.
@@ -80,6 +74,44 @@ func (c *Catalog) List(ctx context.Context) ([]*Function, error) {
 	}
 	slices.SortFunc(fns, func(a, b *Function) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
 	return fns, nil
+}
+
+// errConflict says the Function changed since it was read.
+var errConflict = errors.New("changed concurrently")
+
+// entry returns the named Function and its KV revision (0 when absent).
+func (c *Catalog) entry(ctx context.Context, name string) (*Function, uint64, error) {
+	entry, err := c.kv.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, fmt.Errorf("function %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("get function %q: %w", name, err)
+	}
+	fn, err := decodeFunction(entry.Value())
+	return fn, entry.Revision(), err
+}
+
+// update stores fn if the stored value is still at KV revision version (0:
+// absent), and returns errConflict if another writer came first.
+func (c *Catalog) update(ctx context.Context, fn *Function, version uint64) error {
+	data, err := json.Marshal(fn)
+	if err != nil {
+		return fmt.Errorf("encode function %q: %w", fn.Metadata.Name, err)
+	}
+	if version == 0 {
+		_, err = c.kv.Create(ctx, fn.Metadata.Name, data)
+	} else {
+		_, err = c.kv.Update(ctx, fn.Metadata.Name, data, version)
+	}
+	var apiErr *jetstream.APIError
+	if errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence) {
+		return fmt.Errorf("put function %q: %w", fn.Metadata.Name, errConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("put function %q: %w", fn.Metadata.Name, err)
+	}
+	return nil
 }
 
 // Put stores fn under its name.

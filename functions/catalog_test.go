@@ -2,6 +2,7 @@ package functions_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -191,4 +192,51 @@ func TestRegistryFollowsTheCatalog(t *testing.T) {
 
 	require.NoError(t, deployer.Delete(ctx, "iris"))
 	require.Eventually(t, func() bool { _, ok := registry.Lookup("iris"); return !ok }, 5*time.Second, 10*time.Millisecond)
+}
+
+// Concurrent deploys of different models each get a revision of their own:
+// none overwrites another's (the catalog entry is updated by compare-and-set).
+func TestConcurrentDeploysGetDistinctRevisions(t *testing.T) {
+	_, catalog, deployer := newDeployer(t)
+	ctx := context.Background()
+	models := [][]byte{irisModel(t, 1), irisModel(t, 2), irisModel(t, 3)}
+	errs := make(chan error, len(models))
+	for _, model := range models {
+		go func() {
+			_, err := deployer.Deploy(ctx, parse(t, irisYAML), model)
+			errs <- err
+		}()
+	}
+	for range models {
+		require.NoError(t, <-errs)
+	}
+	fn, err := catalog.Get(ctx, "iris")
+	require.NoError(t, err)
+	require.EqualValues(t, 3, fn.Status.Generation)
+	require.Len(t, fn.Status.Revisions, 3)
+	seen := map[string]bool{}
+	for i, revision := range fn.Status.Revisions {
+		require.Equal(t, fmt.Sprint(i+1), revision.Name)
+		seen[revision.Model.SHA256] = true
+	}
+	require.Len(t, seen, 3, "every model has its own revision")
+	require.Equal(t, "3", fn.Status.Revision)
+}
+
+func TestOlderRevisionsStayLiveUpToALimit(t *testing.T) {
+	_, _, deployer := newDeployer(t)
+	ctx := context.Background()
+	var fn *functions.Function
+	for seed := range uint64(7) {
+		var err error
+		fn, err = deployer.Deploy(ctx, parse(t, irisYAML), irisModel(t, seed+1))
+		require.NoError(t, err)
+	}
+	require.Equal(t, "7", fn.Status.Revision)
+	require.Len(t, fn.Status.Revisions, 5)
+	first, ok := fn.Status.FindRevision("3")
+	require.True(t, ok)
+	require.NotEmpty(t, first.Model.SHA256)
+	_, ok = fn.Status.FindRevision("2")
+	require.False(t, ok, "the oldest revisions are pruned")
 }

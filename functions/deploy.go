@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -29,38 +30,68 @@ func NewDeployer(js jetstream.JetStream, catalog *Catalog, queue events.QueueCon
 // spec.model.uri names an object already in the store), and registers it. A new
 // revision is cut when the model or the runtime changes; otherwise the current
 // revision keeps serving with the new scaling, batching and timeouts.
-func (d *Deployer) Deploy(ctx context.Context, fn *Function, model []byte) (*Function, error) {
+func (d *Deployer) Deploy(ctx context.Context, fn *Function, modelFile []byte) (*Function, error) {
 	fn.Default()
 	if err := fn.Validate(); err != nil {
 		return nil, err
 	}
 	name := fn.Metadata.Name
-	version, err := d.modelVersion(ctx, fn, model)
+	model, err := d.modelVersion(ctx, fn, modelFile)
 	if err != nil {
 		return nil, err
 	}
-	previous, err := d.catalog.Get(ctx, name)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		previous, version, err := d.catalog.entry(ctx, name)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		fn.Status = nextStatus(previous, fn, model)
+		if err := d.provision(ctx, name, fn.Status.Revision); err != nil {
+			return nil, err
+		}
+		err = d.catalog.update(ctx, fn, version)
+		if !errors.Is(err, errConflict) || attempt == 4 {
+			if err != nil {
+				return nil, err
+			}
+			return fn, nil
+		}
+		// another deploy of the same function won the race: decide again on its result
 	}
-	fn.Status = Status{Revision: "1", Model: version, Generation: 1, UpdatedAt: time.Now().UTC()}
+}
+
+// maxRevisions is how many revisions a Function keeps live.
+const maxRevisions = 5
+
+// nextStatus is the status after deploying fn (whose model is version) over previous.
+func nextStatus(previous *Function, fn *Function, version *ModelVersion) Status {
+	now := time.Now().UTC()
+	status := Status{Revision: "1", Model: version, Generation: 1, UpdatedAt: now}
 	if previous != nil {
-		fn.Status.Generation = previous.Status.Generation + 1
-		fn.Status.Revision = previous.Status.Revision
-		if newRevision(previous, fn) {
-			fn.Status.Revision = nextRevision(previous.Status.Revision)
+		status.Generation = previous.Status.Generation + 1
+		status.Revision = previous.Status.Revision
+		status.Revisions = previous.Status.Revisions
+		if newRevision(previous, fn, version) {
+			status.Revision = nextRevision(previous.Status.Revision)
 		}
 	}
+	if _, ok := status.FindRevision(status.Revision); !ok {
+		status.Revisions = append(slices.Clone(status.Revisions), RevisionStatus{
+			Name: status.Revision, Model: *version, Runtime: fn.Spec.Runtime, CreatedAt: now,
+		})
+	}
+	if excess := len(status.Revisions) - maxRevisions; excess > 0 {
+		status.Revisions = status.Revisions[excess:]
+	}
+	return status
+}
+
+func (d *Deployer) provision(ctx context.Context, name, revision string) error {
 	if _, err := events.EnsureStream(ctx, d.js, name, d.queue); err != nil {
-		return nil, err
+		return err
 	}
-	if _, err := events.EnsureConsumer(ctx, d.js, name, fn.Status.Revision, d.queue); err != nil {
-		return nil, err
-	}
-	if err := d.catalog.Put(ctx, fn); err != nil {
-		return nil, err
-	}
-	return fn, nil
+	_, err := events.EnsureConsumer(ctx, d.js, name, revision, d.queue)
+	return err
 }
 
 // Delete removes a Function and its queue.
@@ -82,9 +113,9 @@ func (d *Deployer) modelVersion(ctx context.Context, fn *Function, model []byte)
 	return d.catalog.PutModel(ctx, fn.Metadata.Name, model)
 }
 
-func newRevision(previous, next *Function) bool {
+func newRevision(previous, next *Function, version *ModelVersion) bool {
 	return previous.Status.Model == nil ||
-		previous.Status.Model.SHA256 != next.Status.Model.SHA256 ||
+		previous.Status.Model.SHA256 != version.SHA256 ||
 		previous.Spec.Runtime != next.Spec.Runtime
 }
 

@@ -93,6 +93,27 @@ type Status struct {
 	// Generation counts the deploys of this Function.
 	Generation int64     `json:"generation,omitempty"`
 	UpdatedAt  time.Time `json:"updatedAt,omitzero"`
+	// Revisions are the live revisions, oldest first; the last is Revision.
+	// An older one keeps its model so its workers can drain its queue.
+	Revisions []RevisionStatus `json:"revisions,omitempty"`
+}
+
+// RevisionStatus is what one revision serves: a model version on a runtime.
+type RevisionStatus struct {
+	Name      string       `json:"name"`
+	Model     ModelVersion `json:"model"`
+	Runtime   RuntimeSpec  `json:"runtime"`
+	CreatedAt time.Time    `json:"createdAt"`
+}
+
+// FindRevision returns the named live revision.
+func (s Status) FindRevision(name string) (RevisionStatus, bool) {
+	for _, r := range s.Revisions {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return RevisionStatus{}, false
 }
 
 // ModelVersion is one ONNX file in the model store.

@@ -177,15 +177,20 @@ func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg 
 	if err != nil {
 		return nil, nil, err
 	}
-	if f.revision != "" && f.revision != fn.Status.Revision {
-		return nil, nil, fmt.Errorf("function %s serves revision %s, not %s", f.function, fn.Status.Revision, f.revision)
+	name := f.revision
+	if name == "" {
+		name = fn.Status.Revision
+	}
+	revision, ok := fn.Status.FindRevision(name)
+	if !ok {
+		return nil, nil, fmt.Errorf("function %s has no live revision %q (current: %s)", f.function, name, fn.Status.Revision)
 	}
 	start := time.Now()
-	model, err := worker.LoadModel(ctx, catalog, *fn.Status.Model, f.modelCache)
+	model, err := worker.LoadModel(ctx, catalog, revision.Model, f.modelCache)
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := onnx.SessionConfig{Device: fn.Spec.Runtime.Device, Threads: fn.Spec.Runtime.Threads}
+	cfg := onnx.SessionConfig{Device: revision.Runtime.Device, Threads: revision.Runtime.Threads}
 	models := make([]worker.Model, 0, f.sessions)
 	closeModels := func() {
 		for _, m := range models {
@@ -193,25 +198,25 @@ func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg 
 		}
 	}
 	for range f.sessions {
-		session, err := onnx.Load(model, fn.Status.Model.Signature, cfg)
+		session, err := onnx.Load(model, revision.Model.Signature, cfg)
 		if err != nil {
 			closeModels()
 			return nil, nil, err
 		}
 		models = append(models, session)
 	}
-	log.Info("model loaded", "function", f.function, "revision", fn.Status.Revision, "sha256", fn.Status.Model.SHA256[:12], "took", time.Since(start))
-	consumer, err := js.Consumer(ctx, events.StreamName(f.function), events.ConsumerName(fn.Status.Revision))
+	log.Info("model loaded", "function", f.function, "revision", name, "sha256", revision.Model.SHA256[:12], "took", time.Since(start))
+	consumer, err := js.Consumer(ctx, events.StreamName(f.function), events.ConsumerName(name))
 	if err != nil {
 		closeModels()
-		return nil, nil, fmt.Errorf("consumer of %s revision %s: %w", f.function, fn.Status.Revision, err)
+		return nil, nil, fmt.Errorf("consumer of %s revision %s: %w", f.function, name, err)
 	}
 	cfgWorker := worker.DefaultConfig()
-	cfgWorker.Function, cfgWorker.Revision = f.function, fn.Status.Revision
+	cfgWorker.Function, cfgWorker.Revision = f.function, name
 	cfgWorker.MaxBatchSize = fn.Spec.Batching.MaxBatchSize
 	cfgWorker.MaxDelay = fn.Spec.Batching.MaxDelay.Duration
 	cfgWorker.DrainTimeout = f.drainTimeout
-	w, err := worker.New(js.Conn(), consumer, models, fn.Status.Model.Signature, cfgWorker, reg, log)
+	w, err := worker.New(js.Conn(), consumer, models, revision.Model.Signature, cfgWorker, reg, log)
 	if err != nil {
 		closeModels()
 		return nil, nil, err
