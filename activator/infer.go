@@ -3,8 +3,6 @@ package activator
 import (
 	"net/http"
 	"time"
-
-	"sluice.dev/sluice/events"
 )
 
 // infer serves POST /v2/models/{name}[/versions/{version}]/infer.
@@ -27,10 +25,7 @@ func (a *Activator) serveInfer(w http.ResponseWriter, r *http.Request, name stri
 	if err != nil {
 		return "", writeError(w, err)
 	}
-	req, err := events.DecodeInferenceRequest(body, a.cfg.Limits)
-	if err == nil {
-		err = fn.Status.Model.Signature.Check(req)
-	}
+	body, binaryOutputs, err := a.decodeInfer(r.Header, body, fn)
 	if err != nil {
 		return "", writeError(w, err)
 	}
@@ -38,6 +33,9 @@ func (a *Activator) serveInfer(w http.ResponseWriter, r *http.Request, name stri
 	reply, err := a.call(r.Context(), fn, requestEvent(fn, id, body))
 	if err != nil {
 		return id, writeError(w, err)
+	}
+	if binaryOutputs != nil {
+		return id, writeBinaryAnswer(w, reply.Data, binaryOutputs)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
@@ -100,6 +98,6 @@ func (a *Activator) serverMetadata(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"name":       "sluice",
 		"version":    Version,
-		"extensions": []string{"cloudevents"},
+		"extensions": []string{"cloudevents", "binary_tensor_data"},
 	})
 }

@@ -7,10 +7,14 @@ import (
 )
 
 // decoder reads one request or response body. It keeps nothing after the
-// call that made it returns.
+// call that made it returns. tail is nil for a body that is all JSON; for a
+// body in the binary tensor data extension it holds the bytes after the JSON
+// inference header, which tensors with parameters.binary_data_size take in
+// turn (codec_binary.go).
 type decoder struct {
 	scan   scanner
 	limits Limits
+	tail   *binaryTail
 }
 
 // DecodeInferenceRequest reads an Open Inference Protocol v2 REST infer
@@ -21,6 +25,11 @@ type decoder struct {
 // a *FieldError naming the field, such as inputs[0].data[5].
 func DecodeInferenceRequest(body []byte, limits Limits) (*InferenceRequest, error) {
 	d := decoder{scan: scanner{buf: body}, limits: limits.withDefaults()}
+	return d.request()
+}
+
+// request reads the scanner's buffer as an infer request.
+func (d *decoder) request() (*InferenceRequest, error) {
 	r := &InferenceRequest{}
 	seen := memberSet{names: requestMembers}
 	err := d.document(func(key []byte) error {
@@ -58,6 +67,11 @@ func DecodeInferenceRequest(body []byte, limits Limits) (*InferenceRequest, erro
 // are required.
 func DecodeInferenceResponse(body []byte, limits Limits) (*InferenceResponse, error) {
 	d := decoder{scan: scanner{buf: body}, limits: limits.withDefaults()}
+	return d.response()
+}
+
+// response reads the scanner's buffer as an infer response.
+func (d *decoder) response() (*InferenceResponse, error) {
 	r := &InferenceResponse{}
 	seen := memberSet{names: responseMembers}
 	err := d.document(func(key []byte) error {
@@ -337,9 +351,12 @@ func (td *tensorDecoder) data(s *scanner) error {
 // finish checks that every required member came and reads data that came
 // before datatype or shape.
 func (td *tensorDecoder) finish() (Tensor, error) {
+	if td.d.tail != nil && td.binary() {
+		return td.finishBinary()
+	}
 	for _, required := range []string{"name", "datatype", "shape", "data"} {
 		if !td.seen.has(required) {
-			return Tensor{}, &FieldError{Field: td.path.with(required).String(), Problem: "missing"}
+			return Tensor{}, td.missing(required)
 		}
 	}
 	if td.tensor.Name == "" {

@@ -17,10 +17,23 @@ import (
 // it, and dst comes back as it was. Parameters are written with
 // encoding/json.
 func AppendInferenceResponse(dst []byte, r *InferenceResponse) ([]byte, error) {
+	start := len(dst)
+	dst, err := appendResponseHead(dst, r)
+	if err != nil {
+		return dst[:start], err
+	}
+	if dst, err = appendTensors(dst, "outputs", r.Outputs); err != nil {
+		return dst[:start], err
+	}
+	return append(dst, '}'), nil
+}
+
+// appendResponseHead writes r up to and including `"outputs":`. On error
+// the caller cuts dst back.
+func appendResponseHead(dst []byte, r *InferenceResponse) ([]byte, error) {
 	if r == nil {
 		return dst, &FieldError{Field: "response", Problem: "nil"}
 	}
-	start := len(dst)
 	dst = append(dst, `{"model_name":`...)
 	dst = appendString(dst, r.ModelName)
 	if r.ModelVersion != "" {
@@ -31,18 +44,14 @@ func AppendInferenceResponse(dst []byte, r *InferenceResponse) ([]byte, error) {
 		dst = append(dst, `,"id":`...)
 		dst = appendString(dst, r.ID)
 	}
-	var err error
 	if r.Parameters != nil {
+		var err error
 		dst = append(dst, `,"parameters":`...)
 		if dst, err = appendParameters(dst, fieldPath{list: "parameters", index: -1}, r.Parameters); err != nil {
-			return dst[:start], err
+			return dst, err
 		}
 	}
-	dst = append(dst, `,"outputs":`...)
-	if dst, err = appendTensors(dst, "outputs", r.Outputs); err != nil {
-		return dst[:start], err
-	}
-	return append(dst, '}'), nil
+	return append(dst, `,"outputs":`...), nil
 }
 
 // AppendInferenceRequest appends r to dst as an Open Inference Protocol v2
@@ -119,6 +128,20 @@ func appendTensor(dst []byte, path fieldPath, t Tensor) ([]byte, error) {
 	if fieldErr != nil {
 		return dst, fieldErr.under(path.String() + ".")
 	}
+	dst, err := appendTensorHead(dst, path, t, t.Parameters)
+	if err != nil {
+		return dst, err
+	}
+	dst = append(dst, `,"data":`...)
+	if dst, err = kind.appendData(dst, t.Data, path, t.Name); err != nil {
+		return dst, err
+	}
+	return append(dst, '}'), nil
+}
+
+// appendTensorHead writes the members of t but its data, with parameters for
+// its parameters, leaving the object open.
+func appendTensorHead(dst []byte, path fieldPath, t Tensor, parameters map[string]any) ([]byte, error) {
 	dst = append(dst, `{"name":`...)
 	dst = appendString(dst, t.Name)
 	dst = append(dst, `,"shape":[`...)
@@ -131,18 +154,14 @@ func appendTensor(dst []byte, path fieldPath, t Tensor) ([]byte, error) {
 	dst = append(dst, `],"datatype":"`...)
 	dst = append(dst, t.Datatype...)
 	dst = append(dst, '"')
-	var err error
-	if t.Parameters != nil {
+	if parameters != nil {
+		var err error
 		dst = append(dst, `,"parameters":`...)
-		if dst, err = appendParameters(dst, path.with("parameters"), t.Parameters); err != nil {
+		if dst, err = appendParameters(dst, path.with("parameters"), parameters); err != nil {
 			return dst, err
 		}
 	}
-	dst = append(dst, `,"data":`...)
-	if dst, err = kind.appendData(dst, t.Data, path, t.Name); err != nil {
-		return dst, err
-	}
-	return append(dst, '}'), nil
+	return dst, nil
 }
 
 func appendParameters(dst []byte, field fieldPath, parameters map[string]any) ([]byte, error) {
