@@ -27,15 +27,18 @@ type Config struct {
 	MaxBodyBytes int64
 	// Limits bound the tensors of a request.
 	Limits events.Limits
-	// ShutdownTimeout bounds the drain of in-flight requests on shutdown.
+	// ShutdownTimeout bounds the drain of in-flight requests on shutdown; 0
+	// waits as long as the longest request timeout of any deployed function.
 	ShutdownTimeout time.Duration
+	// MaxInFlight bounds the requests the activator holds at once; more get 429.
+	MaxInFlight int
 	// MaxPending bounds the requests published and not yet acknowledged by JetStream.
 	MaxPending int
 }
 
 // DefaultConfig allows 8 MiB bodies.
 func DefaultConfig() Config {
-	return Config{MaxBodyBytes: 8 << 20, Limits: events.DefaultLimits(), ShutdownTimeout: 30 * time.Second, MaxPending: 4096}
+	return Config{MaxBodyBytes: 8 << 20, Limits: events.DefaultLimits(), MaxPending: 4096, MaxInFlight: 10_000}
 }
 
 // Validate reports the first field that is wrong.
@@ -43,8 +46,10 @@ func (c Config) Validate() error {
 	switch {
 	case c.MaxBodyBytes < 1024:
 		return fmt.Errorf("activator: MaxBodyBytes must be at least 1024, got %d", c.MaxBodyBytes)
-	case c.ShutdownTimeout <= 0:
-		return fmt.Errorf("activator: ShutdownTimeout must be positive, got %s", c.ShutdownTimeout)
+	case c.ShutdownTimeout < 0:
+		return fmt.Errorf("activator: ShutdownTimeout must not be negative, got %s", c.ShutdownTimeout)
+	case c.MaxInFlight < 1:
+		return fmt.Errorf("activator: MaxInFlight must be at least 1, got %d", c.MaxInFlight)
 	case c.MaxPending < 1:
 		return fmt.Errorf("activator: MaxPending must be at least 1, got %d", c.MaxPending)
 	}
@@ -62,6 +67,8 @@ type Activator struct {
 	metrics  *metrics
 	log      *slog.Logger
 	gatherer prometheus.Gatherer
+	// slots holds a token per request in flight; its capacity is MaxInFlight.
+	slots chan struct{}
 }
 
 // New returns an Activator that looks functions up in registry (which the
@@ -69,6 +76,11 @@ type Activator struct {
 func New(nc *nats.Conn, registry *functions.Registry, cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Activator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	// A request travels with its CloudEvent headers: keep room for them under NATS's max payload.
+	if limit := nc.MaxPayload() - 64<<10; cfg.MaxBodyBytes > limit {
+		log.Info("request bodies limited by the NATS max payload", "max_body_bytes", limit, "asked", cfg.MaxBodyBytes)
+		cfg.MaxBodyBytes = limit
 	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending))
 	if err != nil {
@@ -79,15 +91,15 @@ func New(nc *nats.Conn, registry *functions.Registry, cfg Config, reg *prometheu
 		nc: nc, js: js, registry: registry, cfg: cfg,
 		inbox:   newInbox(m.lateReplies.Inc),
 		waker:   newWaker(nc),
-		metrics: m, log: log, gatherer: reg,
+		metrics: m, log: log, gatherer: reg, slots: make(chan struct{}, cfg.MaxInFlight),
 	}, nil
 }
 
 // Handler routes the HTTP API.
 func (a *Activator) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v2/models/{name}/infer", a.infer)
-	mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", a.infer)
+	mux.HandleFunc("POST /v2/models/{name}/infer", a.limited(a.infer))
+	mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", a.limited(a.infer))
 	mux.HandleFunc("GET /v2/models/{name}", a.modelMetadata)
 	mux.HandleFunc("GET /v2/models/{name}/versions/{version}", a.modelMetadata)
 	mux.HandleFunc("GET /v2/models/{name}/ready", a.modelReady)
@@ -95,7 +107,7 @@ func (a *Activator) Handler() http.Handler {
 	mux.HandleFunc("GET /v2/health/live", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /v2/health/ready", a.serverReady)
 	mux.HandleFunc("GET /v2", a.serverMetadata)
-	mux.HandleFunc("POST /{$}", a.cloudEvent)
+	mux.HandleFunc("POST /{$}", a.limited(a.cloudEvent))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: no route for %s %s", errNotFound, r.Method, r.URL.Path))
@@ -136,11 +148,40 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 		return fmt.Errorf("activator: %w", err)
 	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.shutdownTimeout())
 	defer cancel()
 	err = server.Shutdown(shutdownCtx)
 	if serveErr := <-served; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
 		err = serveErr
 	}
 	return err
+}
+
+// limited answers 429 instead of taking a request past MaxInFlight.
+func (a *Activator) limited(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case a.slots <- struct{}{}:
+			defer func() { <-a.slots }()
+			next(w, r)
+		default:
+			code := writeError(w, fmt.Errorf("%w: %d requests are in flight, the most this activator holds", errOverloaded, cap(a.slots)))
+			a.metrics.observe(a.knownName(r.PathValue("name")), code, time.Now())
+		}
+	}
+}
+
+// shutdownTimeout is how long shutdown waits for requests in flight: as
+// configured, or the longest request timeout of any function, plus a margin.
+func (a *Activator) shutdownTimeout() time.Duration {
+	if a.cfg.ShutdownTimeout > 0 {
+		return a.cfg.ShutdownTimeout
+	}
+	longest := 30 * time.Second
+	for _, name := range a.registry.Names() {
+		if fn, ok := a.registry.Lookup(name); ok {
+			longest = max(longest, fn.Spec.Timeouts.Request.Duration)
+		}
+	}
+	return longest + 5*time.Second
 }

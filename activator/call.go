@@ -1,11 +1,11 @@
 package activator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -34,21 +34,38 @@ func (a *Activator) lookup(name, version string) (*functions.Function, error) {
 	return fn, nil
 }
 
-// readBody reads a request body, refusing one over the limit before reading it
-// when Content-Length says so, and as soon as the limit is passed otherwise.
-func (a *Activator) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+// limitBody refuses a body over the limit before reading it when
+// Content-Length says so, and makes reading fail as soon as the limit is passed.
+func (a *Activator) limitBody(w http.ResponseWriter, r *http.Request) error {
 	if r.ContentLength > a.cfg.MaxBodyBytes {
-		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", errTooLarge, r.ContentLength, a.cfg.MaxBodyBytes)
+		return fmt.Errorf("%w: %d bytes, the limit is %d", errTooLarge, r.ContentLength, a.cfg.MaxBodyBytes)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
+	r.Body = http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes)
+	return nil
+}
+
+// bodyError names a read that passed the body limit as such.
+func (a *Activator) bodyError(err error) error {
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
-		return nil, fmt.Errorf("%w: the limit is %d bytes", errTooLarge, a.cfg.MaxBodyBytes)
+		return fmt.Errorf("%w: the limit is %d bytes", errTooLarge, a.cfg.MaxBodyBytes)
 	}
-	if err != nil {
+	return err
+}
+
+// readBody reads a request body within the limit.
+func (a *Activator) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if err := a.limitBody(w, r); err != nil {
+		return nil, err
+	}
+	body := bytes.NewBuffer(make([]byte, 0, max(r.ContentLength, 512)))
+	if _, err := body.ReadFrom(r.Body); err != nil {
+		if err := a.bodyError(err); errors.Is(err, errTooLarge) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%w: read body: %v", errBadRequest, err)
 	}
-	return body, nil
+	return body.Bytes(), nil
 }
 
 // requestEvent wraps an OIP request body into a request CloudEvent for fn.
@@ -129,6 +146,9 @@ func publishError(function string, err error) error {
 		return fmt.Errorf("%w: model %q has as many requests waiting as it may buffer; retry later", errQueueFull, function)
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("%w: the queue of model %q does not answer: %v", errUnavailable, function, err)
+	}
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return fmt.Errorf("%w: the request is larger than the queue may carry", errTooLarge)
 	}
 	return fmt.Errorf("%w: publish request for model %q: %v", errUnavailable, function, err)
 }

@@ -67,15 +67,13 @@ func (a *Activator) serveCloudEvent(w http.ResponseWriter, r *http.Request) (str
 
 // readEvent reads and checks a request CloudEvent, within the body limit.
 func (a *Activator) readEvent(w http.ResponseWriter, r *http.Request) (*event.Event, error) {
-	if r.ContentLength > a.cfg.MaxBodyBytes {
-		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", errTooLarge, r.ContentLength, a.cfg.MaxBodyBytes)
+	if err := a.limitBody(w, r); err != nil {
+		return nil, err
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes)
 	ev, err := cehttp.NewEventFromHTTPRequest(r)
-	var tooLarge *http.MaxBytesError
 	switch {
-	case errors.As(err, &tooLarge):
-		return nil, fmt.Errorf("%w: the limit is %d bytes", errTooLarge, a.cfg.MaxBodyBytes)
+	case errors.Is(a.bodyError(err), errTooLarge):
+		return nil, a.bodyError(err)
 	case err != nil:
 		return nil, fmt.Errorf("%w: %s (send binary mode with ce-specversion, ce-id, ce-source, ce-type headers, or structured mode as application/cloudevents+json)", errBadEvent, oneLine(err.Error()))
 	}

@@ -17,6 +17,7 @@ var (
 	errNotFound    = errors.New("not found")
 	errTooLarge    = errors.New("request body too large")
 	errQueueFull   = errors.New("queue full")
+	errOverloaded  = errors.New("overloaded")
 	errTimeout     = errors.New("timed out")
 	errBadEvent    = errors.New("bad cloudevent")
 	errBadRequest  = errors.New("bad request")
@@ -50,7 +51,7 @@ func status(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, errQueueFull):
+	case errors.Is(err, errQueueFull), errors.Is(err, errOverloaded):
 		return http.StatusTooManyRequests
 	case errors.Is(err, errTimeout), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout

@@ -99,3 +99,25 @@ func TestQueueFullIs429WithRetryAfter(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(2), info.State.Msgs)
 }
+
+// The activator holds at most MaxInFlight requests; one more is refused with
+// 429 at once, before its body is read, and the held one is still answered.
+func TestTooManyInFlightIs429(t *testing.T) {
+	s := newSetup()
+	s.config.MaxInFlight = 1
+	p := startPlatform(t, s)
+	held := p.sendAsync(p.newRequest(t, http.MethodPost, "/v2/models/iris/infer", jsonHeader(), irisBody))
+	request := takeRequest(t, p.js) // the first request is in the queue: its slot is taken
+
+	refused := p.infer(t, "/v2/models/iris/infer", irisBody)
+	require.Contains(t, errorMessage(t, refused, http.StatusTooManyRequests), "in flight")
+	require.Equal(t, "1", refused.header.Get("Retry-After"))
+
+	reply(t, p.js, request, 0, irisAnswer)
+	require.Equal(t, http.StatusOK, receive(t, held).status)
+	require.Equal(t, http.StatusOK, func() int {
+		answers := p.sendAsync(p.newRequest(t, http.MethodPost, "/v2/models/iris/infer", jsonHeader(), irisBody))
+		answerOnce(t, p.js, 0, irisAnswer)
+		return receive(t, answers).status
+	}(), "the slot is free again")
+}

@@ -64,6 +64,14 @@ func newActivatorCommand(g *globals) *cobra.Command {
 
 // runActivator serves the activator and the catalog view it reads, until ctx ends.
 func runActivator(ctx context.Context, js jetstream.JetStream, listener net.Listener, cfg activator.Config, log *slog.Logger) error {
+	return withRegistry(ctx, js, activatorPart(js, listener, cfg, newRegistry(), log))
+}
+
+// part is one component that runs on the catalog view until ctx ends.
+type part func(ctx context.Context, registry *functions.Registry) error
+
+// withRegistry runs the catalog view and, once it has read the catalog, every part.
+func withRegistry(ctx context.Context, js jetstream.JetStream, parts ...part) error {
 	catalog, err := functions.OpenCatalog(ctx, js)
 	if err != nil {
 		return err
@@ -71,22 +79,28 @@ func runActivator(ctx context.Context, js jetstream.JetStream, listener net.List
 	registry := functions.NewRegistry(catalog)
 	group, ctx := errgroup.WithContext(ctx)
 	group.Go(func() error { return registry.Run(ctx) })
-	group.Go(func() error { return runActivatorWith(ctx, js, registry, listener, cfg, newRegistry(), log) })
+	for _, run := range parts {
+		group.Go(func() error {
+			select {
+			case <-registry.Synced():
+			case <-ctx.Done():
+				return nil
+			}
+			return run(ctx, registry)
+		})
+	}
 	return group.Wait()
 }
 
-// runActivatorWith serves the activator once registry has read the catalog.
-func runActivatorWith(ctx context.Context, js jetstream.JetStream, registry *functions.Registry, listener net.Listener, cfg activator.Config, reg *prometheus.Registry, log *slog.Logger) error {
-	server, err := activator.New(js.Conn(), registry, cfg, reg, log)
-	if err != nil {
-		return err
+// activatorPart serves the activator on listener.
+func activatorPart(js jetstream.JetStream, listener net.Listener, cfg activator.Config, reg *prometheus.Registry, log *slog.Logger) part {
+	return func(ctx context.Context, registry *functions.Registry) error {
+		server, err := activator.New(js.Conn(), registry, cfg, reg, log)
+		if err != nil {
+			return err
+		}
+		return server.Run(ctx, listener)
 	}
-	select {
-	case <-registry.Synced():
-	case <-ctx.Done():
-		return nil
-	}
-	return server.Run(ctx, listener)
 }
 
 // workerFlags are the settings of `sluice worker`.

@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"sluice.dev/sluice/activator"
 	"sluice.dev/sluice/autoscaler"
@@ -98,31 +97,16 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 // serveUp runs the activator and the autoscaler, which starts and stops
 // worker processes with the queue depth, until ctx ends.
 func serveUp(ctx context.Context, js jetstream.JetStream, listener net.Listener, processes *autoscaler.ProcessScaler, log *slog.Logger) error {
-	catalog, err := functions.OpenCatalog(ctx, js)
-	if err != nil {
-		return err
-	}
-	registry := functions.NewRegistry(catalog)
 	reg := newRegistry()
-	scaler, err := autoscaler.New(js.Conn(), js, registry, processes, autoscaler.DefaultConfig(), reg, log)
-	if err != nil {
-		return err
-	}
-	group, ctx := errgroup.WithContext(ctx)
-	group.Go(func() error { return registry.Run(ctx) })
-	group.Go(func() error {
-		select {
-		case <-registry.Synced():
-		case <-ctx.Done():
-			return nil
+	autoscale := func(ctx context.Context, registry *functions.Registry) error {
+		loop, err := autoscaler.New(js.Conn(), js, registry, processes, autoscaler.DefaultConfig(), reg, log)
+		if err != nil {
+			return err
 		}
-		return scaler.Run(ctx)
-	})
-	group.Go(func() error {
-		return runActivatorWith(ctx, js, registry, listener, activator.DefaultConfig(), reg, log)
-	})
+		return loop.Run(ctx)
+	}
 	log.Info("sluice is up", "http", listener.Addr().String())
-	return group.Wait()
+	return withRegistry(ctx, js, autoscale, activatorPart(js, listener, activator.DefaultConfig(), reg, log))
 }
 
 // workerProcesses starts `sluice worker` for a revision, as a child of this process.
