@@ -17,7 +17,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$dest"
 
-if command -v npm >/dev/null && (cd "$tmp" && npm pack --silent "onnxruntime-node@$version" >/dev/null 2>&1); then
+if command -v npm >/dev/null && (cd "$tmp" && npm pack --silent "onnxruntime-node@$version" >/dev/null); then
   tar -xzf "$tmp"/onnxruntime-node-"$version".tgz -C "$tmp" package/bin/napi-v6/linux/x64/libonnxruntime.so.1
   got=$(sha256sum "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" | cut -d' ' -f1)
   if [ "$got" != "$want" ]; then
