@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/functions"
@@ -151,28 +152,50 @@ type poke struct {
 	at       time.Time
 }
 
+// target is a revision to decide for, with its policy.
+type target struct {
+	key     revisionKey
+	policy  Policy
+	retired bool // no longer current: it drains to zero and is then forgotten
+}
+
+// readers bounds the queue and readiness reads in flight during a tick.
+const readers = 16
+
 // tick decides for every current revision, and for every revision still
-// tracked that is no longer current (it drains to zero).
+// tracked that is no longer current (it drains to zero). The reads run
+// concurrently; the decisions, in order, on this goroutine.
 func (a *Autoscaler) tick(ctx context.Context, now time.Time) {
+	var targets []target
 	seen := map[revisionKey]bool{}
 	for _, name := range a.view.Names() {
-		fn, ok := a.view.Lookup(name)
-		if !ok || fn.Status.Revision == "" {
-			continue
+		if fn, ok := a.view.Lookup(name); ok && fn.Status.Revision != "" {
+			key := revisionKey{name, fn.Status.Revision}
+			seen[key] = true
+			targets = append(targets, target{key: key, policy: a.cfg.policy(fn.Spec.Scaling)})
 		}
-		key := revisionKey{name, fn.Status.Revision}
-		seen[key] = true
-		a.reconcile(ctx, key, a.cfg.policy(fn.Spec.Scaling), false, now)
 	}
 	for key, state := range a.revisions {
-		if seen[key] {
-			continue
+		if !seen[key] {
+			spec := functions.ScalingSpec{MaxReplicas: max(1, state.previous.Replicas), TargetQueueDepth: 1, ActivationQueueDepth: 1}
+			targets = append(targets, target{key: key, policy: a.cfg.policy(spec), retired: true})
 		}
-		retired := a.cfg.policy(functions.ScalingSpec{MaxReplicas: max(1, state.previous.Replicas), TargetQueueDepth: 1, ActivationQueueDepth: 1})
-		if a.reconcile(ctx, key, retired, false, now).Replicas == 0 {
-			delete(a.revisions, key)
-			a.metrics.forget(key)
-			_ = a.status.Delete(ctx, events.ScaleKey(key.function, key.revision))
+	}
+	readings := make([]reading, len(targets))
+	group, readCtx := errgroup.WithContext(ctx)
+	group.SetLimit(readers)
+	for i, t := range targets {
+		group.Go(func() error {
+			readings[i] = a.read(readCtx, t.key)
+			return nil
+		})
+	}
+	_ = group.Wait()
+	for i, t := range targets {
+		if a.apply(ctx, t.key, t.policy, readings[i], false, now).Replicas == 0 && t.retired {
+			delete(a.revisions, t.key)
+			a.metrics.forget(t.key)
+			_ = a.status.Delete(ctx, events.ScaleKey(t.key.function, t.key.revision))
 		}
 	}
 }
@@ -187,30 +210,47 @@ func (a *Autoscaler) poked(ctx context.Context, p poke) {
 	if state, ok := a.revisions[key]; ok && state.previous.Replicas > 0 {
 		return // already running: the next tick handles its load
 	}
-	decision := a.reconcile(ctx, key, a.cfg.policy(fn.Spec.Scaling), true, time.Now())
+	decision := a.apply(ctx, key, a.cfg.policy(fn.Spec.Scaling), a.read(ctx, key), true, time.Now())
 	if decision.Replicas > 0 {
 		a.metrics.pokeToScale.Observe(time.Since(p.at).Seconds())
 	}
 }
 
-// reconcile observes one revision, decides, and applies the decision.
-func (a *Autoscaler) reconcile(ctx context.Context, key revisionKey, policy Policy, poked bool, now time.Time) Decision {
+// reading is what was read of one revision: its queue and ready replicas.
+type reading struct {
+	queue queue
+	ready int
+	err   error
+}
+
+// read reads a revision's queue and ready replicas. A revision whose stream or
+// consumer is gone reads as empty.
+func (a *Autoscaler) read(ctx context.Context, key revisionKey) reading {
+	q, err := a.depth.Depth(ctx, key.function, key.revision)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return reading{err: fmt.Errorf("read queue depth: %w", err)}
+	}
+	ready, err := a.scaler.Ready(ctx, key.function, key.revision)
+	if err != nil {
+		return reading{err: fmt.Errorf("read ready replicas: %w", err)}
+	}
+	return reading{queue: q, ready: ready}
+}
+
+// apply decides for one revision from what was read, and applies the decision.
+// On a failed read it decides nothing and keeps the previous decision.
+func (a *Autoscaler) apply(ctx context.Context, key revisionKey, policy Policy, r reading, poked bool, now time.Time) Decision {
 	state, ok := a.revisions[key]
 	if !ok {
 		state = &revisionState{window: newWindow(a.cfg.StableWindow), lastActive: now}
 		a.revisions[key] = state
 	}
-	q, err := a.depth.Depth(ctx, key.function, key.revision)
-	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		a.log.Warn("read queue depth", "function", key.function, "revision", key.revision, "error", err)
-		return state.previous // decide nothing on a reading we do not have
-	}
-	depth, inFlight := q.pending+q.inFlight, q.inFlight
-	ready, err := a.scaler.Ready(ctx, key.function, key.revision)
-	if err != nil {
-		a.log.Warn("read ready replicas", "function", key.function, "revision", key.revision, "error", err)
+	if r.err != nil {
+		a.log.Warn("observe", "function", key.function, "revision", key.revision, "error", r.err)
 		return state.previous
 	}
+	q, ready := r.queue, r.ready
+	depth, inFlight := q.pending+q.inFlight, q.inFlight
 	state.window.add(now, float64(depth))
 	if depth > 0 || poked || q.delivered != state.lastDelivered {
 		state.lastActive = now

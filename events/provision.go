@@ -29,11 +29,12 @@ type QueueConfig struct {
 	Replicas int
 }
 
-// DefaultQueueConfig is a buffer of 100k requests or 1 GiB, whichever comes first.
+// DefaultQueueConfig is a buffer of 100k requests or 256 MiB, whichever comes
+// first. JetStream reserves MaxBytes of storage for each function's stream.
 func DefaultQueueConfig() QueueConfig {
 	return QueueConfig{
 		MaxMsgs:       100_000,
-		MaxBytes:      1 << 30,
+		MaxBytes:      256 << 20,
 		Duplicates:    2 * time.Minute,
 		AckWait:       30 * time.Second,
 		MaxDeliver:    5,
