@@ -23,13 +23,13 @@ import (
 
 // benchFlags are the settings of `sluice bench`.
 type benchFlags struct {
-	model, spec  string
-	duration     time.Duration
-	concurrency  []int
-	batches      []int
-	libraryPath  string
-	function     string
-	keepPlatform bool
+	model, spec string
+	duration    time.Duration
+	concurrency []int
+	batches     []int
+	libraryPath string
+	function    string
+	coldStarts  int
 }
 
 // benchRow is one line of the printed table.
@@ -76,6 +76,7 @@ func newBenchCommand() *cobra.Command {
 	flags.IntSliceVar(&f.batches, "batches", []int{1, 32, 256}, "batch sizes for the in-process measurement")
 	flags.StringVar(&f.libraryPath, "onnxruntime-lib", "", "path of libonnxruntime.so")
 	flags.StringVar(&f.function, "function", "iris", "function name in --spec")
+	flags.IntVar(&f.coldStarts, "cold-starts", 5, "cold starts to measure (a copy of the function that scales to zero after 1s)")
 	return cmd
 }
 
@@ -136,8 +137,15 @@ func randomInput(name string, batch int, features int64) (events.Tensor, error) 
 
 // benchPlatform starts `sluice up` in its own process and loads it at each concurrency.
 func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRow, error) {
-	url, stop, err := startPlatform(ctx, f, logs)
+	coldSpec, err := writeColdSpec(f)
 	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(coldSpec)
+	captured := &lockedBuffer{}
+	url, stop, err := startPlatform(ctx, f, captured, coldSpec)
+	if err != nil {
+		fmt.Fprint(logs, captured.String())
 		return nil, err
 	}
 	defer stop()
@@ -163,12 +171,17 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 			rate: metrics.Throughput, unit: "req/s", comment: comment,
 		})
 	}
-	return rows, nil
+	cold, err := benchColdStarts(ctx, url, f.function+coldSuffix, f.coldStarts, captured)
+	if err != nil {
+		fmt.Fprint(logs, captured.String())
+		return nil, err
+	}
+	return append(rows, cold...), nil
 }
 
 // startPlatform runs `sluice up` on free ports with a fresh data directory and
 // waits until the function answers.
-func startPlatform(ctx context.Context, f benchFlags, logs io.Writer) (string, func(), error) {
+func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, coldSpec string) (string, func(), error) {
 	executable, err := os.Executable()
 	if err != nil {
 		return "", nil, err
@@ -182,7 +195,7 @@ func startPlatform(ctx context.Context, f benchFlags, logs io.Writer) (string, f
 		return "", nil, err
 	}
 	cmd := exec.CommandContext(ctx, executable, "up", "--data-dir", dataDir, "--addr", addr,
-		"--nats-port", "-1", "--deploy", f.spec, "--log-level", "warn")
+		"--nats-port", "-1", "--deploy", f.spec, "--deploy", coldSpec, "--log-format", "json")
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 30 * time.Second

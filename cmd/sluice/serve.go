@@ -158,7 +158,11 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 			return err
 		}
 		defer closeModels()
-		group.Go(func() error { return announceReady(ctx, w.Ready(), &ready) })
+		group.Go(func() error {
+			err := announceReady(ctx, w.Ready(), &ready)
+			log.Info("worker ready", "function", f.function, "startup_ms", time.Since(started).Milliseconds())
+			return err
+		})
 		return w.Run(ctx)
 	})
 	return group.Wait()
@@ -199,6 +203,7 @@ func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg 
 	if !ok {
 		return nil, nil, fmt.Errorf("function %s has no live revision %q (current: %s)", f.function, name, fn.Status.Revision)
 	}
+	connected := time.Since(started)
 	start := time.Now()
 	model, err := worker.LoadModel(ctx, catalog, revision.Model, f.modelCache)
 	if err != nil {
@@ -211,6 +216,7 @@ func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg 
 			_ = m.(*onnx.Session).Close()
 		}
 	}
+	fetched := time.Since(start)
 	for range f.sessions {
 		session, err := onnx.Load(model, revision.Model.Signature, cfg)
 		if err != nil {
@@ -219,7 +225,9 @@ func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg 
 		}
 		models = append(models, session)
 	}
-	log.Info("model loaded", "function", f.function, "revision", name, "sha256", revision.Model.SHA256[:12], "took", time.Since(start))
+	log.Info("model loaded", "function", f.function, "revision", name, "sha256", revision.Model.SHA256[:12],
+		"init_ms", connected.Milliseconds(), "model_fetch_ms", fetched.Milliseconds(),
+		"session_ms", (time.Since(start) - fetched).Milliseconds())
 	consumer, err := js.Consumer(ctx, events.StreamName(f.function), events.ConsumerName(name))
 	if err != nil {
 		closeModels()
