@@ -55,8 +55,10 @@ test: deps ## run every test against the real nats-server and ONNX Runtime
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 10m ./...
 
-bench: deps $(BIN) $(DEMO_MODEL) ## ONNX Runtime and platform benchmarks; prints a table
+bench: deps $(BIN) $(DEMO_MODEL) ## ONNX Runtime, platform and autoscaler benchmarks
 	$(BIN) bench --model $(DEMO_MODEL) --spec $(DEMO_SPEC)
+	$(GO) test -run '^$$' -bench 'DecisionLatency' -benchtime 1x ./e2e/
+	$(GO) test -run '^$$' -bench 'Tick1000Functions' -benchtime 5x ./autoscaler/
 
 vet: ## go vet
 	$(GO) vet ./...

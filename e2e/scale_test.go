@@ -74,7 +74,7 @@ func TestNoRequestLostWhileScaling(t *testing.T) {
 	t.Logf("%d requests, all answered correctly while scaling 0 → 3 → 0 → 2", len(results))
 }
 
-func trainIris(t *testing.T) (*train.Classifier, []byte) {
+func trainIris(t testing.TB) (*train.Classifier, []byte) {
 	t.Helper()
 	file, err := os.Open("../deploy/demo/iris.csv")
 	require.NoError(t, err)
