@@ -70,3 +70,13 @@ type Signature struct {
 	Inputs  []TensorSpec `json:"inputs"`
 	Outputs []TensorSpec `json:"outputs"`
 }
+
+// FindTensor returns the tensor called name.
+func FindTensor(tensors []Tensor, name string) (Tensor, bool) {
+	for _, t := range tensors {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Tensor{}, false
+}

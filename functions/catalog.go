@@ -144,10 +144,10 @@ func (c *Catalog) PutModel(ctx context.Context, function string, model []byte) (
 	if err != nil {
 		return nil, fmt.Errorf("model of %q: %w", function, err)
 	}
-	sum := sha256.Sum256(model)
+	sum := sha256Hex(model)
 	version := &ModelVersion{
-		Object:    function + "/" + hex.EncodeToString(sum[:]) + ".onnx",
-		SHA256:    hex.EncodeToString(sum[:]),
+		Object:    function + "/" + sum + ".onnx",
+		SHA256:    sum,
 		Size:      int64(len(model)),
 		Signature: signature,
 	}
@@ -179,8 +179,7 @@ func (c *Catalog) ModelFromStore(ctx context.Context, object string) (*ModelVers
 	if err != nil {
 		return nil, nil, fmt.Errorf("model %q: %w", object, err)
 	}
-	sum := sha256.Sum256(data)
-	return &ModelVersion{Object: object, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Signature: signature}, data, nil
+	return &ModelVersion{Object: object, SHA256: sha256Hex(data), Size: int64(len(data)), Signature: signature}, data, nil
 }
 
 // GetModel downloads a model version and checks it against its sha256.
@@ -200,8 +199,7 @@ func (c *Catalog) GetModel(ctx context.Context, version ModelVersion) ([]byte, e
 
 // CheckSHA256 reports whether data has the given hex sha256.
 func CheckSHA256(data []byte, want string) error {
-	sum := sha256.Sum256(data)
-	if got := hex.EncodeToString(sum[:]); got != want {
+	if got := sha256Hex(data); got != want {
 		return fmt.Errorf("sha256 is %s, want %s", got, want)
 	}
 	return nil
@@ -213,4 +211,9 @@ func decodeFunction(data []byte) (*Function, error) {
 		return nil, fmt.Errorf("decode function: %w", err)
 	}
 	return &fn, nil
+}
+
+func sha256Hex(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }

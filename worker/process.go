@@ -142,7 +142,7 @@ func (w *Worker) runStacked(model Model, group []*job) error {
 	rows := make([]int64, len(group))
 	for i, input := range first {
 		for k, j := range group {
-			parts[k] = named(j.req.Inputs, input.Name)
+			parts[k], _ = events.FindTensor(j.req.Inputs, input.Name)
 			rows[k] = parts[k].Shape[0]
 		}
 		stacked, err := events.ConcatRows(parts)
@@ -168,15 +168,6 @@ func (w *Worker) runStacked(model Model, group []*job) error {
 		}
 	}
 	return nil
-}
-
-func named(tensors []events.Tensor, name string) events.Tensor {
-	for _, t := range tensors {
-		if t.Name == name {
-			return t
-		}
-	}
-	return events.Tensor{}
 }
 
 // keepAlive tells JetStream the batch is still being worked on, every half

@@ -101,7 +101,8 @@ func (w *Worker) response(j *job) *events.InferenceResponse {
 	if len(j.req.Outputs) > 0 {
 		outputs = make([]events.Tensor, 0, len(j.req.Outputs))
 		for _, want := range j.req.Outputs {
-			outputs = append(outputs, named(j.outputs, want.Name))
+			output, _ := events.FindTensor(j.outputs, want.Name)
+			outputs = append(outputs, output)
 		}
 	}
 	return &events.InferenceResponse{

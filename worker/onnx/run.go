@@ -17,7 +17,7 @@ func (s *Session) Run(inputs []events.Tensor) ([]events.Tensor, error) {
 	values := make([]ort.Value, len(s.signature.Inputs))
 	defer destroy(values)
 	for i, spec := range s.signature.Inputs {
-		tensor, ok := find(inputs, spec.Name)
+		tensor, ok := events.FindTensor(inputs, spec.Name)
 		if !ok {
 			return nil, fmt.Errorf("onnx: input %q missing", spec.Name)
 		}
@@ -41,15 +41,6 @@ func (s *Session) Run(inputs []events.Tensor) ([]events.Tensor, error) {
 		result[i] = tensor
 	}
 	return result, nil
-}
-
-func find(tensors []events.Tensor, name string) (events.Tensor, bool) {
-	for _, t := range tensors {
-		if t.Name == name {
-			return t, true
-		}
-	}
-	return events.Tensor{}, false
 }
 
 // destroy releases values. A run that failed while converting its outputs
