@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -35,16 +34,7 @@ const irisAnswer = `{"model_name":"iris","model_version":"1","id":"r1","outputs"
 
 // irisModel is the ONNX model trained from deploy/demo/iris.csv, once per test binary.
 var irisModel = sync.OnceValues(func() ([]byte, error) {
-	file, err := os.Open("../deploy/demo/iris.csv")
-	if err != nil {
-		return nil, err
-	}
-	defer file.Close()
-	data, err := train.ReadCSV(file, "")
-	if err != nil {
-		return nil, err
-	}
-	classifier, _, err := train.Fit(context.Background(), data, train.DefaultConfig())
+	classifier, _, _, err := train.FitFile(context.Background(), "../deploy/demo/iris.csv", "", train.DefaultConfig())
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -50,12 +49,7 @@ func (s *countingScaler) get(key string) int {
 
 func irisModel(t *testing.T) []byte {
 	t.Helper()
-	file, err := os.Open("../deploy/demo/iris.csv")
-	require.NoError(t, err)
-	defer file.Close()
-	data, err := train.ReadCSV(file, "")
-	require.NoError(t, err)
-	classifier, _, err := train.Fit(context.Background(), data, train.DefaultConfig())
+	classifier, _, _, err := train.FitFile(context.Background(), "../deploy/demo/iris.csv", "", train.DefaultConfig())
 	require.NoError(t, err)
 	model, err := classifier.ONNX()
 	require.NoError(t, err)

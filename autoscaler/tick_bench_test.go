@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"runtime"
 	"syscall"
 	"testing"
@@ -86,16 +85,7 @@ func BenchmarkTick1000Functions(b *testing.B) {
 // storeIrisModel puts the demo model in the store once and returns its object name.
 func storeIrisModel(b *testing.B, ctx context.Context, catalog *functions.Catalog) string {
 	b.Helper()
-	file, err := os.Open("../deploy/demo/iris.csv")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer file.Close()
-	data, err := train.ReadCSV(file, "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	classifier, _, err := train.Fit(ctx, data, train.DefaultConfig())
+	classifier, _, _, err := train.FitFile(ctx, "../deploy/demo/iris.csv", "", train.DefaultConfig())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"slices"
 	"sync"
@@ -76,12 +75,7 @@ func TestNoRequestLostWhileScaling(t *testing.T) {
 
 func trainIris(t testing.TB) (*train.Classifier, []byte) {
 	t.Helper()
-	file, err := os.Open("../deploy/demo/iris.csv")
-	require.NoError(t, err)
-	defer file.Close()
-	data, err := train.ReadCSV(file, "")
-	require.NoError(t, err)
-	classifier, _, err := train.Fit(context.Background(), data, train.DefaultConfig())
+	classifier, _, _, err := train.FitFile(context.Background(), "../deploy/demo/iris.csv", "", train.DefaultConfig())
 	require.NoError(t, err)
 	model, err := classifier.ONNX()
 	require.NoError(t, err)

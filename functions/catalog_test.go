@@ -3,7 +3,6 @@ package functions_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -19,14 +18,9 @@ import (
 // irisModel trains the demo classifier and returns its ONNX file.
 func irisModel(t *testing.T, seed uint64) []byte {
 	t.Helper()
-	file, err := os.Open("../deploy/demo/iris.csv")
-	require.NoError(t, err)
-	defer file.Close()
-	data, err := train.ReadCSV(file, "")
-	require.NoError(t, err)
 	cfg := train.DefaultConfig()
 	cfg.Seed = seed
-	classifier, _, err := train.Fit(context.Background(), data, cfg)
+	classifier, _, _, err := train.FitFile(context.Background(), "../deploy/demo/iris.csv", "", cfg)
 	require.NoError(t, err)
 	model, err := classifier.ONNX()
 	require.NoError(t, err)

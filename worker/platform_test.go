@@ -41,16 +41,7 @@ type iris struct {
 }
 
 var loadIris = sync.OnceValues(func() (*iris, error) {
-	file, err := os.Open("../deploy/demo/iris.csv")
-	if err != nil {
-		return nil, err
-	}
-	defer file.Close()
-	data, err := train.ReadCSV(file, "")
-	if err != nil {
-		return nil, err
-	}
-	classifier, _, err := train.Fit(context.Background(), data, train.DefaultConfig())
+	classifier, data, _, err := train.FitFile(context.Background(), "../deploy/demo/iris.csv", "", train.DefaultConfig())
 	if err != nil {
 		return nil, err
 	}

@@ -18,16 +18,7 @@ func newTrainCommand() *cobra.Command {
 		Short: "Fit a small classifier on a CSV of labelled rows and write it as an ONNX model",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			file, err := os.Open(input)
-			if err != nil {
-				return err
-			}
-			defer file.Close()
-			data, err := train.ReadCSV(file, label)
-			if err != nil {
-				return fmt.Errorf("%s: %w", input, err)
-			}
-			classifier, report, err := train.Fit(cmd.Context(), data, cfg)
+			classifier, _, report, err := train.FitFile(cmd.Context(), input, label, cfg)
 			if err != nil {
 				return err
 			}
