@@ -51,7 +51,7 @@ $(DEMO_MODEL): $(BIN) $(DEMO_CSV)
 run: deps $(BIN) $(DEMO_MODEL) ## start the embedded platform with the iris demo on $(ADDR)
 	$(BIN) up --data-dir $(DATA_DIR) --addr $(ADDR) --deploy $(DEMO_SPEC)
 
-test: deps ## run every test against the real nats-server and ONNX Runtime
+test: deps kube-bins ## run every test against the real nats-server, ONNX Runtime and Kubernetes control plane
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 10m ./...
 

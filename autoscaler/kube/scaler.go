@@ -7,9 +7,11 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
@@ -26,6 +28,11 @@ type Scaler struct {
 
 var _ autoscaler.Scaler = (*Scaler)(nil)
 
+// conflictBackoff paces the retries of a /scale write that lost a race: the
+// controller-manager writes the Deployment's status often, so a write can
+// lose a few times in a row; the tries together take at most about a second.
+var conflictBackoff = wait.Backoff{Steps: 8, Duration: 10 * time.Millisecond, Factor: 2, Jitter: 0.2, Cap: 500 * time.Millisecond}
+
 // NewScaler returns a Scaler of the worker Deployments in namespace.
 func NewScaler(client kubernetes.Interface, namespace string) *Scaler {
 	return &Scaler{client: client, namespace: namespace}
@@ -41,7 +48,7 @@ func (s *Scaler) Scale(ctx context.Context, function, revision string, replicas 
 		return fmt.Errorf("scale deployment %s/%s: replicas must be between 0 and %d, got %d", s.namespace, name, math.MaxInt32, replicas)
 	}
 	deployments := s.client.AppsV1().Deployments(s.namespace)
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err := retry.RetryOnConflict(conflictBackoff, func() error {
 		scale, err := deployments.GetScale(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
