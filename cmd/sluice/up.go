@@ -98,13 +98,7 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 // worker processes with the queue depth, until ctx ends.
 func serveUp(ctx context.Context, js jetstream.JetStream, listener net.Listener, processes *autoscaler.ProcessScaler, log *slog.Logger) error {
 	reg := newRegistry()
-	autoscale := func(ctx context.Context, registry *functions.Registry) error {
-		loop, err := autoscaler.New(js.Conn(), js, registry, processes, autoscaler.DefaultConfig(), reg, log)
-		if err != nil {
-			return err
-		}
-		return loop.Run(ctx)
-	}
+	autoscale := autoscalePart(js, processes, autoscaler.DefaultConfig(), reg, log)
 	log.Info("sluice is up", "http", listener.Addr().String())
 	return withRegistry(ctx, js, autoscale, activatorPart(js, listener, activator.DefaultConfig(), reg, log))
 }
