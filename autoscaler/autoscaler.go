@@ -268,7 +268,13 @@ func (a *Autoscaler) apply(ctx context.Context, key revisionKey, policy Policy, 
 		}
 		a.log.Info("scaled", "function", key.function, "revision", key.revision,
 			"from", state.previous.Replicas, "to", decision.Replicas, "depth", depth, "reason", decision.Reason)
-		a.metrics.scaled(key, state.previous.Replicas, decision.Replicas)
+		direction := scaleDirection(state.previous.Replicas, decision.Replicas)
+		a.metrics.scaled(key, direction)
+		status := events.ScaleStatus{Function: key.function, Revision: key.revision, Desired: decision.Replicas,
+			Ready: ready, Depth: depth, Reason: decision.Reason, At: now}
+		if err := events.PublishScaleEvent(ctx, a.nc, direction, status); err != nil {
+			a.log.Warn("announce scale decision", "function", key.function, "error", err)
+		}
 	}
 	state.previous = decision
 	a.metrics.observe(key, depth, decision.Replicas, ready)

@@ -122,9 +122,21 @@ func TestPokeWakesAFunctionAtOnce(t *testing.T) {
 	// activator repeats its poke while a function has no ready replica, so
 	// this test does too (the first may precede the autoscaler's subscription).
 	js, scaler := startAutoscaler(t, time.Hour)
+	announced, err := js.Conn().SubscribeSync(events.ScaleEventSubject("iris"))
+	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		require.NoError(t, js.Conn().Publish(events.PokeSubject, []byte("iris")))
 		return scaler.get("iris/1") == 1
 	}, 5*time.Second, 10*time.Millisecond, "a poke wakes the function without waiting for a tick")
 	require.NoError(t, js.Conn().Publish(events.PokeSubject, []byte("no-such-function")))
+
+	msg, err := announced.NextMsg(5 * time.Second)
+	require.NoError(t, err, "every scale decision is announced as a CloudEvent")
+	ev, err := events.ReadEvent(context.Background(), msg.Header, msg.Data)
+	require.NoError(t, err)
+	require.Equal(t, events.TypeScalePrefix+"from_zero", ev.Type())
+	var status events.ScaleStatus
+	require.NoError(t, json.Unmarshal(ev.Data(), &status))
+	require.Equal(t, 1, status.Desired)
+	require.Contains(t, status.Reason, "poked")
 }

@@ -40,17 +40,21 @@ func (m *metrics) observe(key revisionKey, depth int64, desired, ready int) {
 	m.ready.WithLabelValues(key.function, key.revision).Set(float64(ready))
 }
 
-func (m *metrics) scaled(key revisionKey, from, to int) {
-	direction := "up"
+func (m *metrics) scaled(key revisionKey, direction string) {
+	m.scaleEvents.WithLabelValues(key.function, key.revision, direction).Inc()
+}
+
+// scaleDirection names a change of replicas: up, down, from_zero or to_zero.
+func scaleDirection(from, to int) string {
 	switch {
 	case from == 0:
-		direction = "from_zero"
+		return "from_zero"
 	case to == 0:
-		direction = "to_zero"
+		return "to_zero"
 	case to < from:
-		direction = "down"
+		return "down"
 	}
-	m.scaleEvents.WithLabelValues(key.function, key.revision, direction).Inc()
+	return "up"
 }
 
 // forget drops the series of a revision that is gone.

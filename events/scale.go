@@ -3,6 +3,9 @@ package events
 import (
 	"context"
 	"fmt"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,4 +46,30 @@ func EnsureScaleBucket(ctx context.Context, js jetstream.JetStream) (jetstream.K
 		return nil, fmt.Errorf("open bucket %s: %w", ScaleBucket, err)
 	}
 	return kv, nil
+}
+
+// ScaleEventSubject is where the autoscaler announces each scale decision of a
+// function as a CloudEvent of type TypeScalePrefix + direction (up, down,
+// from_zero, to_zero), with a ScaleStatus as data.
+func ScaleEventSubject(function string) string { return EventsSubjectPrefix + ".scale." + function }
+
+// TypeScalePrefix starts the type of every scale decision event.
+const TypeScalePrefix = "dev.sluice.scale."
+
+// PublishScaleEvent announces a scale decision on ScaleEventSubject.
+func PublishScaleEvent(ctx context.Context, nc *nats.Conn, direction string, status ScaleStatus) error {
+	ev := event.New()
+	ev.SetID(nuid.Next())
+	ev.SetSource("/sluice/autoscaler")
+	ev.SetType(TypeScalePrefix + direction)
+	ev.SetSubject(status.Function + "/" + status.Revision)
+	ev.SetTime(status.At)
+	if err := ev.SetData("application/json", status); err != nil {
+		return err
+	}
+	msg := nats.NewMsg(ScaleEventSubject(status.Function))
+	if err := WriteEvent(ctx, msg, &ev); err != nil {
+		return err
+	}
+	return nc.PublishMsg(msg)
 }
