@@ -32,13 +32,16 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// MaxInFlight bounds the requests the activator holds at once; more get 429.
 	MaxInFlight int
+	// ResultTTL is how long the results of asynchronous requests are kept,
+	// when the activator creates the results bucket.
+	ResultTTL time.Duration
 	// MaxPending bounds the requests published and not yet acknowledged by JetStream.
 	MaxPending int
 }
 
 // DefaultConfig allows 8 MiB bodies.
 func DefaultConfig() Config {
-	return Config{MaxBodyBytes: 8 << 20, Limits: events.DefaultLimits(), MaxPending: 4096, MaxInFlight: 10_000}
+	return Config{MaxBodyBytes: 8 << 20, Limits: events.DefaultLimits(), MaxPending: 4096, MaxInFlight: 10_000, ResultTTL: events.DefaultResultTTL}
 }
 
 // Validate reports the first field that is wrong.
@@ -48,6 +51,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("activator: MaxBodyBytes must be at least 1024, got %d", c.MaxBodyBytes)
 	case c.ShutdownTimeout < 0:
 		return fmt.Errorf("activator: ShutdownTimeout must not be negative, got %s", c.ShutdownTimeout)
+	case c.ResultTTL < time.Minute:
+		return fmt.Errorf("activator: ResultTTL must be at least 1m, got %s", c.ResultTTL)
 	case c.MaxInFlight < 1:
 		return fmt.Errorf("activator: MaxInFlight must be at least 1, got %d", c.MaxInFlight)
 	case c.MaxPending < 1:
@@ -69,6 +74,8 @@ type Activator struct {
 	gatherer prometheus.Gatherer
 	// slots holds a token per request in flight; its capacity is MaxInFlight.
 	slots chan struct{}
+	// results is the results bucket, opened by Run before it serves.
+	results jetstream.KeyValue
 }
 
 // New returns an Activator that looks functions up in registry (which the
@@ -104,6 +111,7 @@ func (a *Activator) Handler() http.Handler {
 	mux.HandleFunc("GET /v2/models/{name}/versions/{version}", a.modelMetadata)
 	mux.HandleFunc("GET /v2/models/{name}/ready", a.modelReady)
 	mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", a.modelReady)
+	mux.HandleFunc("GET /v1/requests/{id}", a.requestResult)
 	mux.HandleFunc("GET /v2/health/live", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /v2/health/ready", a.serverReady)
 	mux.HandleFunc("GET /v2", a.serverMetadata)
@@ -123,6 +131,9 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 		return fmt.Errorf("activator: subscribe to replies: %w", err)
 	}
 	defer sub.Unsubscribe()
+	if a.results, err = events.EnsureResultsBucket(ctx, a.js, a.cfg.ResultTTL); err != nil {
+		return fmt.Errorf("activator: %w", err)
+	}
 	scale, err := events.EnsureScaleBucket(ctx, a.js)
 	if err != nil {
 		return fmt.Errorf("activator: %w", err)

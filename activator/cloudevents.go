@@ -45,6 +45,12 @@ func (a *Activator) serveCloudEvent(w http.ResponseWriter, r *http.Request) (str
 		return name, ev.ID(), writeError(w, fmt.Errorf("data: %w", err))
 	}
 	ev.SetExtension(events.ExtensionModelVersion, fn.Status.Revision)
+	if wantsAsync(r) {
+		if err := a.accept(r.Context(), w, fn, ev); err != nil {
+			return name, ev.ID(), writeError(w, err)
+		}
+		return name, ev.ID(), http.StatusAccepted
+	}
 	reply, err := a.call(r.Context(), fn, ev)
 	if err != nil {
 		return name, ev.ID(), writeError(w, err)

@@ -30,6 +30,12 @@ func (a *Activator) serveInfer(w http.ResponseWriter, r *http.Request, name stri
 		return "", writeError(w, err)
 	}
 	id := requestID(r)
+	if wantsAsync(r) {
+		if err := a.accept(r.Context(), w, fn, requestEvent(fn, id, body)); err != nil {
+			return id, writeError(w, err)
+		}
+		return id, http.StatusAccepted
+	}
 	reply, err := a.call(r.Context(), fn, requestEvent(fn, id, body))
 	if err != nil {
 		return id, writeError(w, err)

@@ -237,3 +237,37 @@ func TestSIGTERMAnswersRequestsInFlight(t *testing.T) {
 		require.Contains(t, []int{0, http.StatusOK}, code, "%d requests got %d; all: %v", n, code, codes)
 	}
 }
+
+// An asynchronous call is answered 202 at once with where to fetch its
+// result; the result is the body a synchronous call would have given. A retry
+// with the same Idempotency-Key is accepted again but scored once.
+func TestAsyncPrediction(t *testing.T) {
+	p := startPlatform(t)
+	header := http.Header{"Prefer": {"respond-async"}, "Idempotency-Key": {"order-7"}}
+	code, body := p.post(t, "/v2/models/iris/infer", irisRequest, header)
+	require.Equal(t, http.StatusAccepted, code, "%s", body)
+	var accepted struct{ ID, Status, Location string }
+	require.NoError(t, json.Unmarshal(body, &accepted))
+	require.Equal(t, "order-7", accepted.ID)
+	require.Equal(t, "/v1/requests/order-7", accepted.Location)
+
+	var result []byte
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(p.url + accepted.Location)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		result, err = io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 20*time.Millisecond)
+	requireIrisAnswer(t, result)
+
+	code, again := p.post(t, "/v2/models/iris/infer", irisRequest, header)
+	require.Equal(t, http.StatusAccepted, code)
+	require.JSONEq(t, string(body), string(again), "the retry points at the same request")
+
+	resp, err := http.Get(p.url + "/v1/requests/never-sent")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+}

@@ -18,12 +18,16 @@ import (
 type job struct {
 	msg     jetstream.Msg
 	eventID string
+	source  string
 	replyTo string
-	req     *events.InferenceRequest
-	outputs []events.Tensor
-	err     error
-	expired bool
-	waited  time.Duration
+	// record asks for the result in the results bucket and on the results subject.
+	record    bool
+	submitted time.Time
+	req       *events.InferenceRequest
+	outputs   []events.Tensor
+	err       error
+	expired   bool
+	waited    time.Duration
 }
 
 // process answers and settles every message of a batch. Requests whose inputs
@@ -55,9 +59,10 @@ func (w *Worker) process(model Model, msgs []jetstream.Msg) {
 // decode reads a request message; a request that cannot be served is marked
 // with a Permanent error, one whose caller has stopped waiting as expired.
 func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
-	j := &job{msg: msg, replyTo: msg.Headers().Get(events.HeaderReplyTo)}
+	j := &job{msg: msg, replyTo: msg.Headers().Get(events.HeaderReplyTo), record: msg.Headers().Get(events.HeaderRecord) == "true"}
 	if meta, err := msg.Metadata(); err == nil {
 		j.waited = now.Sub(meta.Timestamp)
+		j.submitted = meta.Timestamp
 	}
 	if deadline, err := strconv.ParseInt(msg.Headers().Get(events.HeaderDeadline), 10, 64); err == nil && now.UnixNano() > deadline {
 		j.expired = true
@@ -69,7 +74,7 @@ func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
 		j.err = events.Permanent(&events.FieldError{Field: "message", Problem: err.Error()})
 		return j
 	}
-	j.eventID = ev.ID()
+	j.eventID, j.source = ev.ID(), ev.Source()
 	if ev.Type() != events.TypeInferenceRequest {
 		j.err = events.Permanent(&events.FieldError{Field: "type", Problem: fmt.Sprintf("want %q, got %q", events.TypeInferenceRequest, ev.Type())})
 		return j

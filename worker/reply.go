@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
@@ -30,11 +31,18 @@ func (w *Worker) finish(j *job) {
 			j.err = events.Permanent(fmt.Errorf("encode the answer: %w", err))
 		}
 	}
+	if j.record && j.eventID != "" {
+		if err := w.record(j, body); err != nil {
+			w.log.Warn("record result", "request_id", j.eventID, "error", err)
+			w.settle(j, err) // transient: the request is tried again
+			return
+		}
+	}
 	if j.replyTo != "" {
-		err := w.reply(j, body)
+		err := w.answer(j.replyTo, j, body)
 		if errors.Is(err, nats.ErrMaxPayload) {
 			j.err = events.Permanent(fmt.Errorf("the answer (%d bytes) is larger than NATS may carry: request fewer rows or outputs", len(body)))
-			err = w.reply(j, nil)
+			err = w.answer(j.replyTo, j, nil)
 		}
 		if err != nil {
 			w.log.Warn("reply", "request_id", j.eventID, "error", err)
@@ -64,9 +72,9 @@ func (w *Worker) settle(j *job, err error) {
 	}
 }
 
-// reply publishes the response CloudEvent with body, or the error event of
-// j.err, to the caller's inbox.
-func (w *Worker) reply(j *job, body []byte) error {
+// answer publishes to subject the response CloudEvent with body, or the
+// error event of j.err.
+func (w *Worker) answer(subject string, j *job, body []byte) error {
 	ev := event.New()
 	ev.SetID(nuid.Next())
 	ev.SetSource(w.source)
@@ -76,16 +84,11 @@ func (w *Worker) reply(j *job, body []byte) error {
 		ev.SetExtension(events.ExtensionRequestID, j.eventID)
 	}
 	ev.SetDataContentType("application/json")
-	msg := nats.NewMsg(j.replyTo)
+	msg := nats.NewMsg(subject)
 	if j.err != nil {
-		status := http.StatusInternalServerError
-		var field *events.FieldError
-		if errors.As(j.err, &field) {
-			status = http.StatusBadRequest
-		}
 		ev.SetType(events.TypeInferenceError)
 		body, _ = json.Marshal(map[string]string{"error": j.err.Error()})
-		msg.Header = nats.Header{events.HeaderStatus: []string{strconv.Itoa(status)}}
+		msg.Header = nats.Header{events.HeaderStatus: []string{strconv.Itoa(statusOf(j.err))}}
 	} else {
 		ev.SetType(events.TypeInferenceResponse)
 	}
@@ -94,6 +97,40 @@ func (w *Worker) reply(j *job, body []byte) error {
 		return err
 	}
 	return w.nc.PublishMsg(msg)
+}
+
+// statusOf is the HTTP status a failed request is answered with: 400 for
+// input the model cannot take, 500 for anything else.
+func statusOf(err error) int {
+	var field *events.FieldError
+	if errors.As(err, &field) {
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+// record writes the request's result to the results bucket and announces it
+// on the function's results subject, before the request is acknowledged.
+func (w *Worker) record(j *job, body []byte) error {
+	if w.cfg.Results == nil {
+		return events.Permanent(errors.New("this worker records no results: its request asked for one"))
+	}
+	result := events.Result{
+		ID: j.eventID, Source: j.source, Function: w.cfg.Function, Revision: w.cfg.Revision,
+		Status: events.ResultDone, Code: http.StatusOK, Response: body,
+		SubmittedAt: j.submitted, CompletedAt: time.Now().UTC(),
+	}
+	if j.err != nil {
+		result.Status, result.Code, result.Error, result.Response = events.ResultError, statusOf(j.err), j.err.Error(), nil
+	}
+	data, err := json.Marshal(result)
+	if err != nil {
+		return events.Permanent(err)
+	}
+	if _, err := w.cfg.Results.Put(context.Background(), events.ResultKey(j.source, j.eventID), data); err != nil {
+		return fmt.Errorf("results bucket: %w", err)
+	}
+	return w.answer(events.ResultSubject(w.cfg.Function), j, body)
 }
 
 func (w *Worker) response(j *job) *events.InferenceResponse {

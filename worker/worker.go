@@ -35,6 +35,14 @@ type Config struct {
 	MaxDelay time.Duration
 	// DrainTimeout bounds the drain on shutdown; what is left then goes back to the queue.
 	DrainTimeout time.Duration
+	// Results keeps the results of requests that ask to be recorded
+	// (asynchronous calls, batch jobs); nil refuses such requests.
+	Results ResultStore
+}
+
+// ResultStore is where recorded results go: the results KV bucket.
+type ResultStore interface {
+	Put(ctx context.Context, key string, value []byte) (uint64, error)
 }
 
 // DefaultConfig batches up to 32 requests within 2ms.
@@ -144,12 +152,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	<-ctx.Done()
 	w.log.Info("draining")
 	consume.Drain()
-	select {
-	case <-consume.Closed():
-	case <-time.After(w.cfg.DrainTimeout):
+	if reason := w.awaitDrain(consume); reason != "" {
 		close(abandoned)
 		consume.Stop()
-		w.log.Warn("drain timed out; requests not yet batched go back to the queue, those still in the client buffer after their ack wait")
+		w.log.Warn(reason + "; requests not yet batched go back to the queue, those still in the client buffer after their ack wait")
 	}
 	close(stopped)
 	err = group.Wait()
@@ -242,4 +248,26 @@ func stackable(signature events.Signature) bool {
 		}
 	}
 	return true
+}
+
+// awaitDrain waits for the consumer's drain to finish, and says why it gave
+// up if it did: the drain timed out, or NATS is gone, so nothing held could be
+// settled anyway (JetStream redelivers it after its ack wait).
+func (w *Worker) awaitDrain(consume jetstream.ConsumeContext) string {
+	timeout := time.NewTimer(w.cfg.DrainTimeout)
+	defer timeout.Stop()
+	check := time.NewTicker(100 * time.Millisecond)
+	defer check.Stop()
+	for {
+		select {
+		case <-consume.Closed():
+			return ""
+		case <-timeout.C:
+			return "drain timed out"
+		case <-check.C:
+			if w.nc.IsClosed() || !w.nc.IsConnected() {
+				return "NATS connection lost while draining"
+			}
+		}
+	}
 }

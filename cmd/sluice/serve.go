@@ -238,6 +238,10 @@ func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg 
 	cfgWorker.MaxBatchSize = fn.Spec.Batching.MaxBatchSize
 	cfgWorker.MaxDelay = fn.Spec.Batching.MaxDelay.Duration
 	cfgWorker.DrainTimeout = f.drainTimeout
+	if cfgWorker.Results, err = events.EnsureResultsBucket(ctx, js, events.DefaultResultTTL); err != nil {
+		closeModels()
+		return nil, nil, err
+	}
 	w, err := worker.New(js.Conn(), consumer, models, revision.Model.Signature, cfgWorker, reg, log)
 	if err != nil {
 		closeModels()

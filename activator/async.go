@@ -1,0 +1,113 @@
+package activator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
+)
+
+// wantsAsync reports whether the caller asked not to wait (RFC 7240 Prefer: respond-async).
+func wantsAsync(r *http.Request) bool {
+	for _, header := range r.Header.Values("Prefer") {
+		for _, preference := range strings.Split(header, ",") {
+			name, _, _ := strings.Cut(strings.TrimSpace(preference), "=")
+			if strings.EqualFold(strings.TrimSpace(name), "respond-async") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// accepted is the body of a 202 answer.
+type accepted struct {
+	ID       string `json:"id"`
+	Status   string `json:"status"`
+	Location string `json:"location"`
+}
+
+// accept queues ev for fn without waiting: it records the request as pending,
+// publishes it asking the worker to record its result, and answers 202 with
+// where to fetch it. A request already accepted (same source and id) is not
+// queued again: the caller gets the same answer and, later, the first result.
+func (a *Activator) accept(ctx context.Context, w http.ResponseWriter, fn *functions.Function, ev *event.Event) error {
+	key := events.ResultKey(ev.Source(), ev.ID())
+	pending, _ := json.Marshal(events.Result{
+		ID: ev.ID(), Source: ev.Source(), Function: fn.Metadata.Name, Revision: fn.Status.Revision,
+		Status: events.ResultPending, SubmittedAt: time.Now().UTC(),
+	})
+	_, err := a.results.Create(ctx, key, pending)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists):
+		return writeAccepted(w, ev)
+	case err != nil:
+		return fmt.Errorf("%w: record the request: %v", errUnavailable, err)
+	}
+	a.waker.wake(fn.Metadata.Name, fn.Status.Revision)
+	msg := nats.NewMsg(events.RequestSubject(fn.Metadata.Name, fn.Status.Revision))
+	if err := events.WriteEvent(ctx, msg, ev); err != nil {
+		return err
+	}
+	msg.Header.Set(events.HeaderRecord, "true")
+	msg.Header.Set(events.HeaderMsgID, events.MsgID(ev.Source(), ev.ID()))
+	if _, err := a.js.PublishMsg(ctx, msg); err != nil {
+		_ = a.results.Delete(context.Background(), key) // not queued: not pending either
+		return publishError(fn.Metadata.Name, err)
+	}
+	return writeAccepted(w, ev)
+}
+
+func writeAccepted(w http.ResponseWriter, ev *event.Event) error {
+	location := "/v1/requests/" + url.PathEscape(ev.ID())
+	if ev.Source() != source {
+		location += "?source=" + url.QueryEscape(ev.Source())
+	}
+	w.Header().Set("Location", location)
+	writeJSON(w, http.StatusAccepted, accepted{ID: ev.ID(), Status: events.ResultPending, Location: location})
+	return nil
+}
+
+// requestResult serves GET /v1/requests/{id}[?source=…]: 202 while pending,
+// the answer a synchronous call would have given once done, or the error.
+func (a *Activator) requestResult(w http.ResponseWriter, r *http.Request) {
+	id, from := r.PathValue("id"), r.URL.Query().Get("source")
+	if from == "" {
+		from = source
+	}
+	entry, err := a.results.Get(r.Context(), events.ResultKey(from, id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		writeError(w, fmt.Errorf("%w: no request %q from %q (results are kept for %s)", errNotFound, id, from, a.cfg.ResultTTL))
+		return
+	}
+	if err != nil {
+		writeError(w, fmt.Errorf("%w: read the result: %v", errUnavailable, err))
+		return
+	}
+	var result events.Result
+	if err := json.Unmarshal(entry.Value(), &result); err != nil {
+		writeError(w, fmt.Errorf("read the result of %q: %w", id, err))
+		return
+	}
+	switch result.Status {
+	case events.ResultDone:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(result.Response)
+	case events.ResultError:
+		writeError(w, &workerError{status: result.Code, message: result.Error})
+	default:
+		writeJSON(w, http.StatusAccepted, accepted{ID: id, Status: result.Status, Location: r.URL.RequestURI()})
+	}
+}
