@@ -42,7 +42,12 @@ type accepted struct {
 // publishes it asking the worker to record its result, and answers 202 with
 // where to fetch it. A request already accepted (same source and id) is not
 // queued again: the caller gets the same answer and, later, the first result.
-func (a *Activator) accept(ctx context.Context, w http.ResponseWriter, fn *functions.Function, ev *event.Event) error {
+func (a *Activator) accept(ctx context.Context, w http.ResponseWriter, fn *functions.Function, ev *event.Event, sink string) error {
+	if sink == "" {
+		sink = fn.Spec.Delivery.SinkURI
+	} else if err := functions.ValidateSinkURI(sink); err != nil {
+		return fmt.Errorf("%w: header %s: %v", errBadRequest, events.HeaderSinkURI, err)
+	}
 	key := events.ResultKey(ev.Source(), ev.ID())
 	pending, _ := json.Marshal(events.Result{
 		ID: ev.ID(), Source: ev.Source(), Function: fn.Metadata.Name, Revision: fn.Status.Revision,
@@ -61,6 +66,9 @@ func (a *Activator) accept(ctx context.Context, w http.ResponseWriter, fn *funct
 		return err
 	}
 	msg.Header.Set(events.HeaderRecord, "true")
+	if sink != "" {
+		msg.Header.Set(events.HeaderSinkURI, sink)
+	}
 	msg.Header.Set(events.HeaderMsgID, events.MsgID(ev.Source(), ev.ID()))
 	if _, err := a.js.PublishMsg(ctx, msg); err != nil {
 		_ = a.results.Delete(context.Background(), key) // not queued: not pending either

@@ -46,7 +46,7 @@ func (a *Activator) serveCloudEvent(w http.ResponseWriter, r *http.Request) (str
 	}
 	ev.SetExtension(events.ExtensionModelVersion, fn.Status.Revision)
 	if wantsAsync(r) {
-		if err := a.accept(r.Context(), w, fn, ev); err != nil {
+		if err := a.accept(r.Context(), w, fn, ev, r.Header.Get(events.HeaderSinkURI)); err != nil {
 			return name, ev.ID(), writeError(w, err)
 		}
 		return name, ev.ID(), http.StatusAccepted

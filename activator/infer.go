@@ -3,6 +3,8 @@ package activator
 import (
 	"net/http"
 	"time"
+
+	"sluice.dev/sluice/events"
 )
 
 // infer serves POST /v2/models/{name}[/versions/{version}]/infer.
@@ -31,7 +33,7 @@ func (a *Activator) serveInfer(w http.ResponseWriter, r *http.Request, name stri
 	}
 	id := requestID(r)
 	if wantsAsync(r) {
-		if err := a.accept(r.Context(), w, fn, requestEvent(fn, id, body)); err != nil {
+		if err := a.accept(r.Context(), w, fn, requestEvent(fn, id, body), r.Header.Get(events.HeaderSinkURI)); err != nil {
 			return id, writeError(w, err)
 		}
 		return id, http.StatusAccepted

@@ -54,7 +54,7 @@ func sluice(t *testing.T, args ...string) string {
 }
 
 // startPlatform trains the demo model, writes its Function and runs `sluice up`.
-func startPlatform(t *testing.T) *platform {
+func startPlatform(t *testing.T, extraArgs ...string) *platform {
 	t.Helper()
 	dir := t.TempDir()
 	out := sluice(t, "train", "--input", "../deploy/demo/iris.csv", "--output", filepath.Join(dir, "iris.onnx"))
@@ -68,8 +68,9 @@ func startPlatform(t *testing.T) *platform {
 	addr := listener.Addr().String()
 	listener.Close()
 	p := &platform{url: "http://" + addr, logs: &syncBuffer{}, exited: make(chan error, 1)}
-	p.cmd = exec.Command(binary, "up", "--data-dir", filepath.Join(dir, "data"), "--addr", addr,
-		"--nats-port", "-1", "--deploy", filepath.Join(dir, "iris.yaml"))
+	args := []string{"up", "--data-dir", filepath.Join(dir, "data"), "--addr", addr,
+		"--nats-port", "-1", "--deploy", filepath.Join(dir, "iris.yaml")}
+	p.cmd = exec.Command(binary, append(args, extraArgs...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.cmd.WaitDelay = 10 * time.Second // workers hold the output pipe a little after up exits
 	require.NoError(t, p.cmd.Start())

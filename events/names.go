@@ -3,6 +3,7 @@ package events
 import (
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 // CloudEvent types Sluice produces and consumes. Every type lives under the
@@ -67,6 +68,16 @@ func RequestSubjects(function string) string { return "sluice.fn." + function + 
 
 // ResultSubject is where results of a function are published for streaming consumers.
 func ResultSubject(function string) string { return "sluice.fn." + function + ".res" }
+
+// FunctionOfResultSubject is the function whose ResultSubject subject is.
+func FunctionOfResultSubject(subject string) (string, bool) {
+	rest, ok := strings.CutPrefix(subject, "sluice.fn.")
+	if !ok {
+		return "", false
+	}
+	function, ok := strings.CutSuffix(rest, ".res")
+	return function, ok && !strings.Contains(function, ".")
+}
 
 // StreamName is the JetStream stream that buffers a function's requests.
 func StreamName(function string) string { return "SLUICE_FN_" + function }

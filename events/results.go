@@ -75,3 +75,29 @@ func EnsureResultsBucket(ctx context.Context, js jetstream.JetStream, ttl time.D
 	}
 	return kv, nil
 }
+
+// ResultsStream keeps the result announcements of every function
+// (sluice.fn.<name>.res) so that sink delivery survives restarts.
+const ResultsStream = "SLUICE_RESULTS"
+
+// HeaderSinkURI on a request names where its result is delivered as a
+// CloudEvent by HTTP POST; the worker copies it onto the result announcement.
+const HeaderSinkURI = "Sluice-Sink-URI"
+
+// EnsureResultsStream creates or updates the stream of result announcements.
+func EnsureResultsStream(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.Stream, error) {
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        ResultsStream,
+		Description: "Sluice result announcements, for streaming consumers and sink delivery",
+		Subjects:    []string{"sluice.fn.*.res"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      ttl,
+		MaxBytes:    1 << 30,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", ResultsStream, err)
+	}
+	return stream, nil
+}

@@ -42,6 +42,14 @@ type Spec struct {
 	Scaling  ScalingSpec  `json:"scaling,omitempty"`
 	Batching BatchingSpec `json:"batching,omitempty"`
 	Timeouts TimeoutSpec  `json:"timeouts,omitempty"`
+	Delivery DeliverySpec `json:"delivery,omitzero"`
+}
+
+// DeliverySpec says where the results of asynchronous requests are sent.
+type DeliverySpec struct {
+	// SinkURI receives each result as a CloudEvent by HTTP POST, with retries;
+	// a request's Sluice-Sink-URI header overrides it.
+	SinkURI string `json:"sinkURI,omitempty"`
 }
 
 // ModelSpec says where the ONNX model comes from: a local file that deploy

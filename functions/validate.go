@@ -3,6 +3,7 @@ package functions
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -59,6 +60,11 @@ func (f *Function) Validate() error {
 	}
 	positive(bad, "spec.batching.maxDelay", s.Batching.MaxDelay.Duration, time.Microsecond, time.Second)
 	positive(bad, "spec.timeouts.request", s.Timeouts.Request.Duration, time.Millisecond, time.Hour)
+	if uri := s.Delivery.SinkURI; uri != "" {
+		if err := ValidateSinkURI(uri); err != nil {
+			bad("spec.delivery.sinkURI", "%v", err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -66,4 +72,13 @@ func positive(bad func(string, string, ...any), field string, d, low, high time.
 	if d < low || d > high {
 		bad(field, "must be between %s and %s, got %s", low, high, d)
 	}
+}
+
+// ValidateSinkURI checks that uri is an absolute http or https URL.
+func ValidateSinkURI(uri string) error {
+	parsed, err := url.Parse(uri)
+	if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" {
+		return fmt.Errorf("want an absolute http or https URL, got %q", uri)
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 // metrics of one worker; every series carries the function and revision.
 type metrics struct {
 	requests  *prometheus.CounterVec
+	dead      prometheus.Counter
 	batchSize prometheus.Observer
 	inference prometheus.Observer
 	queueWait prometheus.Observer
@@ -21,6 +22,10 @@ func newMetrics(reg prometheus.Registerer, function, revision string) *metrics {
 			Name: "sluice_worker_requests_total", Help: "Requests settled by the worker, by outcome (ok, error, expired).",
 			ConstLabels: labels,
 		}, []string{"outcome"}),
+		dead: factory.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_worker_dead_letters_total", Help: "Requests given up and kept in the dead-letter stream.",
+			ConstLabels: labels,
+		}),
 		batchSize: factory.NewHistogram(prometheus.HistogramOpts{
 			Name: "sluice_worker_batch_size", Help: "Requests scored per batch.",
 			ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(1, 2, 13),

@@ -61,10 +61,19 @@ func (w *Worker) finish(j *job) {
 
 // settle settles the message; a transient failure on the last delivery the
 // consumer allows terminates it with the reason instead of leaving it stuck.
+// A request terminated while nobody waits for its answer, and not merely
+// expired, goes to the dead-letter stream first; if it cannot, it is not
+// terminated but tried again.
 func (w *Worker) settle(j *job, err error) {
 	if err != nil && !events.IsPermanent(err) {
 		if meta, metaErr := j.msg.Metadata(); metaErr == nil && w.maxDeliver > 0 && meta.NumDelivered >= uint64(w.maxDeliver) {
 			err = events.Permanent(fmt.Errorf("gave up after %d deliveries: %w", meta.NumDelivered, err))
+		}
+	}
+	if events.IsPermanent(err) && j.replyTo == "" && !j.expired && w.cfg.JetStream != nil {
+		if deadErr := w.deadLetter(j, err); deadErr != nil {
+			w.log.Warn("dead letter", "request_id", j.eventID, "error", deadErr)
+			err = deadErr // transient: the request stays in the queue rather than be lost
 		}
 	}
 	if settleErr := events.Settle(j.msg, err); settleErr != nil {
@@ -72,9 +81,37 @@ func (w *Worker) settle(j *job, err error) {
 	}
 }
 
+// deadLetter keeps a request that is given up while nobody waits for its
+// answer in the dead-letter stream, with the reason it was given up.
+func (w *Worker) deadLetter(j *job, reason error) error {
+	attempts := 1
+	if meta, err := j.msg.Metadata(); err == nil {
+		attempts = int(meta.NumDelivered)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := events.PublishDeadLetter(ctx, w.cfg.JetStream, j.msg, events.DeadLetter{
+		Function: w.cfg.Function, Revision: w.cfg.Revision, Reason: reason.Error(), Attempts: attempts,
+	})
+	if err != nil {
+		return fmt.Errorf("dead letter: %w", err)
+	}
+	w.metrics.dead.Inc()
+	return nil
+}
+
 // answer publishes to subject the response CloudEvent with body, or the
 // error event of j.err.
 func (w *Worker) answer(subject string, j *job, body []byte) error {
+	msg, err := w.message(subject, j, body)
+	if err != nil {
+		return err
+	}
+	return w.nc.PublishMsg(msg)
+}
+
+// message is the response CloudEvent with body, or the error event of j.err.
+func (w *Worker) message(subject string, j *job, body []byte) (*nats.Msg, error) {
 	ev := event.New()
 	ev.SetID(nuid.Next())
 	ev.SetSource(w.source)
@@ -94,9 +131,27 @@ func (w *Worker) answer(subject string, j *job, body []byte) error {
 	}
 	ev.DataEncoded = body
 	if err := events.WriteEvent(context.Background(), msg, &ev); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// announce publishes a recorded result on the function's results subject,
+// with the request's sink: through JetStream when the results stream keeps
+// it for sink delivery, else to live subscribers only.
+func (w *Worker) announce(j *job, body []byte) error {
+	msg, err := w.message(events.ResultSubject(w.cfg.Function), j, body)
+	if err != nil {
 		return err
 	}
-	return w.nc.PublishMsg(msg)
+	if sink := j.msg.Headers().Get(events.HeaderSinkURI); sink != "" {
+		msg.Header.Set(events.HeaderSinkURI, sink)
+	}
+	if !w.cfg.DurableResults || w.cfg.JetStream == nil {
+		return w.nc.PublishMsg(msg)
+	}
+	_, err = w.cfg.JetStream.PublishMsg(context.Background(), msg)
+	return err
 }
 
 // statusOf is the HTTP status a failed request is answered with: 400 for
@@ -130,7 +185,7 @@ func (w *Worker) record(j *job, body []byte) error {
 	if _, err := w.cfg.Results.Put(context.Background(), events.ResultKey(j.source, j.eventID), data); err != nil {
 		return fmt.Errorf("results bucket: %w", err)
 	}
-	return w.answer(events.ResultSubject(w.cfg.Function), j, body)
+	return w.announce(j, body)
 }
 
 func (w *Worker) response(j *job) *events.InferenceResponse {

@@ -38,6 +38,13 @@ type Config struct {
 	// Results keeps the results of requests that ask to be recorded
 	// (asynchronous calls, batch jobs); nil refuses such requests.
 	Results ResultStore
+	// JetStream publishes the dead letters of requests nobody waits for when
+	// they are given up (nil: terminated without a trace), and recorded
+	// results' announcements, durably, for sink delivery.
+	JetStream jetstream.JetStream
+	// DurableResults says the results stream (events.ResultsStream) keeps the
+	// announcements: they are published through JetStream, and acknowledged.
+	DurableResults bool
 }
 
 // ResultStore is where recorded results go: the results KV bucket.

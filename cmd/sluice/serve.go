@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 
 	"sluice.dev/sluice/activator"
@@ -36,6 +37,7 @@ func newRegistry() *prometheus.Registry {
 func newActivatorCommand(g *globals) *cobra.Command {
 	var addr string
 	cfg := activator.DefaultConfig()
+	sinks := activator.DefaultSinkConfig()
 	cmd := &cobra.Command{
 		Use:   "activator",
 		Short: "Serve the HTTP API (Open Inference Protocol v2 and CloudEvents) in front of NATS",
@@ -54,17 +56,18 @@ func newActivatorCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runActivator(cmd.Context(), js, listener, cfg, log)
+			return runActivator(cmd.Context(), js, listener, cfg, sinks, log)
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", ":8080", "HTTP listen address")
 	cmd.Flags().Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body accepted (413 above)")
+	addSinkFlags(cmd.Flags(), &sinks)
 	return cmd
 }
 
 // runActivator serves the activator and the catalog view it reads, until ctx ends.
-func runActivator(ctx context.Context, js jetstream.JetStream, listener net.Listener, cfg activator.Config, log *slog.Logger) error {
-	return withRegistry(ctx, js, activatorPart(js, listener, cfg, newRegistry(), log))
+func runActivator(ctx context.Context, js jetstream.JetStream, listener net.Listener, cfg activator.Config, sinks activator.SinkConfig, log *slog.Logger) error {
+	return withRegistry(ctx, js, activatorPart(js, listener, cfg, newRegistry(), log), sinksPart(js, sinks, log))
 }
 
 // part is one component that runs on the catalog view until ctx ends.
@@ -90,6 +93,23 @@ func withRegistry(ctx context.Context, js jetstream.JetStream, parts ...part) er
 		})
 	}
 	return group.Wait()
+}
+
+// addSinkFlags adds the settings of sink delivery to a command.
+func addSinkFlags(flags *pflag.FlagSet, cfg *activator.SinkConfig) {
+	flags.IntVar(&cfg.Attempts, "sink-attempts", cfg.Attempts, "POSTs a result gets before it is dead-lettered")
+	flags.DurationVar(&cfg.FirstBackoff, "sink-backoff", cfg.FirstBackoff, "wait after the first failed POST; it doubles after each")
+}
+
+// sinksPart delivers asynchronous results to their sinks.
+func sinksPart(js jetstream.JetStream, cfg activator.SinkConfig, log *slog.Logger) part {
+	return func(ctx context.Context, _ *functions.Registry) error {
+		sinks, err := activator.NewSinks(js, cfg, log)
+		if err != nil {
+			return err
+		}
+		return sinks.Run(ctx)
+	}
 }
 
 // activatorPart serves the activator on listener.
@@ -233,12 +253,8 @@ func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg 
 		closeModels()
 		return nil, nil, fmt.Errorf("consumer of %s revision %s: %w", f.function, name, err)
 	}
-	cfgWorker := worker.DefaultConfig()
-	cfgWorker.Function, cfgWorker.Revision = f.function, name
-	cfgWorker.MaxBatchSize = fn.Spec.Batching.MaxBatchSize
-	cfgWorker.MaxDelay = fn.Spec.Batching.MaxDelay.Duration
-	cfgWorker.DrainTimeout = f.drainTimeout
-	if cfgWorker.Results, err = events.EnsureResultsBucket(ctx, js, events.DefaultResultTTL); err != nil {
+	cfgWorker, err := workerConfig(ctx, js, fn, name, f)
+	if err != nil {
 		closeModels()
 		return nil, nil, err
 	}
@@ -248,6 +264,26 @@ func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg 
 		return nil, nil, err
 	}
 	return w, closeModels, nil
+}
+
+// workerConfig is the worker's configuration for revision name of fn, with the
+// results bucket, the results stream and the dead-letter stream it publishes to.
+func workerConfig(ctx context.Context, js jetstream.JetStream, fn *functions.Function, name string, f workerFlags) (worker.Config, error) {
+	cfg := worker.DefaultConfig()
+	cfg.Function, cfg.Revision = f.function, name
+	cfg.MaxBatchSize = fn.Spec.Batching.MaxBatchSize
+	cfg.MaxDelay = fn.Spec.Batching.MaxDelay.Duration
+	cfg.DrainTimeout = f.drainTimeout
+	cfg.JetStream, cfg.DurableResults = js, true
+	var err error
+	if cfg.Results, err = events.EnsureResultsBucket(ctx, js, events.DefaultResultTTL); err != nil {
+		return cfg, err
+	}
+	if _, err := events.EnsureResultsStream(ctx, js, events.DefaultResultTTL); err != nil {
+		return cfg, err
+	}
+	_, err = events.EnsureDeadLetterStream(ctx, js)
+	return cfg, err
 }
 
 // serveProbes serves /metrics, /livez and /readyz (200 once the model is loaded) until ctx ends.

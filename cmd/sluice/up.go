@@ -29,10 +29,11 @@ type upFlags struct {
 	natsPort    int
 	deploy      []string
 	libraryPath string
+	sinks       activator.SinkConfig
 }
 
 func newUpCommand(g *globals) *cobra.Command {
-	var f upFlags
+	f := upFlags{sinks: activator.DefaultSinkConfig()}
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the whole platform on this machine: NATS with JetStream, the activator and worker processes",
@@ -52,6 +53,7 @@ func newUpCommand(g *globals) *cobra.Command {
 	flags.IntVar(&f.natsPort, "nats-port", 4222, "listen port of the embedded NATS server (-1: any free port)")
 	flags.StringArrayVar(&f.deploy, "deploy", nil, "Function YAML to deploy at start (repeatable)")
 	flags.StringVar(&f.libraryPath, "onnxruntime-lib", "", "path of libonnxruntime.so for the workers")
+	addSinkFlags(flags, &f.sinks)
 	return cmd
 }
 
@@ -91,16 +93,16 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 		return err
 	}
 	defer processes.Close() // after the activator has answered every request in flight
-	return serveUp(ctx, js, listener, processes, log)
+	return serveUp(ctx, js, listener, processes, f.sinks, log)
 }
 
 // serveUp runs the activator and the autoscaler, which starts and stops
 // worker processes with the queue depth, until ctx ends.
-func serveUp(ctx context.Context, js jetstream.JetStream, listener net.Listener, processes *autoscaler.ProcessScaler, log *slog.Logger) error {
+func serveUp(ctx context.Context, js jetstream.JetStream, listener net.Listener, processes *autoscaler.ProcessScaler, sinks activator.SinkConfig, log *slog.Logger) error {
 	reg := newRegistry()
 	autoscale := autoscalePart(js, processes, autoscaler.DefaultConfig(), reg, log)
 	log.Info("sluice is up", "http", listener.Addr().String())
-	return withRegistry(ctx, js, autoscale, activatorPart(js, listener, activator.DefaultConfig(), reg, log))
+	return withRegistry(ctx, js, autoscale, activatorPart(js, listener, activator.DefaultConfig(), reg, log), sinksPart(js, sinks, log))
 }
 
 // workerProcesses starts `sluice worker` for a revision, as a child of this process.

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
+)
+
+func newDLQCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "dlq", Short: "List, show, replay and purge requests that were given up"}
+	cmd.AddCommand(newDLQListCommand(g), newDLQShowCommand(g), newDLQReplayCommand(g), newDLQPurgeCommand(g))
+	return cmd
+}
+
+// withDeadLetters connects to NATS and calls use with the JetStream context.
+func (g *globals) withDeadLetters(ctx context.Context, use func(jetstream.JetStream) error) error {
+	return g.withCatalog(ctx, func(js jetstream.JetStream, _ *functions.Catalog) error { return use(js) })
+}
+
+func newDLQListCommand(g *globals) *cobra.Command {
+	var function string
+	cmd := &cobra.Command{
+		Use: "list [--function F]", Short: "List dead letters, oldest first", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var letters []events.DeadLetter
+			err := g.withDeadLetters(cmd.Context(), func(js jetstream.JetStream) (err error) {
+				letters, err = events.ListDeadLetters(cmd.Context(), js, function)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			return printDeadLetters(cmd.OutOrStdout(), letters)
+		},
+	}
+	cmd.Flags().StringVar(&function, "function", "", "only the dead letters of this function")
+	return cmd
+}
+
+func printDeadLetters(out io.Writer, letters []events.DeadLetter) error {
+	table := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(table, "SEQ\tFUNCTION\tREVISION\tATTEMPTS\tAT\tREASON")
+	for _, letter := range letters {
+		fmt.Fprintf(table, "%d\t%s\t%s\t%d\t%s\t%s\n", letter.Seq, letter.Function, letter.Revision, letter.Attempts,
+			letter.At.Format(time.RFC3339), oneLine(letter.Reason))
+	}
+	return table.Flush()
+}
+
+// oneLine keeps a reason to one table row.
+func oneLine(reason string) string {
+	reason = strings.Join(strings.Fields(reason), " ")
+	if len(reason) > 120 {
+		reason = reason[:117] + "..."
+	}
+	return reason
+}
+
+func newDLQShowCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use: "show SEQ", Short: "Show a dead letter: why it was given up, the request's headers and body", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			seq, err := parseSeq(args[0])
+			if err != nil {
+				return err
+			}
+			var letter events.DeadLetter
+			err = g.withDeadLetters(cmd.Context(), func(js jetstream.JetStream) (err error) {
+				letter, err = events.GetDeadLetter(cmd.Context(), js, seq)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			return printDeadLetter(cmd.OutOrStdout(), letter)
+		},
+	}
+}
+
+func printDeadLetter(out io.Writer, letter events.DeadLetter) error {
+	fmt.Fprintf(out, "seq:      %d\nfunction: %s\nrevision: %s\nattempts: %d\nat:       %s\nsubject:  %s\nreason:   %s\n",
+		letter.Seq, letter.Function, letter.Revision, letter.Attempts, letter.At.Format(time.RFC3339), letter.Subject, letter.Reason)
+	fmt.Fprintln(out, "headers:")
+	keys := make([]string, 0, len(letter.Header))
+	for key := range letter.Header {
+		keys = append(keys, key)
+	}
+	slices.Sort(keys)
+	for _, key := range keys {
+		for _, value := range letter.Header[key] {
+			fmt.Fprintf(out, "  %s: %s\n", key, value)
+		}
+	}
+	fmt.Fprintln(out, "body:")
+	_, err := fmt.Fprintf(out, "%s\n", letter.Data)
+	return err
+}
+
+func newDLQReplayCommand(g *globals) *cobra.Command {
+	var all bool
+	var function string
+	cmd := &cobra.Command{
+		Use:   "replay (SEQ... | --all [--function F])",
+		Short: "Publish dead letters again on their original subject, and delete them from the DLQ",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if all == (len(args) > 0) {
+				return errors.New("give the sequences to replay, or --all")
+			}
+			if function != "" && !all {
+				return errors.New("--function goes with --all")
+			}
+			seqs := make([]uint64, len(args))
+			for i, arg := range args {
+				var err error
+				if seqs[i], err = parseSeq(arg); err != nil {
+					return err
+				}
+			}
+			return g.withDeadLetters(cmd.Context(), func(js jetstream.JetStream) error {
+				if all {
+					letters, err := events.ListDeadLetters(cmd.Context(), js, function)
+					if err != nil {
+						return err
+					}
+					for _, letter := range letters {
+						seqs = append(seqs, letter.Seq)
+					}
+				}
+				for _, seq := range seqs {
+					if err := events.ReplayDeadLetter(cmd.Context(), js, seq); err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "dead letter %d replayed\n", seq)
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "replay every dead letter")
+	cmd.Flags().StringVar(&function, "function", "", "with --all: only the dead letters of this function")
+	return cmd
+}
+
+func newDLQPurgeCommand(g *globals) *cobra.Command {
+	var function string
+	cmd := &cobra.Command{
+		Use: "purge [--function F]", Short: "Delete dead letters without replaying them", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if function != "" {
+				if err := events.ValidateName(function); err != nil {
+					return fmt.Errorf("--function: %w", err)
+				}
+			}
+			err := g.withDeadLetters(cmd.Context(), func(js jetstream.JetStream) error {
+				return events.PurgeDeadLetters(cmd.Context(), js, function)
+			})
+			if err != nil {
+				return err
+			}
+			target := "every function"
+			if function != "" {
+				target = "function " + function
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "dead letters of %s purged\n", target)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&function, "function", "", "only the dead letters of this function")
+	return cmd
+}
+
+func parseSeq(arg string) (uint64, error) {
+	seq, err := strconv.ParseUint(arg, 10, 64)
+	if err != nil || seq == 0 {
+		return 0, fmt.Errorf("%q is not a dead letter's sequence: want a positive integer, as `sluice dlq list` shows", arg)
+	}
+	return seq, nil
+}

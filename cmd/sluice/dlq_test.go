@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/natstest"
+)
+
+// sluice runs the CLI against srvURL and returns what it printed.
+func sluice(t *testing.T, srvURL string, args ...string) (string, error) {
+	t.Helper()
+	root := newRootCommand()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(append([]string{"--nats-url", srvURL}, args...))
+	err := root.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func TestDLQCommands(t *testing.T) {
+	srv, _, js := natstest.JetStream(t)
+	ctx := context.Background()
+	_, err := events.EnsureDeadLetterStream(ctx, js)
+	require.NoError(t, err)
+	stream, err := events.EnsureStream(ctx, js, "iris", events.DefaultQueueConfig())
+	require.NoError(t, err)
+	consumer, err := events.EnsureConsumer(ctx, js, "iris", "1", events.DefaultQueueConfig())
+	require.NoError(t, err)
+	request := nats.NewMsg(events.RequestSubject("iris", "1"))
+	request.Header.Set(events.HeaderMsgID, "req-1")
+	request.Data = []byte(`{"inputs":"bad"}`)
+	_, err = js.PublishMsg(ctx, request)
+	require.NoError(t, err)
+	batch, err := consumer.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	require.NoError(t, err)
+	msg := <-batch.Messages()
+	require.NotNil(t, msg)
+	require.NoError(t, events.PublishDeadLetter(ctx, js, msg, events.DeadLetter{Function: "iris", Revision: "1", Reason: "inputs: want a list", Attempts: 1}))
+	require.NoError(t, msg.Term())
+
+	out, err := sluice(t, srv.ClientURL(), "dlq", "list")
+	require.NoError(t, err)
+	require.Contains(t, out, "SEQ")
+	require.Regexp(t, `1\s+iris\s+1\s+1\s+\S+\s+inputs: want a list`, out)
+	out, err = sluice(t, srv.ClientURL(), "dlq", "list", "--function", "wine")
+	require.NoError(t, err)
+	require.NotContains(t, out, "iris")
+
+	out, err = sluice(t, srv.ClientURL(), "dlq", "show", "1")
+	require.NoError(t, err)
+	require.Contains(t, out, "reason:   inputs: want a list")
+	require.Contains(t, out, "Nats-Msg-Id: req-1")
+	require.Contains(t, out, `{"inputs":"bad"}`)
+
+	_, err = sluice(t, srv.ClientURL(), "dlq", "replay")
+	require.ErrorContains(t, err, "--all")
+	_, err = sluice(t, srv.ClientURL(), "dlq", "replay", "x")
+	require.ErrorContains(t, err, "sequence")
+	out, err = sluice(t, srv.ClientURL(), "dlq", "replay", "--all", "--function", "iris")
+	require.NoError(t, err)
+	require.Contains(t, out, "dead letter 1 replayed")
+	info, err := stream.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), info.State.Msgs, "the request is back in its queue")
+
+	batch, err = consumer.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	require.NoError(t, err)
+	msg = <-batch.Messages()
+	require.NotNil(t, msg)
+	require.NoError(t, events.PublishDeadLetter(ctx, js, msg, events.DeadLetter{Function: "iris", Revision: "1", Reason: "again"}))
+	letters, err := events.ListDeadLetters(ctx, js, "")
+	require.NoError(t, err)
+	require.Len(t, letters, 1)
+	out, err = sluice(t, srv.ClientURL(), "dlq", "purge")
+	require.NoError(t, err)
+	require.Contains(t, out, "purged")
+	letters, err = events.ListDeadLetters(ctx, js, "")
+	require.NoError(t, err)
+	require.Empty(t, letters)
+}

@@ -1,0 +1,148 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/events"
+)
+
+// flakyResults is a results bucket that is down until fixed.
+type flakyResults struct {
+	mu       sync.Mutex
+	down     bool
+	failures int
+	stored   map[string][][]byte
+}
+
+func (r *flakyResults) Put(_ context.Context, key string, value []byte) (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.down {
+		r.failures++
+		return 0, errors.New("results bucket unavailable")
+	}
+	r.stored[key] = append(r.stored[key], value)
+	return uint64(len(r.stored)), nil
+}
+
+func (r *flakyResults) fix() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down = false
+}
+
+func (r *flakyResults) results(key string) (failures int, stored [][]byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failures, r.stored[key]
+}
+
+// asyncMsg is a request nobody waits for, as an asynchronous call publishes it.
+func asyncMsg(t *testing.T, p *platform, id string, body []byte) *nats.Msg {
+	t.Helper()
+	msg := requestMsg(t, p.fn, id, body, "", time.Now().Add(time.Hour))
+	msg.Header.Del(events.HeaderReplyTo)
+	msg.Header.Set(events.HeaderRecord, "true")
+	return msg
+}
+
+// deadLetters waits until the dead-letter stream holds n letters, and returns them.
+func (p *platform) deadLetters(t *testing.T, n int) []events.DeadLetter {
+	t.Helper()
+	var letters []events.DeadLetter
+	require.Eventually(t, func() bool {
+		var err error
+		letters, err = events.ListDeadLetters(context.Background(), p.js, p.fn.Metadata.Name)
+		return err == nil && len(letters) == n
+	}, waitFor, 5*time.Millisecond, "want %d dead letters, have %d", n, len(letters))
+	return letters
+}
+
+func TestWorkerDeadLettersRequestsNobodyWaitsFor(t *testing.T) {
+	queue := events.DefaultQueueConfig()
+	queue.MaxDeliver = 2
+	p := deploy(t, irisSpec(t), irisFixture(t).model, queue)
+	_, err := events.EnsureDeadLetterStream(t.Context(), p.js)
+	require.NoError(t, err)
+	store := &flakyResults{down: true, stored: map[string][][]byte{}}
+	cfg := p.config()
+	cfg.Results, cfg.JetStream = store, p.js
+	w := p.start(t, cfg, p.sessions(t, 1))
+	announced := subscribe(t, p.client)
+	sub, err := p.client.ChanSubscribe(events.ResultSubject(p.fn.Metadata.Name), announced.msgs)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, p.client.Flush())
+
+	// A synchronous caller with bad input is answered, and nothing is kept.
+	in := subscribe(t, p.client)
+	badBody := []byte(`{"inputs":[{"name":"features","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}`)
+	p.publish(t, requestMsg(t, p.fn, "sync-bad", badBody, in.subject, time.Now().Add(time.Minute)))
+	r := in.next(t)
+	require.Equal(t, strconv.Itoa(http.StatusBadRequest), r.status, r.problem)
+	p.streamEmpty(t)
+
+	// A poison message nobody waits for is kept with its reason, at once.
+	poison := asyncMsg(t, p, "poison", badBody)
+	poison.Header.Del(events.HeaderRecord) // the store is down: only the bad input is at fault
+	p.publish(t, poison)
+	letter := p.deadLetters(t, 1)[0]
+	require.Contains(t, letter.Reason, `inputs[0].name: model has no input "features"`)
+	require.Equal(t, 1, letter.Attempts)
+	require.Equal(t, p.fn.Status.Revision, letter.Revision)
+	require.Equal(t, events.RequestSubject(p.fn.Metadata.Name, p.fn.Status.Revision), letter.Subject)
+	require.Equal(t, badBody, letter.Data)
+	p.streamEmpty(t)
+	require.NoError(t, events.PurgeDeadLetters(t.Context(), p.js, p.fn.Metadata.Name))
+
+	// A request that fails transiently on every allowed delivery is kept too.
+	req, rows := irisRequest(t, "flaky", 5, 2)
+	p.publish(t, asyncMsg(t, p, "flaky", body(t, req)))
+	letter = p.deadLetters(t, 1)[0]
+	require.Contains(t, letter.Reason, "gave up after 2 deliveries")
+	require.Contains(t, letter.Reason, "results bucket unavailable")
+	require.Equal(t, 2, letter.Attempts)
+	p.streamEmpty(t)
+	key := events.ResultKey("/sluice/activator", "flaky")
+	failures, stored := store.results(key)
+	require.Equal(t, 2, failures)
+	require.Empty(t, stored)
+
+	// Once the cause is fixed, the replay is scored and recorded once.
+	store.fix()
+	require.NoError(t, events.ReplayDeadLetter(t.Context(), p.js, letter.Seq))
+	requireIrisAnswer(t, announced.next(t), rows)
+	p.streamEmpty(t)
+	announced.requireNoReply(t, p.client)
+	_, stored = store.results(key)
+	require.Len(t, stored, 1, "recorded exactly once")
+	var result events.Result
+	require.NoError(t, json.Unmarshal(stored[0], &result))
+	require.Equal(t, events.ResultDone, result.Status)
+	require.Equal(t, "flaky", result.ID)
+	left, err := events.ListDeadLetters(t.Context(), p.js, "")
+	require.NoError(t, err)
+	require.Empty(t, left, "the replayed dead letter is gone, and nothing else was kept")
+	require.Equal(t, float64(2), counter(t, w.registry, "sluice_worker_dead_letters_total", "function", p.fn.Metadata.Name))
+	in.requireNoReply(t, p.client)
+}
+
+func TestWorkerKeepsARequestItCannotDeadLetter(t *testing.T) {
+	p := deployIris(t) // no dead-letter stream: publishing a dead letter fails
+	cfg := p.config()
+	cfg.JetStream = p.js
+	w := p.start(t, cfg, p.sessions(t, 1))
+	p.publish(t, asyncMsg(t, p, "poison", []byte(`{"inputs":`)))
+	require.Eventually(t, func() bool { return w.logs.contains("dead letter") }, waitFor, 5*time.Millisecond)
+	require.Equal(t, uint64(1), p.streamMsgs(t), "the request is not terminated")
+}
