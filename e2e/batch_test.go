@@ -217,8 +217,9 @@ func TestBatchWaitsForAFullQueue(t *testing.T) {
 }
 
 // BenchmarkBatchScoring scores SLUICE_BATCH_ROWS rows (default 200000) of
-// the Iris demo through two real worker processes, and reports rows/s and
-// the client's peak RSS.
+// the Iris demo, SLUICE_BATCH_ROWS_PER_REQUEST to a request (default: the
+// client's), through two real worker processes, and reports rows/s and the
+// client's peak RSS.
 func BenchmarkBatchScoring(b *testing.B) {
 	rows := 200_000
 	if value := os.Getenv("SLUICE_BATCH_ROWS"); value != "" {
@@ -233,6 +234,11 @@ func BenchmarkBatchScoring(b *testing.B) {
 		b.StopTimer()
 		cfg := batch.DefaultConfig()
 		cfg.Function = "iris"
+		if value := os.Getenv("SLUICE_BATCH_ROWS_PER_REQUEST"); value != "" {
+			var err error
+			cfg.RowsPerRequest, err = strconv.Atoi(value)
+			require.NoError(b, err)
+		}
 		cfg.Input = filepath.Join(dir, fmt.Sprintf("rows-%d.csv", i)) // a new batch each time
 		cfg.Output = filepath.Join(dir, fmt.Sprintf("out-%d.jsonl", i))
 		writeIrisCSV(b, cfg.Input, rows, nil)

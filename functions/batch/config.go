@@ -41,10 +41,10 @@ type Config struct {
 	Errors io.Writer
 }
 
-// DefaultConfig returns 256 rows per request and 32 requests in flight.
+// DefaultConfig returns 1,024 rows per request and 32 requests in flight.
 func DefaultConfig() Config {
 	return Config{
-		RowsPerRequest: 256,
+		RowsPerRequest: 1024,
 		InFlight:       32,
 		PollInterval:   2 * time.Second,
 		SyncInterval:   time.Second,
