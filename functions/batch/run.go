@@ -94,7 +94,7 @@ func prepare(ctx context.Context, js jetstream.JetStream, cfg Config) (*job, err
 	if err != nil {
 		return nil, err
 	}
-	batchID, err := BatchID(cfg)
+	batchID, err := BatchID(cfg, fn.Status.Revision)
 	if err != nil {
 		return nil, err
 	}
@@ -141,9 +141,10 @@ func formatOf(cfg Config) string {
 }
 
 // BatchID names the batch of cfg: the same for the same input file (path,
-// size and modification time), function and rows per request, so a
-// restarted batch publishes the same request ids.
-func BatchID(cfg Config) (string, error) {
+// size and modification time), function, revision and rows per request, so a
+// restarted batch publishes the same request ids, and a batch resumed after a
+// redeploy reuses no result of the old revision.
+func BatchID(cfg Config, revision string) (string, error) {
 	path, err := filepath.Abs(cfg.Input)
 	if err != nil {
 		return "", err
@@ -152,7 +153,7 @@ func BatchID(cfg Config) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("input: %w", err)
 	}
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d\x00%s\x00%d", path, info.Size(), info.ModTime().UnixNano(), cfg.Function, cfg.RowsPerRequest))
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d\x00%s\x00%s\x00%d", path, info.Size(), info.ModTime().UnixNano(), cfg.Function, revision, cfg.RowsPerRequest))
 	return hex.EncodeToString(sum[:8]), nil
 }
 
