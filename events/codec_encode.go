@@ -283,3 +283,13 @@ func appendEscape(dst []byte, c byte) []byte {
 	}
 	return append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
 }
+
+// AppendTensorData writes the data of t as a flat JSON array: what the
+// "data" member of a tensor holds.
+func AppendTensorData(dst []byte, t Tensor) ([]byte, error) {
+	kind, fieldErr := t.validate("")
+	if fieldErr != nil {
+		return dst, fieldErr
+	}
+	return kind.appendData(dst, t.Data, fieldPath{}, t.Name)
+}

@@ -3,7 +3,6 @@ package batch
 import (
 	"encoding/json"
 	"fmt"
-	"reflect"
 	"strconv"
 	"sync"
 	"time"
@@ -194,21 +193,25 @@ func appendOutput(perRow [][]byte, output events.Tensor) error {
 	if len(output.Shape) == 0 || output.Shape[0] != int64(len(perRow)) {
 		return fmt.Errorf("output %q has shape %s, want %d rows", output.Name, events.FormatShape(output.Shape), len(perRow))
 	}
+	ones := make([]int64, len(perRow))
+	for i := range ones {
+		ones[i] = 1
+	}
+	rows, err := events.SplitRows(output, ones)
+	if err != nil {
+		return fmt.Errorf("output %q: %w", output.Name, err)
+	}
 	name, _ := json.Marshal(output.Name)
-	data := reflect.ValueOf(output.Data)
-	width := data.Len() / len(perRow)
-	for i := range perRow {
-		var value any
-		if len(output.Shape) == 1 {
-			value = data.Index(i).Interface()
-		} else {
-			value = data.Slice(i*width, (i+1)*width).Interface()
-		}
-		encoded, err := json.Marshal(value)
-		if err != nil {
+	for i, row := range rows {
+		line := append(append(perRow[i], name...), ':')
+		start := len(line)
+		if line, err = events.AppendTensorData(line, row); err != nil {
 			return fmt.Errorf("output %q row %d: %w", output.Name, i, err)
 		}
-		perRow[i] = append(append(append(append(perRow[i], name...), ':'), encoded...), ',')
+		if len(output.Shape) == 1 { // one element a row: the value, not a one-element array
+			line = append(line[:start], line[start+1:len(line)-1]...)
+		}
+		perRow[i] = append(line, ',')
 	}
 	return nil
 }
