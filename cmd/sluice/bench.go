@@ -143,7 +143,7 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 	}
 	defer os.Remove(coldSpec)
 	captured := &lockedBuffer{}
-	url, stop, err := startPlatform(ctx, f, captured, coldSpec)
+	url, pid, stop, err := startPlatform(ctx, f, captured, coldSpec)
 	if err != nil {
 		fmt.Fprint(logs, captured.String())
 		return nil, err
@@ -154,23 +154,14 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 		Header: http.Header{"Content-Type": {"application/json"}}}
 	var rows []benchRow
 	for _, concurrency := range f.concurrency {
-		attacker := vegeta.NewAttacker(vegeta.Workers(uint64(concurrency)), vegeta.MaxWorkers(uint64(concurrency)),
-			vegeta.KeepAlive(true), vegeta.Connections(concurrency), vegeta.Timeout(30*time.Second))
-		var metrics vegeta.Metrics
-		for result := range attacker.Attack(vegeta.NewStaticTargeter(target), vegeta.Rate{}, f.duration, "predict") {
-			metrics.Add(result)
-		}
-		metrics.Close()
-		comment := fmt.Sprintf("%d requests, %.2f%% ok", metrics.Requests, 100*metrics.Success)
-		if len(metrics.Errors) > 0 {
-			comment += ", errors: " + strings.Join(metrics.Errors[:min(2, len(metrics.Errors))], "; ")
-		}
-		rows = append(rows, benchRow{
-			what: fmt.Sprintf("sync predict over HTTP, 1 row, concurrency %d", concurrency),
-			p50:  metrics.Latencies.P50, p99: metrics.Latencies.P99,
-			rate: metrics.Throughput, unit: "req/s", comment: comment,
-		})
+		rows = append(rows, attack(target, concurrency, f.duration, fmt.Sprintf("sync predict over HTTP, 1 row, concurrency %d", concurrency)))
 	}
+	rows = append(rows, peakRSS(pid, "sluice up peak RSS after the sync levels"))
+	async := target
+	async.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}}
+	concurrency := f.concurrency[len(f.concurrency)-1]
+	rows = append(rows, attack(async, concurrency, f.duration, fmt.Sprintf("async predict (202), 1 row, concurrency %d", concurrency)))
+	rows = append(rows, peakRSS(pid, "sluice up peak RSS after the async level too"))
 	cold, err := benchColdStarts(ctx, url, f.function+coldSuffix, f.coldStarts, captured)
 	if err != nil {
 		fmt.Fprint(logs, captured.String())
@@ -181,18 +172,18 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 
 // startPlatform runs `sluice up` on free ports with a fresh data directory and
 // waits until the function answers.
-func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, coldSpec string) (string, func(), error) {
+func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, coldSpec string) (string, int, func(), error) {
 	executable, err := os.Executable()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	dataDir, err := os.MkdirTemp("", "sluice-bench-")
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	addr, err := freeAddr()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	cmd := exec.CommandContext(ctx, executable, "up", "--data-dir", dataDir, "--addr", addr,
 		"--nats-port", "-1", "--deploy", f.spec, "--deploy", coldSpec, "--log-format", "json")
@@ -200,7 +191,7 @@ func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, coldSpec s
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 30 * time.Second
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	stop := func() {
 		_ = cmd.Process.Signal(os.Interrupt)
@@ -210,9 +201,9 @@ func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, coldSpec s
 	url := "http://" + addr
 	if err := waitForFunction(ctx, url, f.function); err != nil {
 		stop()
-		return "", nil, err
+		return "", 0, nil, err
 	}
-	return url, stop, nil
+	return url, cmd.Process.Pid, stop, nil
 }
 
 func freeAddr() (string, error) {
@@ -258,7 +249,42 @@ func printBench(out io.Writer, rows []benchRow) error {
 		if row.p99 > 0 {
 			p99 = row.p99.Round(time.Microsecond).String()
 		}
-		fmt.Fprintf(table, "%s\t%s\t%s\t%s\t%s\n", row.what, row.p50.Round(time.Microsecond), p99, rate, row.comment)
+		p50 := "-"
+		if row.p50 != 0 {
+			p50 = row.p50.Round(time.Microsecond).String()
+		}
+		fmt.Fprintf(table, "%s\t%s\t%s\t%s\t%s\n", row.what, p50, p99, rate, row.comment)
 	}
 	return table.Flush()
+}
+
+// attack drives target with a closed loop of concurrency clients for duration.
+func attack(target vegeta.Target, concurrency int, duration time.Duration, what string) benchRow {
+	attacker := vegeta.NewAttacker(vegeta.Workers(uint64(concurrency)), vegeta.MaxWorkers(uint64(concurrency)),
+		vegeta.KeepAlive(true), vegeta.Connections(concurrency), vegeta.Timeout(30*time.Second))
+	var metrics vegeta.Metrics
+	for result := range attacker.Attack(vegeta.NewStaticTargeter(target), vegeta.Rate{}, duration, what) {
+		metrics.Add(result)
+	}
+	metrics.Close()
+	comment := fmt.Sprintf("%d requests, %.2f%% ok", metrics.Requests, 100*metrics.Success)
+	if len(metrics.Errors) > 0 {
+		comment += ", errors: " + strings.Join(metrics.Errors[:min(2, len(metrics.Errors))], "; ")
+	}
+	return benchRow{what: what, p50: metrics.Latencies.P50, p99: metrics.Latencies.P99,
+		rate: metrics.Throughput, unit: "req/s", comment: comment}
+}
+
+// peakRSS reads the peak resident set (VmHWM) of process pid.
+func peakRSS(pid int, what string) benchRow {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return benchRow{what: what, comment: err.Error()}
+	}
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if value, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			return benchRow{what: what, comment: strings.TrimSpace(value) + " (activator, embedded NATS, autoscaler)"}
+		}
+	}
+	return benchRow{what: what, comment: "no VmHWM"}
 }
