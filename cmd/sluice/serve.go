@@ -286,6 +286,28 @@ func workerConfig(ctx context.Context, js jetstream.JetStream, fn *functions.Fun
 	return cfg, err
 }
 
+// serveDebug serves the Go profiler on its own listener until stop is called.
+func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
+	listener, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("debug: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	server := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = server.Serve(listener)
+	}()
+	log.Info("debug listening", "addr", listener.Addr().String())
+	return func() {
+		_ = server.Close()
+		<-served
+	}, nil
+}
+
 // serveProbes serves /metrics, /livez and /readyz (200 once the model is loaded) until ctx ends.
 func serveProbes(ctx context.Context, addr string, gatherer prometheus.Gatherer, ready *atomic.Bool, log *slog.Logger) error {
 	listener, err := net.Listen("tcp", addr)

@@ -30,6 +30,7 @@ type upFlags struct {
 	deploy      []string
 	libraryPath string
 	sinks       activator.SinkConfig
+	debugAddr   string
 }
 
 func newUpCommand(g *globals) *cobra.Command {
@@ -54,6 +55,7 @@ func newUpCommand(g *globals) *cobra.Command {
 	flags.StringArrayVar(&f.deploy, "deploy", nil, "Function YAML to deploy at start (repeatable)")
 	flags.StringVar(&f.libraryPath, "onnxruntime-lib", "", "path of libonnxruntime.so for the workers")
 	addSinkFlags(flags, &f.sinks)
+	flags.StringVar(&f.debugAddr, "debug-addr", "", "serve /debug/pprof/ on this address (off when empty; keep it on loopback)")
 	return cmd
 }
 
@@ -61,6 +63,13 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 	library, err := onnx.FindLibrary(f.libraryPath)
 	if err != nil {
 		return err
+	}
+	if f.debugAddr != "" {
+		stop, err := serveDebug(f.debugAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	serverCfg := events.DefaultServerConfig()
 	serverCfg.Host, serverCfg.Port = f.natsHost, f.natsPort
