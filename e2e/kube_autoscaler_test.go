@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,6 +60,17 @@ func TestKubeAutoscalerScalesDeploymentsWithQueueDepth(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Eventually(t, func() bool { return replicas() == 3 }, 30*time.Second, 50*time.Millisecond)
+	require.Eventually(t, func() bool {
+		list, err := cluster.Client.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{})
+		require.NoError(t, err)
+		for _, event := range list.Items {
+			if event.InvolvedObject.Name == "iris-r1" && event.Reason == "ScaledFromZero" &&
+				strings.Contains(event.Message, "scaled to 3 replicas") {
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 100*time.Millisecond, "each scale decision is a Kubernetes Event on the Deployment, with its reason")
 
 	stream, err := js.Stream(ctx, events.StreamName("iris"))
 	require.NoError(t, err)

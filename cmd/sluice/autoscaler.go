@@ -93,7 +93,10 @@ func runKubeAutoscaler(ctx context.Context, g *globals, f autoscalerFlags, log *
 		log.Info("leading", "identity", f.identity)
 		return withRegistry(ctx, js,
 			ensureDeployments(client, workers, f.ensureEvery, log),
-			autoscalePart(js, autoscalerkube.NewScaler(client, f.namespace), f.autoscaleCfg, reg, log))
+			autoscalePart(js, autoscalerkube.NewScaler(client, f.namespace), f.autoscaleCfg, reg, log),
+			func(ctx context.Context, _ *functions.Registry) error {
+				return autoscalerkube.RecordScaleEvents(ctx, nc, client, f.namespace)
+			})
 	}
 	var alive atomic.Bool // ready once connected; only the leader decides
 	alive.Store(true)
