@@ -24,9 +24,19 @@ func newInbox(late func()) *inbox {
 	return &inbox{prefix: nats.NewInbox() + ".", late: late, waiting: map[string]chan *nats.Msg{}}
 }
 
-// subscribe starts routing replies; the caller unsubscribes.
+// subscribe starts routing replies; the caller unsubscribes. Replies may be
+// large and come in bursts: the subscription buffers up to 1 GiB of them
+// rather than dropping any as a slow consumer.
 func (i *inbox) subscribe(nc *nats.Conn) (*nats.Subscription, error) {
-	return nc.Subscribe(i.prefix+"*", i.deliver)
+	sub, err := nc.Subscribe(i.prefix+"*", i.deliver)
+	if err != nil {
+		return nil, err
+	}
+	if err := sub.SetPendingLimits(-1, 1<<30); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, err
+	}
+	return sub, nil
 }
 
 // register returns the subject a reply must be sent to, the channel it arrives

@@ -267,6 +267,22 @@ func TestAsyncPrediction(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code)
 	require.JSONEq(t, string(body), string(again), "the retry points at the same request")
 
+	structured := `{"specversion":"1.0","id":"shop-1","source":"/shop","type":"dev.sluice.inference.request","model":"iris",` +
+		`"datacontenttype":"application/json","data":` + irisRequest + `}`
+	code, body = p.post(t, "/", structured, http.Header{"Prefer": {"respond-async"}, "Content-Type": {"application/cloudevents+json"}})
+	require.Equal(t, http.StatusAccepted, code, "%s", body)
+	require.NoError(t, json.Unmarshal(body, &accepted))
+	require.Equal(t, "/v1/requests/shop-1?source=%2Fshop", accepted.Location, "a CloudEvent is known by its source and id")
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(p.url + accepted.Location)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		result, err = io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 20*time.Millisecond)
+	requireIrisAnswer(t, result)
+
 	resp, err := http.Get(p.url + "/v1/requests/never-sent")
 	require.NoError(t, err)
 	resp.Body.Close()
