@@ -88,16 +88,23 @@ func (w *Worker) deadLetter(j *job, reason error) error {
 	if meta, err := j.msg.Metadata(); err == nil {
 		attempts = int(meta.NumDelivered)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := events.PublishDeadLetter(ctx, w.cfg.JetStream, j.msg, events.DeadLetter{
-		Function: w.cfg.Function, Revision: w.cfg.Revision, Reason: reason.Error(), Attempts: attempts,
-	})
-	if err != nil {
-		return fmt.Errorf("dead letter: %w", err)
+	letter := events.DeadLetter{Function: w.cfg.Function, Revision: w.cfg.Revision, Reason: reason.Error(), Attempts: attempts}
+	// On its last delivery a request that is not dead-lettered is never
+	// delivered again, so the publish is tried a few times before giving up.
+	var err error
+	for try, pause := 0, 100*time.Millisecond; try < 3; try, pause = try+1, 4*pause {
+		if try > 0 {
+			time.Sleep(pause)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = events.PublishDeadLetter(ctx, w.cfg.JetStream, j.msg, letter)
+		cancel()
+		if err == nil {
+			w.metrics.dead.Inc()
+			return nil
+		}
 	}
-	w.metrics.dead.Inc()
-	return nil
+	return fmt.Errorf("dead letter: %w", err)
 }
 
 // answer publishes to subject the response CloudEvent with body, or the
