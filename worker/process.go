@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -96,8 +95,11 @@ func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
 func groupByShape(jobs []*job) [][]*job {
 	var keys []string
 	groups := map[string][]*job{}
-	for _, j := range jobs {
-		key := shapeKey(j.req.Inputs)
+	for i, j := range jobs {
+		key, stackable := shapeKey(j.req.Inputs)
+		if !stackable {
+			key = "alone:" + strconv.Itoa(i) // a scalar cannot be stacked: its own group
+		}
 		if _, ok := groups[key]; !ok {
 			keys = append(keys, key)
 		}
@@ -110,15 +112,21 @@ func groupByShape(jobs []*job) [][]*job {
 	return out
 }
 
-func shapeKey(inputs []events.Tensor) string {
-	var key strings.Builder
+// shapeKey names what inputs must share to be stacked: names, datatypes and
+// every dimension but the first. Inputs with a scalar are not stackable.
+func shapeKey(inputs []events.Tensor) (string, bool) {
+	key := make([]byte, 0, 64)
 	for _, t := range inputs {
 		if len(t.Shape) == 0 {
-			return fmt.Sprintf("scalar:%p", &t) // a scalar cannot be stacked: its own group
+			return "", false
 		}
-		fmt.Fprintf(&key, "%s|%s|%v;", t.Name, t.Datatype, t.Shape[1:])
+		key = append(append(append(append(key, t.Name...), '|'), t.Datatype...), '|')
+		for _, d := range t.Shape[1:] {
+			key = append(strconv.AppendInt(key, d, 10), ',')
+		}
+		key = append(key, ';')
 	}
-	return key.String()
+	return string(key), true
 }
 
 // run scores a group in one model run and splits the outputs back per request.
