@@ -138,9 +138,14 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 	if err != nil {
 		return fmt.Errorf("activator: %w", err)
 	}
+	// The waker follows the scale bucket for as long as Run serves, the drain included.
 	watchCtx, stopWatching := context.WithCancel(context.Background())
-	watched := make(chan error, 1)
-	go func() { watched <- events.WatchBucket(watchCtx, scale, a.waker.apply, func() {}) }()
+	watched := make(chan struct{})
+	var watchErr error
+	go func() {
+		defer close(watched)
+		watchErr = events.WatchBucket(watchCtx, scale, a.waker.apply, func() {})
+	}()
 	defer func() {
 		stopWatching()
 		<-watched
@@ -152,11 +157,10 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 	select {
 	case err := <-served:
 		return fmt.Errorf("activator: serve: %w", err)
-	case err := <-watched:
-		watched <- err // for the deferred wait
+	case <-watched:
 		_ = server.Close()
 		<-served
-		return fmt.Errorf("activator: %w", err)
+		return fmt.Errorf("activator: %w", watchErr)
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.shutdownTimeout())

@@ -252,16 +252,7 @@ func TestAsyncPrediction(t *testing.T) {
 	require.Equal(t, "order-7", accepted.ID)
 	require.Equal(t, "/v1/requests/order-7", accepted.Location)
 
-	var result []byte
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(p.url + accepted.Location)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		result, err = io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		return resp.StatusCode == http.StatusOK
-	}, 30*time.Second, 20*time.Millisecond)
-	requireIrisAnswer(t, result)
+	requireIrisAnswer(t, p.awaitResult(t, accepted.Location))
 
 	code, again := p.post(t, "/v2/models/iris/infer", irisRequest, header)
 	require.Equal(t, http.StatusAccepted, code)
@@ -273,18 +264,25 @@ func TestAsyncPrediction(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code, "%s", body)
 	require.NoError(t, json.Unmarshal(body, &accepted))
 	require.Equal(t, "/v1/requests/shop-1?source=%2Fshop", accepted.Location, "a CloudEvent is known by its source and id")
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(p.url + accepted.Location)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		result, err = io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		return resp.StatusCode == http.StatusOK
-	}, 30*time.Second, 20*time.Millisecond)
-	requireIrisAnswer(t, result)
+	requireIrisAnswer(t, p.awaitResult(t, accepted.Location))
 
 	resp, err := http.Get(p.url + "/v1/requests/never-sent")
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+}
+
+// awaitResult polls the location of an asynchronous request until it answers 200, and returns the body.
+func (p *platform) awaitResult(t *testing.T, location string) []byte {
+	t.Helper()
+	var result []byte
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(p.url + location)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		result, err = io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 20*time.Millisecond, "no result at %s", location)
+	return result
 }

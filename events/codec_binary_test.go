@@ -58,14 +58,6 @@ func decodeResponseBinary(t *testing.T, body []byte, headerLength int) *Inferenc
 
 func allOutputs(string) bool { return true }
 
-func half(values ...float32) []float16.Float16 {
-	out := make([]float16.Float16, len(values))
-	for i, v := range values {
-		out[i] = float16.Fromfloat32(v)
-	}
-	return out
-}
-
 func TestBinaryEveryDatatypeRoundTrips(t *testing.T) {
 	tests := []struct {
 		name     string

@@ -162,3 +162,15 @@ func hasNumber(records [][]string, column int) bool {
 	}
 	return false
 }
+
+// Float32Rows returns the features as a model's FP32 input takes them, a row each.
+func (data Dataset) Float32Rows() [][]float32 {
+	rows := make([][]float32, len(data.Features))
+	for i, features := range data.Features {
+		rows[i] = make([]float32, len(features))
+		for j, value := range features {
+			rows[i][j] = float32(value)
+		}
+	}
+	return rows
+}

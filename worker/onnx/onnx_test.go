@@ -45,14 +45,7 @@ var loadIris = sync.OnceValues(func() (*iris, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows := make([][]float32, len(data.Features))
-	for i, features := range data.Features {
-		rows[i] = make([]float32, len(features))
-		for j, value := range features {
-			rows[i][j] = float32(value)
-		}
-	}
-	return &iris{classifier: classifier, model: model, signature: signature, rows: rows}, nil
+	return &iris{classifier: classifier, model: model, signature: signature, rows: data.Float32Rows()}, nil
 })
 
 // irisFixture returns the trained iris classifier and its data.
