@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -110,9 +111,15 @@ func (a *Activator) requestResult(w http.ResponseWriter, r *http.Request) {
 	}
 	switch result.Status {
 	case events.ResultDone:
-		w.Header().Set("Content-Type", "application/json")
+		body, headerLength := result.Answer()
+		if headerLength > 0 { // a binary request that asked for binary outputs
+			w.Header().Set("Content-Type", events.ContentTypeBinary)
+			w.Header().Set(events.HeaderInferenceHeaderContentLength, strconv.Itoa(headerLength))
+		} else {
+			w.Header().Set("Content-Type", events.ContentTypeJSON)
+		}
 		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(result.Response)
+		_, _ = w.Write(body)
 	case events.ResultError:
 		writeError(w, &workerError{status: result.Code, message: result.Error})
 	default:

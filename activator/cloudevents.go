@@ -17,6 +17,9 @@ import (
 
 // cloudEvent serves POST /: an inference request CloudEvent in binary or
 // structured mode, answered with the response CloudEvent in the same mode.
+// Its data is JSON, or in the binary tensor data extension with the
+// oipheaderlength attribute (events.SetInferenceData); it goes to the worker
+// as it came.
 func (a *Activator) cloudEvent(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	name, id, code := a.serveCloudEvent(w, r)
@@ -37,7 +40,7 @@ func (a *Activator) serveCloudEvent(w http.ResponseWriter, r *http.Request) (str
 	if err != nil {
 		return name, ev.ID(), writeError(w, err)
 	}
-	req, err := events.DecodeInferenceRequest(ev.Data(), a.cfg.Limits)
+	req, _, err := events.DecodeRequestData(ev, a.cfg.Limits)
 	if err == nil {
 		err = fn.Status.Model.Signature.Check(req)
 	}

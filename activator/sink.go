@@ -47,7 +47,7 @@ func (c SinkConfig) Validate() error {
 const sinkConsumer = "sink-delivery"
 
 // Sinks delivers the results that name a sink (header Sluice-Sink-URI) as
-// CloudEvents by HTTP POST, from the durable results stream: a POST that
+// CloudEvents by HTTP POST, from the sink stream: a POST that
 // fails is retried with exponential backoff, and a result whose last attempt
 // failed goes to the dead-letter stream.
 type Sinks struct {
@@ -67,13 +67,13 @@ func NewSinks(js jetstream.JetStream, cfg SinkConfig, log *slog.Logger) (*Sinks,
 
 // Run delivers until ctx ends, then finishes the POSTs in flight.
 func (s *Sinks) Run(ctx context.Context) error {
-	if _, err := events.EnsureResultsStream(ctx, s.js, s.cfg.ResultTTL); err != nil {
+	if _, err := events.EnsureSinkStream(ctx, s.js, s.cfg.ResultTTL); err != nil {
 		return err
 	}
 	if _, err := events.EnsureDeadLetterStream(ctx, s.js); err != nil {
 		return err
 	}
-	consumer, err := s.js.CreateOrUpdateConsumer(ctx, events.ResultsStream, jetstream.ConsumerConfig{
+	consumer, err := s.js.CreateOrUpdateConsumer(ctx, events.SinkStream, jetstream.ConsumerConfig{
 		Durable:       sinkConsumer,
 		Description:   "delivers results to their sinks",
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -163,7 +163,7 @@ func (s *Sinks) post(sink string, msg jetstream.Msg) error {
 // deadLetter moves a result whose last delivery failed to the dead-letter
 // stream; if that fails too, the result stays for another try.
 func (s *Sinks) deadLetter(msg jetstream.Msg, sink string, attempts uint64, cause error) {
-	function, _ := events.FunctionOfResultSubject(msg.Subject())
+	function, _ := events.FunctionOfSinkSubject(msg.Subject())
 	reason := fmt.Sprintf("%v to %s after %d attempts: %v", errSinkFailed, sink, attempts, cause)
 	letter := events.DeadLetter{Function: function, Reason: reason, Attempts: int(attempts)}
 	if err := events.PublishDeadLetter(context.Background(), s.js, msg, letter); err != nil {

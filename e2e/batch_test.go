@@ -11,9 +11,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -30,7 +32,7 @@ import (
 type batchPlatform struct {
 	js         jetstream.JetStream
 	classifier *train.Classifier
-	announced  jetstream.Stream // keeps every result announcement: one per scored request
+	announced  *atomic.Int64 // result announcements seen: one per scored request
 }
 
 func startBatchPlatform(tb testing.TB, queue events.QueueConfig, replicas int) *batchPlatform {
@@ -44,8 +46,10 @@ func startBatchPlatform(tb testing.TB, queue events.QueueConfig, replicas int) *
 	require.NoError(tb, err)
 	_, err = functions.NewDeployer(js, catalog, queue).Deploy(ctx, fn, model)
 	require.NoError(tb, err)
-	announced, err := events.EnsureResultsStream(ctx, js, time.Hour)
+	announced := new(atomic.Int64)
+	sub, err := js.Conn().Subscribe(events.ResultSubject("iris"), func(*nats.Msg) { announced.Add(1) })
 	require.NoError(tb, err)
+	tb.Cleanup(func() { _ = sub.Unsubscribe() })
 
 	cfg := autoscaler.DefaultProcessConfig()
 	cfg.StopTimeout = 15 * time.Second
@@ -64,12 +68,16 @@ func startBatchPlatform(tb testing.TB, queue events.QueueConfig, replicas int) *
 	return &batchPlatform{js: js, classifier: classifier, announced: announced}
 }
 
-// scored is how many requests the workers have scored and recorded.
-func (p *batchPlatform) scored(tb testing.TB) uint64 {
+// scored is how many requests the workers have scored and recorded, once
+// the announcements of want of them have come (or 10 s have passed).
+func (p *batchPlatform) scored(tb testing.TB, want int) int64 {
 	tb.Helper()
-	info, err := p.announced.Info(context.Background())
-	require.NoError(tb, err)
-	return info.State.Msgs
+	deadline := time.Now().Add(10 * time.Second)
+	for p.announced.Load() < int64(want) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // a duplicate would come now
+	return p.announced.Load()
 }
 
 // irisRow is a deterministic flower-like row.
@@ -154,7 +162,7 @@ func TestBatchScoresEveryRowInOrder(t *testing.T) {
 		require.Contains(t, errorLines.String(), fmt.Sprintf("rows.csv:%d:", line))
 	}
 	checkBatchOutput(t, cfg.Output, rows, bad, platform.classifier)
-	require.EqualValues(t, report.Requests, platform.scored(t))
+	require.EqualValues(t, report.Requests, platform.scored(t, report.Requests))
 	t.Logf("%d rows in %s (%d requests): %s", rows, report.Elapsed, report.Requests, errorLines.String())
 }
 
@@ -191,7 +199,7 @@ func TestBatchResumesAfterInterruption(t *testing.T) {
 	require.Equal(t, first.Written, second.Skipped)
 	require.Equal(t, rows, second.Skipped+second.Written)
 	checkBatchOutput(t, cfg.Output, rows, nil, platform.classifier)
-	require.EqualValues(t, rows/perRequest, platform.scored(t), "every request scored exactly once")
+	require.EqualValues(t, rows/perRequest, platform.scored(t, rows/perRequest), "every request scored exactly once")
 	t.Logf("first run: %d rows, %d requests; second: %d skipped, %d written, %d requests, %d from the results bucket",
 		first.Written, first.Requests, second.Skipped, second.Written, second.Requests, second.FromBucket)
 }
@@ -212,7 +220,7 @@ func TestBatchWaitsForAFullQueue(t *testing.T) {
 	require.NoError(t, err)
 	require.Positive(t, report.QueueFull, "the queue never refused a request")
 	checkBatchOutput(t, cfg.Output, rows, nil, platform.classifier)
-	require.EqualValues(t, rows/perRequest, platform.scored(t))
+	require.EqualValues(t, rows/perRequest, platform.scored(t, rows/perRequest))
 	t.Logf("%d publishes refused while the queue was full; %d rows in %s", report.QueueFull, rows, report.Elapsed)
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/events"
 )
 
 // platform is a running `sluice up` with the iris demo deployed.
@@ -270,6 +273,65 @@ func TestAsyncPrediction(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+}
+
+// A CloudEvent whose data is in the binary tensor data extension goes to the
+// worker as it is, and its answer comes back in binary: synchronously as a
+// response CloudEvent, asynchronously from GET /v1/requests/{id}.
+func TestBinaryCloudEvent(t *testing.T) {
+	p := startPlatform(t)
+	req, err := events.DecodeInferenceRequest([]byte(irisRequest), events.DefaultLimits())
+	require.NoError(t, err)
+	req.Parameters = map[string]any{"binary_data_output": true}
+	body, headerLength, err := events.AppendInferenceRequestBinary(nil, req, func(string) bool { return true })
+	require.NoError(t, err)
+	header := func(id string) http.Header {
+		return http.Header{
+			"Ce-Specversion": {"1.0"}, "Ce-Id": {id}, "Ce-Source": {"/test"}, "Ce-Type": {events.TypeInferenceRequest},
+			"Ce-Model": {"iris"}, "Ce-Oipheaderlength": {strconv.Itoa(headerLength)}, "Content-Type": {events.ContentTypeBinary},
+		}
+	}
+	requireBinaryIrisAnswer := func(t *testing.T, body []byte, headerLength string) {
+		t.Helper()
+		length, err := strconv.ParseInt(headerLength, 10, 64)
+		require.NoError(t, err, "the answer's header length")
+		resp, err := events.DecodeInferenceResponseBinary(body, length, events.DefaultLimits())
+		require.NoError(t, err)
+		plain, err := events.AppendInferenceResponse(nil, resp)
+		require.NoError(t, err)
+		requireIrisAnswer(t, plain)
+	}
+
+	code, answer, answerHeader := p.postBinary(t, "/", body, header("bin-1"))
+	require.Equal(t, http.StatusOK, code, "%s", answer)
+	require.Equal(t, events.ContentTypeBinary, answerHeader.Get("Content-Type"))
+	requireBinaryIrisAnswer(t, answer, answerHeader.Get("Ce-Oipheaderlength"))
+
+	async := header("bin-2")
+	async.Set("Prefer", "respond-async")
+	code, answer, _ = p.postBinary(t, "/", body, async)
+	require.Equal(t, http.StatusAccepted, code, "%s", answer)
+	location := "/v1/requests/bin-2?source=%2Ftest"
+	result := p.awaitResult(t, location)
+	resp, err := http.Get(p.url + location)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, events.ContentTypeBinary, resp.Header.Get("Content-Type"))
+	requireBinaryIrisAnswer(t, result, resp.Header.Get(events.HeaderInferenceHeaderContentLength))
+}
+
+// postBinary posts body with header and returns the status, body and header of the answer.
+func (p *platform) postBinary(t *testing.T, path string, body []byte, header http.Header) (int, []byte, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, p.url+path, bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header = header
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, data, resp.Header
 }
 
 // awaitResult polls the location of an asynchronous request until it answers 200, and returns the body.

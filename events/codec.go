@@ -83,6 +83,9 @@ type elementKind interface {
 	decode(s *scanner, path fieldPath, shape []int64, elements int64) (any, error)
 	// appendData writes data as a flat JSON array (codec_encode.go).
 	appendData(dst []byte, data any, path fieldPath, name string) ([]byte, error)
+	// appendElements writes data[from:to] as a JSON array, or, when bare,
+	// the one element data[from] alone (codec_encode.go).
+	appendElements(dst []byte, data any, from, to int, bare bool, name string) ([]byte, error)
 	// concat joins the data of parts, which all hold this kind (rows.go).
 	concat(parts []Tensor) any
 	// split cuts data into consecutive slices of the given lengths (rows.go).

@@ -55,21 +55,45 @@ const (
 // *FieldError, naming e.g. inputs[1].parameters.binary_data_size, or the
 // header Inference-Header-Content-Length.
 func DecodeInferenceRequestBinary(body []byte, headerLength int64, limits Limits) (*InferenceRequest, error) {
+	return decodeBinary(body, headerLength, limits, "inputs", (*decoder).request)
+}
+
+// DecodeInferenceResponseBinary reads an infer response in the binary
+// tensor data extension, as AppendInferenceResponseBinary writes it: the
+// first headerLength bytes of body are the JSON inference header, the rest
+// the binary data of the outputs that carry parameters.binary_data_size. It
+// checks what DecodeInferenceRequestBinary checks.
+func DecodeInferenceResponseBinary(body []byte, headerLength int64, limits Limits) (*InferenceResponse, error) {
+	return decodeBinary(body, headerLength, limits, "outputs", (*decoder).response)
+}
+
+// decodeBinary reads body's JSON inference header with read, the tensors of
+// list taking their binary data from the rest, which they must use up.
+func decodeBinary[T any](body []byte, headerLength int64, limits Limits, list string, read func(*decoder) (*T, error)) (*T, error) {
 	if err := checkHeaderLength(headerLength, len(body)); err != nil {
 		return nil, err
 	}
 	tail := &binaryTail{buf: body[headerLength:]}
 	d := decoder{scan: scanner{buf: body[:headerLength]}, limits: limits.withDefaults(), tail: tail}
-	r, err := d.request()
+	r, err := read(&d)
 	if err != nil {
 		return nil, err
 	}
-	if rest := len(tail.buf) - tail.pos; rest > 0 {
-		return nil, &FieldError{Field: "body", Problem: fmt.Sprintf(
-			"%d bytes follow the binary data of the inputs: of the %d bytes after the JSON inference header, the inputs' binary_data_size account for %d",
-			rest, len(tail.buf), tail.pos)}
+	if err := tail.finished(list); err != nil {
+		return nil, err
 	}
 	return r, nil
+}
+
+// finished reports bytes that no tensor of list took as an error.
+func (t *binaryTail) finished(list string) error {
+	rest := len(t.buf) - t.pos
+	if rest == 0 {
+		return nil
+	}
+	return &FieldError{Field: "body", Problem: fmt.Sprintf(
+		"%d bytes follow the binary data of the %s: of the %d bytes after the JSON inference header, the %s' binary_data_size account for %d",
+		rest, list, len(t.buf), list, t.pos)}
 }
 
 // checkHeaderLength checks the value of Inference-Header-Content-Length

@@ -23,30 +23,73 @@ func AppendInferenceResponseBinary(dst []byte, r *InferenceResponse, binaryOutpu
 	if dst, err = appendResponseHead(dst, r); err != nil {
 		return dst[:start], 0, err
 	}
-	binary := make([]binaryKind, len(r.Outputs)) // nil for an output written as JSON
+	dst, headerLength, err = appendTensorsBinary(dst, start, "outputs", r.Outputs, binaryOutputs, "}")
+	if err != nil {
+		return dst[:start], 0, err
+	}
+	return dst, headerLength, nil
+}
+
+// AppendInferenceRequestBinary appends r to dst in the binary tensor data
+// extension, as AppendInferenceResponseBinary does for a response: each
+// input for which binaryInputs(name) is true carries
+// parameters.binary_data_size instead of data, and its elements follow the
+// JSON inference header, which is headerLength bytes long (0 when no input
+// is written in binary: the body is then what AppendInferenceRequest
+// writes). DecodeInferenceRequestBinary reads it back.
+func AppendInferenceRequestBinary(dst []byte, r *InferenceRequest, binaryInputs func(name string) bool) (body []byte, headerLength int, err error) {
+	if r == nil {
+		return dst, 0, &FieldError{Field: "request", Problem: "nil"}
+	}
+	start := len(dst)
+	if dst, err = appendRequestHead(dst, r); err != nil {
+		return dst[:start], 0, err
+	}
+	tail := "}"
+	if len(r.Outputs) > 0 {
+		var outputs []byte
+		if outputs, err = appendRequestedOutputs(nil, r.Outputs); err != nil {
+			return dst[:start], 0, err
+		}
+		tail = string(outputs) + "}"
+	}
+	dst, headerLength, err = appendTensorsBinary(dst, start, "inputs", r.Inputs, binaryInputs, tail)
+	if err != nil {
+		return dst[:start], 0, err
+	}
+	return dst, headerLength, nil
+}
+
+// appendTensorsBinary writes the list of tensors, those binary(name) names
+// without data, then closing, which ends the JSON header, then the binary
+// data; the body began at start. It returns the header's length, 0 when no
+// tensor went in binary.
+func appendTensorsBinary(dst []byte, start int, list string, tensors []Tensor, binary func(name string) bool, closing string) ([]byte, int, error) {
+	kinds := make([]binaryKind, len(tensors)) // nil for a tensor written as JSON
 	dst = append(dst, '[')
-	for i, t := range r.Outputs {
+	for i, t := range tensors {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		path := fieldPath{list: "outputs", index: i}
-		if binaryOutputs == nil || !binaryOutputs(t.Name) {
+		path := fieldPath{list: list, index: i}
+		var err error
+		if binary == nil || !binary(t.Name) {
 			dst, err = appendTensor(dst, path, t)
 		} else {
-			dst, binary[i], err = appendBinaryTensorHead(dst, path, t)
+			dst, kinds[i], err = appendBinaryTensorHead(dst, path, t)
 		}
 		if err != nil {
-			return dst[:start], 0, err
+			return dst, 0, err
 		}
 	}
-	dst = append(dst, "]}"...)
+	dst = append(append(dst, ']'), closing...)
 	headerEnd := len(dst)
-	for i, kind := range binary {
+	for i, kind := range kinds {
 		if kind != nil {
-			dst = kind.appendBinary(dst, r.Outputs[i].Data)
+			dst = kind.appendBinary(dst, tensors[i].Data)
 		}
 	}
-	if !hasBinary(binary) {
+	if !hasBinary(kinds) {
 		return dst, 0, nil
 	}
 	return dst, headerEnd - start, nil

@@ -48,11 +48,8 @@ func binaryInput(name, datatype, shape string, size int) string {
 // back, as a client of the extension does.
 func decodeResponseBinary(t *testing.T, body []byte, headerLength int) *InferenceResponse {
 	t.Helper()
-	tail := &binaryTail{buf: body[headerLength:]}
-	d := decoder{scan: scanner{buf: body[:headerLength]}, limits: Limits{MaxElements: math.MaxInt64}.withDefaults(), tail: tail}
-	r, err := d.response()
+	r, err := DecodeInferenceResponseBinary(body, int64(headerLength), Limits{MaxElements: math.MaxInt64})
 	require.NoError(t, err, "header: %s", body[:headerLength])
-	require.Equal(t, len(tail.buf), tail.pos, "binary data left over")
 	return r
 }
 
@@ -398,4 +395,52 @@ func BenchmarkDecodeInferenceRequestBinary(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestAppendInferenceRequestBinaryRoundTrips(t *testing.T) {
+	req := &InferenceRequest{
+		ID:         "chunk-7",
+		Parameters: map[string]any{"binary_data_output": true},
+		Inputs: []Tensor{
+			{Name: "x", Shape: []int64{2, 2}, Datatype: FP32, Data: []float32{1, 2.5, -3, 4}},
+			{Name: "mask", Shape: []int64{2}, Datatype: Bool, Data: []bool{true, false}},
+			{Name: "words", Shape: []int64{1}, Datatype: Bytes, Data: []string{"héllo"}},
+		},
+		Outputs: []RequestedOutput{{Name: "probabilities", Parameters: map[string]any{"binary_data": false}}, {Name: "label"}},
+	}
+	body, headerLength, err := AppendInferenceRequestBinary([]byte("keep"), req, func(name string) bool { return name != "mask" })
+	require.NoError(t, err)
+	body = body[len("keep"):]
+	require.Contains(t, string(body[:headerLength]), `{"name":"mask","shape":[2],"datatype":"BOOL","data":[true,false]}`)
+	require.Contains(t, string(body[:headerLength]), `"outputs":[{"name":"probabilities","parameters":{"binary_data":false}},{"name":"label"}]}`)
+	require.Equal(t, append(le([]float32{1, 2.5, -3, 4}), strs("héllo")...), body[headerLength:])
+	back, err := DecodeInferenceRequestBinary(body, int64(headerLength), DefaultLimits())
+	require.NoError(t, err)
+	require.Equal(t, req, back)
+
+	// No input in binary: plain JSON, as AppendInferenceRequest writes it.
+	plain, err := AppendInferenceRequest(nil, req)
+	require.NoError(t, err)
+	body, headerLength, err = AppendInferenceRequestBinary(nil, req, nil)
+	require.NoError(t, err)
+	require.Zero(t, headerLength)
+	require.Equal(t, string(plain), string(body))
+
+	_, _, err = AppendInferenceRequestBinary(nil, &InferenceRequest{Inputs: []Tensor{{Name: "x", Shape: []int64{3}, Datatype: FP32, Data: []float32{1}}}}, allOutputs)
+	requireFieldError(t, err, "inputs[0].shape", "does not match")
+}
+
+func TestDecodeInferenceResponseBinaryErrors(t *testing.T) {
+	header := `{"model_name":"m","outputs":[{"name":"y","shape":[2],"datatype":"INT32","parameters":{"binary_data_size":8}}]}`
+	body := append([]byte(header), le([]int32{1, 2})...)
+	resp, err := DecodeInferenceResponseBinary(body, int64(len(header)), DefaultLimits())
+	require.NoError(t, err)
+	require.Equal(t, []int32{1, 2}, resp.Outputs[0].Data)
+
+	_, err = DecodeInferenceResponseBinary(append(body, 0), int64(len(header)), DefaultLimits())
+	requireFieldError(t, err, "body", "1 bytes follow the binary data of the outputs")
+	_, err = DecodeInferenceResponseBinary(body[:len(body)-1], int64(len(header)), DefaultLimits())
+	requireFieldError(t, err, "outputs[0].parameters.binary_data_size", "only 7 bytes")
+	_, err = DecodeInferenceResponseBinary(body, 0, DefaultLimits())
+	requireFieldError(t, err, HeaderInferenceHeaderContentLength, "raw binary")
 }

@@ -61,34 +61,53 @@ func AppendInferenceRequest(dst []byte, r *InferenceRequest) ([]byte, error) {
 		return dst, &FieldError{Field: "request", Problem: "nil"}
 	}
 	start := len(dst)
+	dst, err := appendRequestHead(dst, r)
+	if err != nil {
+		return dst[:start], err
+	}
+	if dst, err = appendTensors(dst, "inputs", r.Inputs); err != nil {
+		return dst[:start], err
+	}
+	if dst, err = appendRequestedOutputs(dst, r.Outputs); err != nil {
+		return dst[:start], err
+	}
+	return append(dst, '}'), nil
+}
+
+// appendRequestHead writes r up to and including `"inputs":`. On error the
+// caller cuts dst back.
+func appendRequestHead(dst []byte, r *InferenceRequest) ([]byte, error) {
 	dst = append(dst, '{')
 	if r.ID != "" {
 		dst = append(dst, `"id":`...)
 		dst = appendString(dst, r.ID)
 		dst = append(dst, ',')
 	}
-	var err error
 	if r.Parameters != nil {
+		var err error
 		dst = append(dst, `"parameters":`...)
 		if dst, err = appendParameters(dst, fieldPath{list: "parameters", index: -1}, r.Parameters); err != nil {
-			return dst[:start], err
+			return dst, err
 		}
 		dst = append(dst, ',')
 	}
-	dst = append(dst, `"inputs":`...)
-	if dst, err = appendTensors(dst, "inputs", r.Inputs); err != nil {
-		return dst[:start], err
+	return append(dst, `"inputs":`...), nil
+}
+
+// appendRequestedOutputs writes `,"outputs":[…]`, or nothing when there are none.
+func appendRequestedOutputs(dst []byte, outputs []RequestedOutput) ([]byte, error) {
+	if len(outputs) == 0 {
+		return dst, nil
 	}
-	if len(r.Outputs) > 0 {
-		dst = append(dst, `,"outputs":[`...)
-		for i, output := range r.Outputs {
-			if dst, err = appendRequestedOutput(dst, fieldPath{list: "outputs", index: i}, output); err != nil {
-				return dst[:start], err
-			}
+	dst = append(dst, `,"outputs":[`...)
+	for i, output := range outputs {
+		var err error
+		if dst, err = appendRequestedOutput(dst, fieldPath{list: "outputs", index: i}, output); err != nil {
+			return dst, err
 		}
-		dst[len(dst)-1] = ']' // the last element's ','
 	}
-	return append(dst, '}'), nil
+	dst[len(dst)-1] = ']' // the last element's ','
+	return dst, nil
 }
 
 // appendRequestedOutput writes output followed by a ','.
@@ -176,17 +195,42 @@ func appendParameters(dst []byte, field fieldPath, parameters map[string]any) ([
 // JSON array.
 func (k *typedKind[T]) appendData(dst []byte, data any, path fieldPath, name string) ([]byte, error) {
 	values := data.([]T)
-	dst = append(dst, '[')
+	dst, bad := k.appendValues(dst, values, false)
+	if bad >= 0 {
+		return dst, &FieldError{Field: fmt.Sprintf("%s[%d]", path.with("data"), bad), Problem: fmt.Sprintf("%v in tensor %q cannot be written as JSON", values[bad], name)}
+	}
+	return dst, nil
+}
+
+func (k *typedKind[T]) appendElements(dst []byte, data any, from, to int, bare bool, name string) ([]byte, error) {
+	values := data.([]T)[from:to]
+	dst, bad := k.appendValues(dst, values, bare)
+	if bad >= 0 {
+		return dst, fmt.Errorf("element %d of tensor %q: %v cannot be written as JSON", from+bad, name, values[bad])
+	}
+	return dst, nil
+}
+
+// appendValues writes values as a JSON array, or its one value alone when
+// bare. It stops at a value JSON cannot hold and returns its index; -1 when
+// every value was written.
+func (k *typedKind[T]) appendValues(dst []byte, values []T, bare bool) ([]byte, int) {
+	if !bare {
+		dst = append(dst, '[')
+	}
 	for i, v := range values {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
 		var ok bool
 		if dst, ok = k.appendElement(dst, v); !ok {
-			return dst, &FieldError{Field: fmt.Sprintf("%s[%d]", path.with("data"), i), Problem: fmt.Sprintf("%v in tensor %q cannot be written as JSON", v, name)}
+			return dst, i
 		}
 	}
-	return append(dst, ']'), nil
+	if !bare {
+		dst = append(dst, ']')
+	}
+	return dst, -1
 }
 
 func appendBool(dst []byte, v bool) ([]byte, bool) {

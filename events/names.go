@@ -66,16 +66,21 @@ func RequestSubject(function, revision string) string {
 // RequestSubjects matches the requests of every revision of a function.
 func RequestSubjects(function string) string { return "sluice.fn." + function + ".req.>" }
 
-// ResultSubject is where results of a function are published for streaming consumers.
+// ResultSubject is where the results of a function that were recorded are
+// announced, on core NATS, for live subscribers.
 func ResultSubject(function string) string { return "sluice.fn." + function + ".res" }
 
-// FunctionOfResultSubject is the function whose ResultSubject subject is.
-func FunctionOfResultSubject(subject string) (string, bool) {
+// SinkSubject is where the results of a function that go to a sink are
+// published, into SinkStream.
+func SinkSubject(function string) string { return "sluice.fn." + function + ".sink" }
+
+// FunctionOfSinkSubject is the function whose SinkSubject subject is.
+func FunctionOfSinkSubject(subject string) (string, bool) {
 	rest, ok := strings.CutPrefix(subject, "sluice.fn.")
 	if !ok {
 		return "", false
 	}
-	function, ok := strings.CutSuffix(rest, ".res")
+	function, ok := strings.CutSuffix(rest, ".sink")
 	return function, ok && !strings.Contains(function, ".")
 }
 

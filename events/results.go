@@ -17,8 +17,8 @@ import (
 const ResultsBucket = "sluice-results"
 
 // HeaderRecord on a request, set to "true", asks the worker to record the
-// result in ResultsBucket and publish it on the function's ResultSubject
-// before it acknowledges the request.
+// result in ResultsBucket and announce it on the function's ResultSubject
+// (and, with a sink, publish it to SinkStream) before it acknowledges the request.
 const HeaderRecord = "Sluice-Record"
 
 // Statuses of a Result.
@@ -37,11 +37,26 @@ type Result struct {
 	Status   string `json:"status"`
 	// Code is the HTTP status a synchronous call would have answered.
 	Code int `json:"code,omitempty"`
-	// Response is the Open Inference Protocol answer, when Status is done.
-	Response    json.RawMessage `json:"response,omitempty"`
-	Error       string          `json:"error,omitempty"`
-	SubmittedAt time.Time       `json:"submittedAt,omitzero"`
-	CompletedAt time.Time       `json:"completedAt,omitzero"`
+	// Response is the Open Inference Protocol answer in JSON, when Status is
+	// done and the request asked for no output in binary.
+	Response json.RawMessage `json:"response,omitempty"`
+	// Binary is the answer in the binary tensor data extension, when Status
+	// is done and a binary request asked for binary outputs; its first
+	// HeaderLength bytes are the JSON inference header.
+	Binary       []byte    `json:"binary,omitempty"`
+	HeaderLength int       `json:"headerLength,omitempty"`
+	Error        string    `json:"error,omitempty"`
+	SubmittedAt  time.Time `json:"submittedAt,omitzero"`
+	CompletedAt  time.Time `json:"completedAt,omitzero"`
+}
+
+// Answer is the recorded answer and the length of its JSON inference
+// header: 0 when the answer is plain JSON.
+func (r *Result) Answer() (body []byte, headerLength int) {
+	if r.HeaderLength > 0 {
+		return r.Binary, r.HeaderLength
+	}
+	return r.Response, 0
 }
 
 // ResultKey is the key of a request's Result: CloudEvents are unique by
@@ -76,20 +91,22 @@ func EnsureResultsBucket(ctx context.Context, js jetstream.JetStream, ttl time.D
 	return kv, nil
 }
 
-// ResultsStream keeps the result announcements of every function
-// (sluice.fn.<name>.res) so that sink delivery survives restarts.
-const ResultsStream = "SLUICE_RESULTS"
+// SinkStream keeps the results that go to a sink (sluice.fn.<name>.sink)
+// until they are delivered, so that delivery survives restarts. Results
+// without a sink are announced on core NATS only: the results bucket is
+// where they are kept.
+const SinkStream = "SLUICE_SINKS"
 
 // HeaderSinkURI on a request names where its result is delivered as a
-// CloudEvent by HTTP POST; the worker copies it onto the result announcement.
+// CloudEvent by HTTP POST; the worker copies it onto the result it publishes.
 const HeaderSinkURI = "Sluice-Sink-URI"
 
-// EnsureResultsStream creates or updates the stream of result announcements.
-func EnsureResultsStream(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.Stream, error) {
+// EnsureSinkStream creates or updates the stream of results bound for sinks.
+func EnsureSinkStream(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.Stream, error) {
 	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        ResultsStream,
-		Description: "Sluice result announcements, for streaming consumers and sink delivery",
-		Subjects:    []string{"sluice.fn.*.res"},
+		Name:        SinkStream,
+		Description: "Sluice results bound for HTTP sinks",
+		Subjects:    []string{SinkSubject("*")},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Discard:     jetstream.DiscardOld,
@@ -97,7 +114,7 @@ func EnsureResultsStream(ctx context.Context, js jetstream.JetStream, ttl time.D
 		MaxBytes:    1 << 30,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", ResultsStream, err)
+		return nil, fmt.Errorf("ensure stream %s: %w", SinkStream, err)
 	}
 	return stream, nil
 }

@@ -135,3 +135,45 @@ func (k *typedKind[T]) split(data any, lengths []int) []any {
 	}
 	return pieces
 }
+
+// RowWriter writes the rows of one tensor as JSON, one row at a time: row i
+// is the elements under index i of the first dimension. It is how a client
+// turns a batched answer into one line per input row without splitting it.
+type RowWriter struct {
+	name  string
+	kind  elementKind
+	data  any
+	rows  int
+	width int  // elements a row
+	bare  bool // rank 1: a row is one element, written without brackets
+}
+
+// NewRowWriter checks t, which must have rank 1 or more, and returns its writer.
+func NewRowWriter(t Tensor) (*RowWriter, error) {
+	kind, fieldErr := t.validate("")
+	if fieldErr != nil {
+		return nil, fieldErr.under(fmt.Sprintf("tensor %q: ", t.Name))
+	}
+	if len(t.Shape) == 0 {
+		return nil, &FieldError{Field: "shape", Problem: fmt.Sprintf("tensor %q is a scalar: it has no rows", t.Name)}
+	}
+	length, _ := kind.length(t.Data)
+	w := &RowWriter{name: t.Name, kind: kind, data: t.Data, rows: int(t.Shape[0]), bare: len(t.Shape) == 1}
+	if w.rows > 0 {
+		w.width = length / w.rows
+	}
+	return w, nil
+}
+
+// Rows is the length of the tensor's first dimension.
+func (w *RowWriter) Rows() int { return w.rows }
+
+// AppendRow writes row i (0 ≤ i < Rows) as a flat JSON array of its
+// elements, or as the element alone when the tensor has rank 1. An element
+// JSON cannot hold (NaN, an infinity) is an error.
+func (w *RowWriter) AppendRow(dst []byte, i int) ([]byte, error) {
+	if i < 0 || i >= w.rows {
+		return dst, fmt.Errorf("tensor %q has %d rows, no row %d", w.name, w.rows, i)
+	}
+	return w.kind.appendElements(dst, w.data, i*w.width, (i+1)*w.width, w.bare, w.name)
+}

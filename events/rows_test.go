@@ -1,6 +1,7 @@
 package events
 
 import (
+	"math"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -175,4 +176,38 @@ func TestCanBatch(t *testing.T) {
 			require.Equal(t, tt.want, CanBatch(tt.other, base))
 		})
 	}
+}
+
+func TestRowWriterWritesOneRowAtATime(t *testing.T) {
+	probabilities := mustTensor(t, "probabilities", []int64{2, 3}, []float32{0.5, 0.25, 0.25, 0, 1, 0})
+	label := mustTensor(t, "label", []int64{2}, []int64{0, 1})
+	class := mustTensor(t, "class", []int64{2}, []string{"setosa", `"quoted"`})
+	want := map[string][]string{
+		"probabilities": {"[0.5,0.25,0.25]", "[0,1,0]"},
+		"label":         {"0", "1"},
+		"class":         {`"setosa"`, `"\"quoted\""`},
+	}
+	for _, tensor := range []Tensor{probabilities, label, class} {
+		w, err := NewRowWriter(tensor)
+		require.NoError(t, err)
+		require.Equal(t, 2, w.Rows())
+		for i, line := range want[tensor.Name] {
+			got, err := w.AppendRow([]byte("x"), i)
+			require.NoError(t, err)
+			require.Equal(t, "x"+line, string(got), "%s row %d", tensor.Name, i)
+		}
+		_, err = w.AppendRow(nil, 2)
+		require.ErrorContains(t, err, "has 2 rows, no row 2")
+	}
+
+	nan := mustTensor(t, "y", []int64{2, 1}, []float64{1, math.NaN()})
+	w, err := NewRowWriter(nan)
+	require.NoError(t, err)
+	_, err = w.AppendRow(nil, 1)
+	require.ErrorContains(t, err, `element 1 of tensor "y": NaN cannot be written as JSON`)
+
+	_, err = NewRowWriter(Tensor{Name: "s", Shape: []int64{}, Datatype: FP32, Data: []float32{1}})
+	require.ErrorContains(t, err, "is a scalar")
+	_, err = NewRowWriter(Tensor{Name: "bad", Shape: []int64{2}, Datatype: FP32, Data: []float32{1}})
+	require.ErrorContains(t, err, "does not match")
 }

@@ -271,6 +271,8 @@ type reply struct {
 	requestID string // the requestid extension: the request event's id
 	response  *events.InferenceResponse
 	problem   string // the error of an error reply
+	// headerLength is the length of the JSON header of a binary answer, 0 for JSON.
+	headerLength int64
 }
 
 // inbox is where a test waits for replies, as the activator's inbox does.
@@ -344,10 +346,15 @@ func parseReply(msg *nats.Msg) (reply, error) {
 	if id, ok := ev.Extensions()[events.ExtensionRequestID]; ok {
 		r.requestID = fmt.Sprint(id)
 	}
-	switch ev.Type() {
-	case events.TypeInferenceResponse:
+	if r.headerLength, err = events.InferenceHeaderLength(ev); err != nil {
+		return reply{}, err
+	}
+	switch {
+	case ev.Type() == events.TypeInferenceResponse && r.headerLength > 0:
+		r.response, err = events.DecodeInferenceResponseBinary(ev.Data(), r.headerLength, events.DefaultLimits())
+	case ev.Type() == events.TypeInferenceResponse:
 		r.response, err = events.DecodeInferenceResponse(ev.Data(), events.DefaultLimits())
-	case events.TypeInferenceError:
+	case ev.Type() == events.TypeInferenceError:
 		var problem struct{ Error string }
 		err = ev.DataAs(&problem)
 		r.problem = problem.Error

@@ -23,10 +23,15 @@ type job struct {
 	record    bool
 	submitted time.Time
 	req       *events.InferenceRequest
-	outputs   []events.Tensor
-	err       error
-	expired   bool
-	waited    time.Duration
+	// binaryOutputs names the outputs a binary request wants in binary; nil
+	// answers in JSON.
+	binaryOutputs func(name string) bool
+	outputs       []events.Tensor
+	// headerLength is the length of the answer's JSON header when it is binary.
+	headerLength int
+	err          error
+	expired      bool
+	waited       time.Duration
 }
 
 // process answers and settles every message of a batch. Requests whose inputs
@@ -78,9 +83,12 @@ func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
 		j.err = events.Permanent(&events.FieldError{Field: "type", Problem: fmt.Sprintf("want %q, got %q", events.TypeInferenceRequest, ev.Type())})
 		return j
 	}
-	req, err := events.DecodeInferenceRequest(ev.Data(), events.DefaultLimits())
+	req, binary, err := events.DecodeRequestData(ev, events.DefaultLimits())
 	if err == nil {
 		err = w.signature.Check(req)
+	}
+	if err == nil && binary { // a JSON request is answered in JSON, whatever it asks
+		j.binaryOutputs, err = req.BinaryOutputs()
 	}
 	if err != nil {
 		j.err = events.Permanent(err)

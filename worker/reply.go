@@ -27,7 +27,7 @@ func (w *Worker) finish(j *job) {
 	var body []byte
 	if j.err == nil {
 		var err error
-		if body, err = events.AppendInferenceResponse(nil, w.response(j)); err != nil {
+		if body, j.headerLength, err = events.AppendInferenceResponseBinary(nil, w.response(j), j.binaryOutputs); err != nil {
 			j.err = events.Permanent(fmt.Errorf("encode the answer: %w", err))
 		}
 	}
@@ -127,16 +127,16 @@ func (w *Worker) message(subject string, j *job, body []byte) (*nats.Msg, error)
 	if j.eventID != "" {
 		ev.SetExtension(events.ExtensionRequestID, j.eventID)
 	}
-	ev.SetDataContentType("application/json")
 	msg := nats.NewMsg(subject)
 	if j.err != nil {
 		ev.SetType(events.TypeInferenceError)
 		body, _ = json.Marshal(map[string]string{"error": j.err.Error()})
+		events.SetInferenceData(&ev, body, 0)
 		msg.Header = nats.Header{events.HeaderStatus: []string{strconv.Itoa(statusOf(j.err))}}
 	} else {
 		ev.SetType(events.TypeInferenceResponse)
+		events.SetInferenceData(&ev, body, j.headerLength)
 	}
-	ev.DataEncoded = body
 	if err := events.WriteEvent(context.Background(), msg, &ev); err != nil {
 		return nil, err
 	}
@@ -144,21 +144,27 @@ func (w *Worker) message(subject string, j *job, body []byte) (*nats.Msg, error)
 }
 
 // announce publishes a recorded result on the function's results subject,
-// with the request's sink: through JetStream when the results stream keeps
-// it for sink delivery, else to live subscribers only.
+// for live subscribers, and, when the request names a sink, durably into the
+// sink stream, for delivery.
 func (w *Worker) announce(j *job, body []byte) error {
+	if sink := j.msg.Headers().Get(events.HeaderSinkURI); sink != "" {
+		if w.cfg.JetStream == nil {
+			return events.Permanent(errors.New("this worker delivers no results to sinks: its request named one"))
+		}
+		msg, err := w.message(events.SinkSubject(w.cfg.Function), j, body)
+		if err != nil {
+			return err
+		}
+		msg.Header.Set(events.HeaderSinkURI, sink)
+		if _, err := w.cfg.JetStream.PublishMsg(context.Background(), msg); err != nil {
+			return err
+		}
+	}
 	msg, err := w.message(events.ResultSubject(w.cfg.Function), j, body)
 	if err != nil {
 		return err
 	}
-	if sink := j.msg.Headers().Get(events.HeaderSinkURI); sink != "" {
-		msg.Header.Set(events.HeaderSinkURI, sink)
-	}
-	if !w.cfg.DurableResults || w.cfg.JetStream == nil {
-		return w.nc.PublishMsg(msg)
-	}
-	_, err = w.cfg.JetStream.PublishMsg(context.Background(), msg)
-	return err
+	return w.nc.PublishMsg(msg)
 }
 
 // statusOf is the HTTP status a failed request is answered with: 400 for
@@ -179,11 +185,16 @@ func (w *Worker) record(j *job, body []byte) error {
 	}
 	result := events.Result{
 		ID: j.eventID, Source: j.source, Function: w.cfg.Function, Revision: w.cfg.Revision,
-		Status: events.ResultDone, Code: http.StatusOK, Response: body,
+		Status: events.ResultDone, Code: http.StatusOK,
 		SubmittedAt: j.submitted, CompletedAt: time.Now().UTC(),
 	}
-	if j.err != nil {
-		result.Status, result.Code, result.Error, result.Response = events.ResultError, statusOf(j.err), j.err.Error(), nil
+	switch {
+	case j.err != nil:
+		result.Status, result.Code, result.Error = events.ResultError, statusOf(j.err), j.err.Error()
+	case j.headerLength > 0:
+		result.Binary, result.HeaderLength = body, j.headerLength
+	default:
+		result.Response = body
 	}
 	data, err := json.Marshal(result)
 	if err != nil {

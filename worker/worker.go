@@ -39,12 +39,9 @@ type Config struct {
 	// (asynchronous calls, batch jobs); nil refuses such requests.
 	Results ResultStore
 	// JetStream publishes the dead letters of requests nobody waits for when
-	// they are given up (nil: terminated without a trace), and recorded
-	// results' announcements, durably, for sink delivery.
+	// they are given up (nil: terminated without a trace), and the results
+	// bound for a sink, into events.SinkStream (nil: refused).
 	JetStream jetstream.JetStream
-	// DurableResults says the results stream (events.ResultsStream) keeps the
-	// announcements: they are published through JetStream, and acknowledged.
-	DurableResults bool
 }
 
 // ResultStore is where recorded results go: the results KV bucket.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -319,4 +320,42 @@ func TestConfigValidate(t *testing.T) {
 		_, err := worker.New(nil, nil, nil, events.Signature{}, valid, prometheus.NewRegistry(), slog.Default())
 		require.ErrorContains(t, err, "at least one model")
 	})
+}
+
+// A request in the binary tensor data extension that asks for binary
+// outputs gets them; a JSON request that asks the same gets JSON, whose
+// caller (the activator) reads JSON only. Both share one model run.
+func TestWorkerAnswersBinaryRequestsInBinary(t *testing.T) {
+	p := deployIris(t)
+	cfg := p.config()
+	cfg.MaxDelay = time.Second // so the two requests make one batch
+	in := subscribe(t, p.client)
+	var msgs []*nats.Msg
+	want := map[string][][]float32{}
+	for _, id := range []string{"binary", "json"} {
+		req, rows := irisRequest(t, id, 0, 3)
+		req.Parameters = map[string]any{"binary_data_output": true}
+		want[id] = rows
+		data, headerLength := body(t, req), 0
+		if id == "binary" {
+			var err error
+			data, headerLength, err = events.AppendInferenceRequestBinary(nil, req, func(string) bool { return true })
+			require.NoError(t, err)
+			require.Positive(t, headerLength)
+		}
+		msg := requestMsg(t, p.fn, id, data, in.subject, time.Now().Add(time.Minute))
+		if headerLength > 0 {
+			msg.Header.Set("content-type", events.ContentTypeBinary)
+			msg.Header.Set("ce-"+events.ExtensionHeaderLength, strconv.Itoa(headerLength))
+		}
+		msgs = append(msgs, msg)
+	}
+	p.publish(t, msgs...)
+	p.start(t, cfg, p.sessions(t, 1))
+	replies := in.collect(t, 2)
+	requireIrisAnswer(t, replies["binary"], want["binary"])
+	requireIrisAnswer(t, replies["json"], want["json"])
+	require.Positive(t, replies["binary"].headerLength, "a binary request is answered in binary")
+	require.Zero(t, replies["json"].headerLength, "a JSON request is answered in JSON")
+	p.streamEmpty(t)
 }

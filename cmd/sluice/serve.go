@@ -267,19 +267,19 @@ func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg 
 }
 
 // workerConfig is the worker's configuration for revision name of fn, with the
-// results bucket, the results stream and the dead-letter stream it publishes to.
+// results bucket, the sink stream and the dead-letter stream it publishes to.
 func workerConfig(ctx context.Context, js jetstream.JetStream, fn *functions.Function, name string, f workerFlags) (worker.Config, error) {
 	cfg := worker.DefaultConfig()
 	cfg.Function, cfg.Revision = f.function, name
 	cfg.MaxBatchSize = fn.Spec.Batching.MaxBatchSize
 	cfg.MaxDelay = fn.Spec.Batching.MaxDelay.Duration
 	cfg.DrainTimeout = f.drainTimeout
-	cfg.JetStream, cfg.DurableResults = js, true
+	cfg.JetStream = js
 	var err error
 	if cfg.Results, err = events.EnsureResultsBucket(ctx, js, events.DefaultResultTTL); err != nil {
 		return cfg, err
 	}
-	if _, err := events.EnsureResultsStream(ctx, js, events.DefaultResultTTL); err != nil {
+	if _, err := events.EnsureSinkStream(ctx, js, events.DefaultResultTTL); err != nil {
 		return cfg, err
 	}
 	_, err = events.EnsureDeadLetterStream(ctx, js)

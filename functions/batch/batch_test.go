@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ func readAll(t *testing.T, format, text string, features int) []Row {
 			return rows
 		}
 		require.NoError(t, err)
+		row.ID, row.Features = slices.Clone(row.ID), slices.Clone(row.Features) // the reader reuses them
 		rows = append(rows, row)
 	}
 }

@@ -3,6 +3,7 @@ package batch
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -15,27 +16,77 @@ import (
 // by whoever resolves it first (the announcement, a bucket lookup or a
 // failed publish), before done is closed; only then does the writer read them.
 type chunk struct {
-	index     int
-	id        string
-	rows      []Row
-	skip      int // rows already in the output when the run started
-	good      int // rows sent in the request
+	index int
+	id    string
+	first int // the Index of its first row
+	rows  int
+	skip  int // rows already in the output when the run started
+	good  int // rows sent in the request
+	// values holds the features of the good rows, one after the other.
+	values   []float64
+	features int
+	// lines[i] is row i's line in the input; ids[idEnds[i-1]:idEnds[i]] is
+	// its id as JSON, empty when it has none.
+	lines  []int32
+	ids    []byte
+	idEnds []int32
+	bad    []badRow // in row order
+	// published is when the request was published; zero if it was not.
 	published time.Time
 
-	once   sync.Once
-	done   chan struct{}
-	result []byte // the OIP response
-	err    error  // the request failed as a whole
+	once         sync.Once
+	done         chan struct{}
+	result       []byte // the OIP response
+	headerLength int    // of result's JSON inference header, 0 when result is JSON
+	err          error  // the request failed as a whole
 }
 
-func newChunk(index int, batchID string) *chunk {
-	return &chunk{index: index, id: batchID + "-" + strconv.Itoa(index), done: make(chan struct{})}
+// badRow is a row of the chunk that cannot be scored.
+type badRow struct {
+	row int // within the chunk
+	err error
+}
+
+func newChunk(index int, batchID string, first int) *chunk {
+	return &chunk{index: index, id: batchID + "-" + strconv.Itoa(index), first: first, done: make(chan struct{})}
+}
+
+// add appends row, which must be the chunk's next one, checking its features
+// against in; it returns why the row cannot be scored, if it cannot.
+func (c *chunk) add(row Row, in input) error {
+	if row.Err == nil {
+		row.Err = in.check(row.Features)
+	}
+	c.lines = append(c.lines, int32(row.Line))
+	c.ids = append(c.ids, row.ID...)
+	c.idEnds = append(c.idEnds, int32(len(c.ids)))
+	if row.Err != nil {
+		c.bad = append(c.bad, badRow{row: c.rows, err: row.Err})
+	} else {
+		c.values = append(c.values, row.Features...)
+		c.features = len(row.Features)
+		c.good++
+	}
+	c.rows++
+	return row.Err
+}
+
+// rowID returns row i's id as JSON, or nil.
+func (c *chunk) rowID(i int) []byte {
+	start := int32(0)
+	if i > 0 {
+		start = c.idEnds[i-1]
+	}
+	if start == c.idEnds[i] {
+		return nil
+	}
+	return c.ids[start:c.idEnds[i]]
 }
 
 // resolve records the chunk's outcome, once.
-func (c *chunk) resolve(result []byte, err error) {
+func (c *chunk) resolve(result []byte, headerLength int, err error) {
 	c.once.Do(func() {
-		c.result, c.err = result, err
+		c.result, c.headerLength, c.err = result, headerLength, err
 		close(c.done)
 	})
 }
@@ -74,18 +125,39 @@ func inputOf(signature events.Signature) (input, error) {
 	return input{name: spec.Name, datatype: spec.Datatype, features: int(max(spec.Shape[1], 0))}, nil
 }
 
-// request encodes the chunk's good rows as an OIP v2 request.
-func (c *chunk) request(in input) ([]byte, error) {
-	var values []float64
-	features := 0
-	for _, row := range c.rows {
-		if row.Err == nil {
-			values = append(values, row.Features...)
-			features = len(row.Features)
+// check reports a feature the input's datatype cannot hold.
+func (in input) check(features []float64) error {
+	var low, high float64
+	switch in.datatype {
+	case events.Int32:
+		low, high = math.MinInt32, math.MaxInt32
+	case events.Int64:
+		low, high = -(1 << 53), 1<<53 // integers a float64 holds exactly
+	case events.FP32:
+		for i, v := range features {
+			if math.Abs(v) > math.MaxFloat32 {
+				return fmt.Errorf("feature %d: %g does not fit FP32", i+1, v)
+			}
+		}
+		return nil
+	default:
+		return nil
+	}
+	for i, v := range features {
+		if v != math.Trunc(v) || v < low || v > high {
+			return fmt.Errorf("feature %d: %g is not an integer %s holds", i+1, v, in.datatype)
 		}
 	}
-	tensor := events.Tensor{Name: in.name, Shape: []int64{int64(c.good), int64(features)}, Datatype: in.datatype, Data: typed(values, in.datatype)}
-	return events.AppendInferenceRequest(nil, &events.InferenceRequest{ID: c.id, Inputs: []events.Tensor{tensor}})
+	return nil
+}
+
+// request encodes the chunk's good rows as an OIP v2 request in the binary
+// tensor data extension, asking for every output in binary; it returns the
+// body and the length of its JSON inference header.
+func (c *chunk) request(in input) ([]byte, int, error) {
+	tensor := events.Tensor{Name: in.name, Shape: []int64{int64(c.good), int64(c.features)}, Datatype: in.datatype, Data: typed(c.values, in.datatype)}
+	req := &events.InferenceRequest{ID: c.id, Inputs: []events.Tensor{tensor}, Parameters: map[string]any{"binary_data_output": true}}
+	return events.AppendInferenceRequestBinary(nil, req, func(string) bool { return true })
 }
 
 // typed converts values to the data slice of datatype.
@@ -109,109 +181,96 @@ func convert[T float32 | int32 | int64](values []float64) []T {
 	return out
 }
 
-// lines renders one output line per row of the chunk, from its skip'th row.
-func (c *chunk) lines(dst []byte) (out []byte, scored, failed int) {
-	perRow, err := c.split()
-	good := 0
-	for i, row := range c.rows {
-		var rowOutputs []byte
-		rowErr := row.Err
-		if rowErr == nil {
-			rowOutputs, rowErr = nil, err
-			if err == nil {
-				rowOutputs = perRow[good]
-			}
+// answerLimits bound nothing but what the answer itself holds: the decoder
+// allocates no more than its bytes can fill.
+var answerLimits = events.Limits{MaxElements: math.MaxInt64, MaxTensors: math.MaxInt}
+
+// render appends one output line per row of the chunk, from its skip'th
+// row: {"row":…,"id":…,"outputs":{…}} or {"row":…,"id":…,"line":…,"error":"…"}.
+func (c *chunk) render(dst []byte) (out []byte, scored, failed int) {
+	outputs, err := c.outputs()
+	good, bad := 0, c.bad
+	for i := range c.rows {
+		rowErr := err
+		if len(bad) > 0 && bad[0].row == i {
+			rowErr, bad = bad[0].err, bad[1:]
+		} else {
 			good++
 		}
 		if i < c.skip {
 			continue
 		}
-		dst = appendLine(dst, row, rowOutputs, rowErr)
+		dst = append(dst, `{"row":`...)
+		dst = strconv.AppendInt(dst, int64(c.first+i), 10)
+		if id := c.rowID(i); id != nil {
+			dst = append(append(dst, `,"id":`...), id...)
+		}
+		if rowErr == nil {
+			head := len(dst)
+			if dst, rowErr = outputs.append(dst, good-1); rowErr != nil {
+				dst = dst[:head] // an output JSON cannot hold: the row fails
+			}
+		}
 		if rowErr != nil {
+			dst = append(dst, `,"line":`...)
+			dst = strconv.AppendInt(dst, int64(c.lines[i]), 10)
+			message, _ := json.Marshal(rowErr.Error())
+			dst = append(append(dst, `,"error":`...), message...)
 			failed++
 		} else {
 			scored++
 		}
+		dst = append(dst, "}\n"...)
 	}
 	return dst, scored, failed
 }
 
-// appendLine writes {"row":…,"id":…,"outputs":{…}} or {"row":…,"line":…,"error":"…"}.
-func appendLine(dst []byte, row Row, outputs []byte, err error) []byte {
-	dst = append(dst, `{"row":`...)
-	dst = strconv.AppendInt(dst, int64(row.Index), 10)
-	if row.ID != nil {
-		dst = append(dst, `,"id":`...)
-		dst = append(dst, row.ID...)
+// rowOutputs writes the outputs of one row as a JSON object.
+type rowOutputs struct {
+	names   [][]byte // as JSON strings
+	writers []*events.RowWriter
+}
+
+// append writes `,"outputs":{"name":value,…}` for row i of the answer.
+func (o rowOutputs) append(dst []byte, i int) ([]byte, error) {
+	dst = append(dst, `,"outputs":{`...)
+	for k, w := range o.writers {
+		if k > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(append(dst, o.names[k]...), ':')
+		var err error
+		if dst, err = w.AppendRow(dst, i); err != nil {
+			return dst, err
+		}
 	}
-	if err != nil {
-		dst = append(dst, `,"line":`...)
-		dst = strconv.AppendInt(dst, int64(row.Line), 10)
-		message, _ := json.Marshal(err.Error())
-		dst = append(dst, `,"error":`...)
-		dst = append(dst, message...)
+	return append(dst, '}'), nil
+}
+
+// outputs decodes the answer into a row writer per output.
+func (c *chunk) outputs() (rowOutputs, error) {
+	if c.err != nil || c.good == 0 {
+		return rowOutputs{}, c.err
+	}
+	var response *events.InferenceResponse
+	var err error
+	if c.headerLength > 0 {
+		response, err = events.DecodeInferenceResponseBinary(c.result, int64(c.headerLength), answerLimits)
 	} else {
-		dst = append(dst, `,"outputs":`...)
-		dst = append(dst, outputs...)
+		response, err = events.DecodeInferenceResponse(c.result, answerLimits)
 	}
-	return append(dst, "}\n"...)
-}
-
-// split decodes the response into one JSON object of outputs per good row.
-func (c *chunk) split() ([][]byte, error) {
-	if c.err != nil {
-		return nil, c.err
-	}
-	if c.good == 0 {
-		return nil, nil
-	}
-	response, err := events.DecodeInferenceResponse(c.result, events.Limits{MaxElements: 1 << 28})
 	if err != nil {
-		return nil, fmt.Errorf("the function's answer: %w", err)
+		return rowOutputs{}, fmt.Errorf("the function's answer: %w", err)
 	}
-	perRow := make([][]byte, c.good)
-	for i := range perRow {
-		perRow[i] = append(perRow[i], '{')
-	}
-	for _, output := range response.Outputs {
-		if err := appendOutput(perRow, output); err != nil {
-			return nil, err
+	o := rowOutputs{names: make([][]byte, len(response.Outputs)), writers: make([]*events.RowWriter, len(response.Outputs))}
+	for k, output := range response.Outputs {
+		if o.writers[k], err = events.NewRowWriter(output); err != nil {
+			return rowOutputs{}, fmt.Errorf("the function's answer: %w", err)
 		}
-	}
-	for i := range perRow {
-		if len(perRow[i]) > 1 {
-			perRow[i] = perRow[i][:len(perRow[i])-1] // the last ','
+		if rows := o.writers[k].Rows(); rows != c.good {
+			return rowOutputs{}, fmt.Errorf("the function's answer: output %q has %d rows, want %d", output.Name, rows, c.good)
 		}
-		perRow[i] = append(perRow[i], '}')
+		o.names[k], _ = json.Marshal(output.Name)
 	}
-	return perRow, nil
-}
-
-// appendOutput adds "name":value to each row's object: a scalar for a rank-1
-// output, the row's elements as a flat array otherwise.
-func appendOutput(perRow [][]byte, output events.Tensor) error {
-	if len(output.Shape) == 0 || output.Shape[0] != int64(len(perRow)) {
-		return fmt.Errorf("output %q has shape %s, want %d rows", output.Name, events.FormatShape(output.Shape), len(perRow))
-	}
-	ones := make([]int64, len(perRow))
-	for i := range ones {
-		ones[i] = 1
-	}
-	rows, err := events.SplitRows(output, ones)
-	if err != nil {
-		return fmt.Errorf("output %q: %w", output.Name, err)
-	}
-	name, _ := json.Marshal(output.Name)
-	for i, row := range rows {
-		line := append(append(perRow[i], name...), ':')
-		start := len(line)
-		if line, err = events.AppendTensorData(line, row); err != nil {
-			return fmt.Errorf("output %q row %d: %w", output.Name, i, err)
-		}
-		if len(output.Shape) == 1 { // one element a row: the value, not a one-element array
-			line = append(line[:start], line[start+1:len(line)-1]...)
-		}
-		perRow[i] = append(line, ',')
-	}
-	return nil
+	return o, nil
 }

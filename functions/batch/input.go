@@ -29,7 +29,8 @@ type Row struct {
 	Err      error
 }
 
-// rowReader yields rows until io.EOF; any other error stops the batch.
+// rowReader yields rows until io.EOF; any other error stops the batch. A
+// row's ID and Features may be overwritten by the next call.
 type rowReader interface {
 	next() (Row, error)
 }
@@ -52,6 +53,8 @@ type csvReader struct {
 	idColumn int
 	features int
 	index    int
+	values   []float64 // the last row's features
+	id       []byte    // the last row's id
 }
 
 func newCSVReader(r io.Reader, features int) (*csvReader, error) {
@@ -108,10 +111,11 @@ func (c *csvReader) parse(record []string) ([]float64, json.RawMessage, error) {
 		return nil, nil, fmt.Errorf("%d fields, the header has %d", len(record), want)
 	}
 	var id json.RawMessage
-	features := make([]float64, 0, c.features)
+	features := c.values[:0]
 	for i, field := range record {
 		if i == c.idColumn {
-			id, _ = json.Marshal(field)
+			c.id = appendJSONString(c.id[:0], field)
+			id = c.id
 			continue
 		}
 		value, err := strconv.ParseFloat(strings.TrimSpace(field), 64)
@@ -120,7 +124,20 @@ func (c *csvReader) parse(record []string) ([]float64, json.RawMessage, error) {
 		}
 		features = append(features, value)
 	}
+	c.values = features
 	return features, id, nil
+}
+
+// appendJSONString appends s as a JSON string: as it is between quotes when
+// no character needs escaping, as encoding/json writes it otherwise.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			quoted, _ := json.Marshal(s)
+			return append(dst, quoted...)
+		}
+	}
+	return append(append(append(dst, '"'), s...), '"')
 }
 
 // jsonlReader reads one JSON value per line; blank lines are skipped.

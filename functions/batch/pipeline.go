@@ -35,7 +35,7 @@ func (j *job) produce(ctx context.Context, chunks chan<- *chunk, acks chan<- pub
 		if err != nil || c == nil {
 			return err
 		}
-		if c.skip == len(c.rows) {
+		if c.skip == c.rows {
 			continue // written by an earlier run
 		}
 		select {
@@ -44,7 +44,7 @@ func (j *job) produce(ctx context.Context, chunks chan<- *chunk, acks chan<- pub
 			return ctx.Err()
 		}
 		if c.good == 0 {
-			c.resolve(nil, nil)
+			c.resolve(nil, 0, nil)
 		} else if misses < lookups && j.lookup(ctx, c) {
 			misses = 0
 		} else {
@@ -64,8 +64,8 @@ func (j *job) produce(ctx context.Context, chunks chan<- *chunk, acks chan<- pub
 // readChunk reads the next RowsPerRequest rows, reporting the bad ones; it
 // returns nil at the end of the input.
 func (j *job) readChunk(index int) (*chunk, error) {
-	c := newChunk(index, j.batchID)
-	for len(c.rows) < j.cfg.RowsPerRequest {
+	var c *chunk
+	for c == nil || c.rows < j.cfg.RowsPerRequest {
 		row, err := j.rows.next()
 		if errors.Is(err, io.EOF) {
 			break
@@ -74,18 +74,15 @@ func (j *job) readChunk(index int) (*chunk, error) {
 			return nil, fmt.Errorf("input %s: %w", j.cfg.Input, err)
 		}
 		j.rowsRead.Add(1)
+		if c == nil {
+			c = newChunk(index, j.batchID, row.Index)
+		}
 		if row.Index < j.done {
 			c.skip++
 		}
-		if row.Err == nil {
-			c.good++
-		} else if row.Index >= j.done && j.cfg.Errors != nil {
-			fmt.Fprintf(j.cfg.Errors, "%s:%d: %v\n", j.cfg.Input, row.Line, row.Err)
+		if err := c.add(row, j.input); err != nil && row.Index >= j.done && j.cfg.Errors != nil {
+			fmt.Fprintf(j.cfg.Errors, "%s:%d: %v\n", j.cfg.Input, row.Line, err)
 		}
-		c.rows = append(c.rows, row)
-	}
-	if len(c.rows) == 0 {
-		return nil, nil
 	}
 	return c, nil
 }
@@ -103,9 +100,10 @@ func (j *job) lookup(ctx context.Context, c *chunk) bool {
 	}
 	switch result.Status {
 	case events.ResultDone:
-		c.resolve(result.Response, nil)
+		body, headerLength := result.Answer()
+		c.resolve(body, headerLength, nil)
 	case events.ResultError:
-		c.resolve(nil, errors.New(result.Error))
+		c.resolve(nil, 0, errors.New(result.Error))
 	default:
 		return false
 	}
@@ -139,10 +137,11 @@ func (j *job) publish(ctx context.Context, c *chunk, acks chan<- publishing) err
 
 // message is c's request CloudEvent, to be recorded, de-duplicated by its source and id.
 func (j *job) message(ctx context.Context, c *chunk) (*nats.Msg, error) {
-	body, err := c.request(j.input)
+	body, headerLength, err := c.request(j.input)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %d: %w", c.index, err)
 	}
+	c.values = nil // in the request now
 	if limit := j.js.Conn().MaxPayload(); int64(len(body)) > limit-4096 {
 		return nil, fmt.Errorf("a request of %d rows is %d bytes, more than NATS carries (%d): lower RowsPerRequest", c.good, len(body), limit)
 	}
@@ -151,8 +150,7 @@ func (j *job) message(ctx context.Context, c *chunk) (*nats.Msg, error) {
 	ev.SetSource(j.source)
 	ev.SetType(events.TypeInferenceRequest)
 	ev.SetExtension(events.ExtensionModel, j.cfg.Function)
-	ev.SetDataContentType("application/json")
-	ev.DataEncoded = body
+	events.SetInferenceData(&ev, body, headerLength)
 	msg := nats.NewMsg(j.subject)
 	if err := events.WriteEvent(ctx, msg, &ev); err != nil {
 		return nil, err

@@ -199,10 +199,18 @@ func (j *job) announced(msg *nats.Msg) {
 		return // resolved already, or a previous run's
 	}
 	if headerValue(msg.Header, "ce-type") == events.TypeInferenceError {
-		c.resolve(nil, errors.New(errorMessage(msg.Data)))
+		c.resolve(nil, 0, errors.New(errorMessage(msg.Data)))
 		return
 	}
-	c.resolve(msg.Data, nil)
+	headerLength := 0
+	if value := headerValue(msg.Header, "ce-"+events.ExtensionHeaderLength); value != "" {
+		var err error
+		if headerLength, err = strconv.Atoi(value); err != nil || headerLength <= 0 {
+			c.resolve(nil, 0, fmt.Errorf("the function's answer: %s %q is not a length", events.ExtensionHeaderLength, value))
+			return
+		}
+	}
+	c.resolve(msg.Data, headerLength, nil)
 }
 
 // take removes and returns the pending chunk with request id.

@@ -48,7 +48,7 @@ func (j *job) write(ctx context.Context, chunks <-chan *chunk, slots <-chan stru
 // chunk boundary when SyncInterval has passed.
 func (j *job) writeChunk(c *chunk, lines *[]byte, progress func(rows int)) error {
 	var scored, failed int
-	*lines, scored, failed = c.lines((*lines)[:0])
+	*lines, scored, failed = c.render((*lines)[:0])
 	if err := j.out.write(*lines); err != nil {
 		return err
 	}
