@@ -40,7 +40,7 @@ func newBatchCommand(g *globals) *cobra.Command {
 	flags.StringVar(&cfg.Input, "input", "", "CSV with a header row (a column named id is the row id), or JSONL: [numbers] or {\"id\":…,\"features\":[…]} per line")
 	flags.StringVar(&cfg.Format, "format", "", "csv or jsonl (default: from the input's extension)")
 	flags.StringVar(&cfg.Output, "output", "", "JSONL results, one line per input row; an existing file is resumed")
-	flags.IntVar(&cfg.RowsPerRequest, "rows-per-request", cfg.RowsPerRequest, "rows per request")
+	flags.IntVar(&cfg.RowsPerRequest, "rows-per-request", cfg.RowsPerRequest, "rows per request (0: as many as fit 256 KiB of tensor data, at most 4096)")
 	flags.IntVar(&cfg.InFlight, "in-flight", cfg.InFlight, "most requests published and not yet written")
 	flags.DurationVar(&cfg.PollInterval, "poll-interval", cfg.PollInterval, "how long to wait for a result's announcement before reading the results bucket")
 	flags.BoolVarP(&quiet, "quiet", "q", false, "no progress bar")
@@ -68,8 +68,8 @@ func runBatch(ctx context.Context, js jetstream.JetStream, cfg batch.Config, qui
 		return err
 	}
 	rate := float64(report.Written) / max(report.Elapsed.Seconds(), 1e-9)
-	_, err = fmt.Fprintf(stdout, "batch %s: %d rows (%d already done), %d scored, %d failed; %d requests, %d from the results bucket, %d refused while the queue was full; %.1fs, %.0f rows/s\n",
-		report.BatchID, report.Rows, report.Skipped, report.Scored, report.Failed, report.Requests, report.FromBucket, report.QueueFull,
+	_, err = fmt.Fprintf(stdout, "batch %s: %d rows (%d already done), %d scored, %d failed; %d requests of %d rows, %d from the results bucket, %d refused while the queue was full; %.1fs, %.0f rows/s\n",
+		report.BatchID, report.Rows, report.Skipped, report.Scored, report.Failed, report.Requests, report.RowsPerRequest, report.FromBucket, report.QueueFull,
 		report.Elapsed.Seconds(), rate)
 	return err
 }

@@ -73,7 +73,7 @@ func newBenchCommand() *cobra.Command {
 	flags.StringVar(&f.spec, "spec", "deploy/demo/iris.yaml", "Function YAML deployed for the platform measurement")
 	flags.DurationVar(&f.duration, "duration", 10*time.Second, "length of each load level")
 	flags.IntSliceVar(&f.concurrency, "concurrency", []int{1, 16}, "requests in flight at each load level")
-	flags.IntSliceVar(&f.batches, "batches", []int{1, 32, 256}, "batch sizes for the in-process measurement")
+	flags.IntSliceVar(&f.batches, "batches", []int{1, 32, 256, 4096, 16384}, "batch sizes for the in-process measurement")
 	flags.StringVar(&f.libraryPath, "onnxruntime-lib", "", "path of libonnxruntime.so")
 	flags.StringVar(&f.function, "function", "iris", "function name in --spec")
 	flags.IntVar(&f.coldStarts, "cold-starts", 5, "cold starts to measure (a copy of the function that scales to zero after 1s)")

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -159,7 +160,15 @@ func newWorkerCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
+// workerGCPercent is the worker's GOGC unless the environment sets one. Its
+// live heap is small (a batch in flight) while every batch allocates several
+// times that, so the default of 100 collects after nearly every batch.
+const workerGCPercent = 400
+
 func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger) error {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(workerGCPercent)
+	}
 	if err := onnx.Init(f.libraryPath); err != nil {
 		return err
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/events"
 )
 
 func readAll(t *testing.T, format, text string, features int) []Row {
@@ -82,4 +84,11 @@ func TestConfigValidate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 	cfg.InFlight = 0
 	require.ErrorContains(t, cfg.Validate(), "InFlight")
+}
+
+func TestAutoRowsKeepsRequestsSmall(t *testing.T) {
+	require.Equal(t, 4096, autoRows(input{datatype: events.FP32, features: 4}), "iris: the cap")
+	require.Equal(t, 655, autoRows(input{datatype: events.FP32, features: 100}))
+	require.Equal(t, 64, autoRows(input{datatype: events.FP64, features: 10_000}), "the floor")
+	require.Equal(t, 4096, autoRows(input{datatype: events.Int64, features: 0}), "any feature count")
 }

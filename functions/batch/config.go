@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"sluice.dev/sluice/events"
 )
 
 // Config is one batch job.
@@ -25,7 +27,8 @@ type Config struct {
 	Format string
 	// Output is the JSONL file of results; an existing one is resumed.
 	Output string
-	// RowsPerRequest is how many rows travel in one request.
+	// RowsPerRequest is how many rows travel in one request; 0 picks as
+	// many as keep the request's tensor data within 256 KiB, at most 4,096.
 	RowsPerRequest int
 	// InFlight bounds the requests published and not yet written out.
 	InFlight int
@@ -41,10 +44,10 @@ type Config struct {
 	Errors io.Writer
 }
 
-// DefaultConfig returns 1,024 rows per request and 32 requests in flight.
+// DefaultConfig picks the rows per request and keeps 32 requests in flight.
 func DefaultConfig() Config {
 	return Config{
-		RowsPerRequest: 1024,
+		RowsPerRequest: 0,
 		InFlight:       32,
 		PollInterval:   2 * time.Second,
 		SyncInterval:   time.Second,
@@ -63,8 +66,8 @@ func (c Config) Validate() error {
 		return errors.New("batch: Output is required")
 	case c.Format != "" && c.Format != "csv" && c.Format != "jsonl":
 		return fmt.Errorf("batch: Format: want csv or jsonl, got %q", c.Format)
-	case c.RowsPerRequest < 1 || c.RowsPerRequest > 1<<16:
-		return fmt.Errorf("batch: RowsPerRequest must be within 1..65536, got %d", c.RowsPerRequest)
+	case c.RowsPerRequest < 0 || c.RowsPerRequest > 1<<16:
+		return fmt.Errorf("batch: RowsPerRequest must be within 0..65536 (0: automatic), got %d", c.RowsPerRequest)
 	case c.InFlight < 1 || c.InFlight > 4096:
 		return fmt.Errorf("batch: InFlight must be within 1..4096, got %d", c.InFlight)
 	case c.PollInterval <= 0 || c.SyncInterval <= 0 || c.MaxBackoff <= 0:
@@ -77,6 +80,8 @@ func (c Config) Validate() error {
 type Report struct {
 	// BatchID names the batch; request ids are BatchID-<chunk index>.
 	BatchID string
+	// RowsPerRequest is the chunk size used (Config's, or the one picked).
+	RowsPerRequest int
 	// Rows is how many input rows were read, Skipped how many of them were
 	// already in the output, Written how many lines this run wrote.
 	Rows, Skipped, Written int
@@ -88,4 +93,16 @@ type Report struct {
 	Requests, FromBucket, QueueFull int
 	// Elapsed is the wall time of the run.
 	Elapsed time.Duration
+}
+
+// autoRows is the rows per request RowsPerRequest 0 picks for in: as many as
+// keep a request's tensor data within 256 KiB, from 64 to 4,096. Bigger
+// requests cost the worker and NATS less per row, up to the point where
+// NATS's message size limit and the worker's memory come into play.
+func autoRows(in input) int {
+	rowBytes := max(in.features, 1) * 8
+	if in.datatype == events.FP32 || in.datatype == events.Int32 {
+		rowBytes = max(in.features, 1) * 4
+	}
+	return min(max((256<<10)/rowBytes, 64), 4096)
 }

@@ -64,7 +64,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, progress func(
 	if closeErr := j.close(); err == nil {
 		err = closeErr
 	}
-	j.report.BatchID = j.batchID
+	j.report.BatchID, j.report.RowsPerRequest = j.batchID, j.cfg.RowsPerRequest
 	j.report.Rows = int(j.rowsRead.Load())
 	j.report.Skipped = min(j.done, j.report.Rows)
 	j.report.Requests, j.report.FromBucket = int(j.requests.Load()), int(j.fromBucket.Load())
@@ -93,6 +93,9 @@ func prepare(ctx context.Context, js jetstream.JetStream, cfg Config) (*job, err
 	results, err := events.EnsureResultsBucket(ctx, js, events.DefaultResultTTL)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.RowsPerRequest == 0 {
+		cfg.RowsPerRequest = autoRows(in)
 	}
 	batchID, err := BatchID(cfg, fn.Status.Revision)
 	if err != nil {
