@@ -38,6 +38,7 @@ type benchRow struct {
 	p50, p99      time.Duration
 	rate          float64
 	unit, comment string
+	requests      uint64 // sent, for the load levels
 }
 
 func newBenchCommand() *cobra.Command {
@@ -49,7 +50,9 @@ func newBenchCommand() *cobra.Command {
   1. ONNX Runtime in this process: latency and rows/s of one session at each --batches size;
   2. the platform: it starts 'sluice up' as a separate process, deploys --spec, and drives
      POST /v2/models/NAME/infer (one row per request) with a closed-loop load generator
-     (vegeta) at each --concurrency for --duration, reporting p50, p99 and requests/s.`,
+     (vegeta) at each --concurrency for --duration, reporting p50, p99 and requests/s; then
+     asynchronous calls, the memory of 'sluice up', and that of a 'sluice activator' of its
+     own (NATS in another process) over three rounds of asynchronous calls; then cold starts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rows, err := benchRuntime(f)
@@ -143,7 +146,11 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 	}
 	defer os.Remove(coldSpec)
 	captured := &lockedBuffer{}
-	url, pid, stop, err := startPlatform(ctx, f, captured, coldSpec)
+	natsAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	url, pid, stop, err := startPlatform(ctx, f, captured, coldSpec, natsAddr)
 	if err != nil {
 		fmt.Fprint(logs, captured.String())
 		return nil, err
@@ -162,6 +169,12 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 	concurrency := f.concurrency[len(f.concurrency)-1]
 	rows = append(rows, attack(async, concurrency, f.duration, fmt.Sprintf("async predict (202), 1 row, concurrency %d", concurrency)))
 	rows = append(rows, peakRSS(pid, "sluice up peak RSS after the async level too"))
+	activatorRows, err := benchActivatorMemory(ctx, f, natsAddr, captured)
+	if err != nil {
+		fmt.Fprint(logs, captured.String())
+		return nil, err
+	}
+	rows = append(rows, activatorRows...)
 	cold, err := benchColdStarts(ctx, url, f.function+coldSuffix, f.coldStarts, captured)
 	if err != nil {
 		fmt.Fprint(logs, captured.String())
@@ -172,12 +185,28 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 
 // startPlatform runs `sluice up` on free ports with a fresh data directory and
 // waits until the function answers.
-func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, coldSpec string) (string, int, func(), error) {
-	executable, err := os.Executable()
+func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, coldSpec, natsAddr string) (string, int, func(), error) {
+	dataDir, err := os.MkdirTemp("", "sluice-bench-")
 	if err != nil {
 		return "", 0, nil, err
 	}
-	dataDir, err := os.MkdirTemp("", "sluice-bench-")
+	_, natsPort, err := net.SplitHostPort(natsAddr)
+	if err != nil {
+		return "", 0, nil, err
+	}
+	url, pid, stop, err := startSluice(ctx, f, logs, "up", "--data-dir", dataDir, "--nats-port", natsPort,
+		"--deploy", f.spec, "--deploy", coldSpec)
+	if err != nil {
+		_ = os.RemoveAll(dataDir)
+		return "", 0, nil, err
+	}
+	return url, pid, func() { stop(); _ = os.RemoveAll(dataDir) }, nil
+}
+
+// startSluice runs this executable with args and a free --addr, and waits
+// until f's function answers there.
+func startSluice(ctx context.Context, f benchFlags, logs io.Writer, args ...string) (string, int, func(), error) {
+	executable, err := os.Executable()
 	if err != nil {
 		return "", 0, nil, err
 	}
@@ -185,8 +214,7 @@ func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, coldSpec s
 	if err != nil {
 		return "", 0, nil, err
 	}
-	cmd := exec.CommandContext(ctx, executable, "up", "--data-dir", dataDir, "--addr", addr,
-		"--nats-port", "-1", "--deploy", f.spec, "--deploy", coldSpec, "--log-format", "json")
+	cmd := exec.CommandContext(ctx, executable, append(args, "--addr", addr, "--log-format", "json")...)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 30 * time.Second
@@ -196,7 +224,6 @@ func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, coldSpec s
 	stop := func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
-		_ = os.RemoveAll(dataDir)
 	}
 	url := "http://" + addr
 	if err := waitForFunction(ctx, url, f.function); err != nil {
@@ -204,6 +231,31 @@ func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, coldSpec s
 		return "", 0, nil, err
 	}
 	return url, cmd.Process.Pid, stop, nil
+}
+
+// benchActivatorMemory starts `sluice activator` in a process of its own
+// against the platform's NATS server, drives three rounds of asynchronous requests
+// through it, and reports its resident set after each: the activator keeps
+// nothing per request once it is queued, so the figure stays flat.
+func benchActivatorMemory(ctx context.Context, f benchFlags, natsAddr string, logs io.Writer) ([]benchRow, error) {
+	url, pid, stop, err := startSluice(ctx, f, logs, "activator", "--nats-url", "nats://"+natsAddr)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	body := `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}`
+	async := vegeta.Target{Method: http.MethodPost, URL: url + "/v2/models/" + f.function + "/infer", Body: []byte(body),
+		Header: http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}}}
+	concurrency := f.concurrency[len(f.concurrency)-1]
+	var rows []benchRow
+	total := uint64(0)
+	for round := 1; round <= 3; round++ {
+		row := attack(async, concurrency, f.duration/2, fmt.Sprintf("sluice activator alone, async, concurrency %d, round %d", concurrency, round))
+		total += row.requests
+		row.comment += fmt.Sprintf("; after %d requests: %s", total, rss(pid))
+		rows = append(rows, row)
+	}
+	return rows, nil
 }
 
 func freeAddr() (string, error) {
@@ -272,19 +324,28 @@ func attack(target vegeta.Target, concurrency int, duration time.Duration, what 
 		comment += ", errors: " + strings.Join(metrics.Errors[:min(2, len(metrics.Errors))], "; ")
 	}
 	return benchRow{what: what, p50: metrics.Latencies.P50, p99: metrics.Latencies.P99,
-		rate: metrics.Throughput, unit: "req/s", comment: comment}
+		rate: metrics.Throughput, unit: "req/s", comment: comment, requests: metrics.Requests}
 }
 
-// peakRSS reads the peak resident set (VmHWM) of process pid.
+// peakRSS reads the resident set of `sluice up`, process pid.
 func peakRSS(pid int, what string) benchRow {
+	return benchRow{what: what, comment: rss(pid) + " (activator, embedded NATS, autoscaler)"}
+}
+
+// rss reads the resident set (VmRSS) and its peak (VmHWM) of process pid.
+func rss(pid int) string {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return benchRow{what: what, comment: err.Error()}
+		return err.Error()
 	}
+	fields := map[string]string{}
 	for line := range strings.SplitSeq(string(status), "\n") {
-		if value, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			return benchRow{what: what, comment: strings.TrimSpace(value) + " (activator, embedded NATS, autoscaler)"}
+		if name, value, ok := strings.Cut(line, ":"); ok {
+			fields[name] = strings.TrimSpace(value)
 		}
 	}
-	return benchRow{what: what, comment: "no VmHWM"}
+	if fields["VmHWM"] == "" {
+		return "no VmHWM in /proc"
+	}
+	return fmt.Sprintf("RSS %s, peak %s", fields["VmRSS"], fields["VmHWM"])
 }
