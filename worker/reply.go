@@ -148,9 +148,6 @@ func (w *Worker) message(subject string, j *job, body []byte) (*nats.Msg, error)
 // sink stream, for delivery.
 func (w *Worker) announce(j *job, body []byte) error {
 	if sink := j.msg.Headers().Get(events.HeaderSinkURI); sink != "" {
-		if w.cfg.JetStream == nil {
-			return events.Permanent(errors.New("this worker delivers no results to sinks: its request named one"))
-		}
 		msg, err := w.message(events.SinkSubject(w.cfg.Function), j, body)
 		if err != nil {
 			return err
@@ -182,6 +179,9 @@ func statusOf(err error) int {
 func (w *Worker) record(j *job, body []byte) error {
 	if w.cfg.Results == nil {
 		return events.Permanent(errors.New("this worker records no results: its request asked for one"))
+	}
+	if j.msg.Headers().Get(events.HeaderSinkURI) != "" && w.cfg.JetStream == nil {
+		return events.Permanent(errors.New("this worker delivers no results to sinks: its request named one"))
 	}
 	result := events.Result{
 		ID: j.eventID, Source: j.source, Function: w.cfg.Function, Revision: w.cfg.Revision,
