@@ -5,6 +5,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/types"
+	"github.com/nats-io/nats.go"
 )
 
 // An infer request or response travels in a CloudEvent's data as plain JSON
@@ -46,6 +47,22 @@ func InferenceHeaderLength(ev *event.Event) (int64, error) {
 	if !ok {
 		return 0, nil
 	}
+	return headerLength(value)
+}
+
+// InferenceHeaderLengthOf reads ExtensionHeaderLength from the headers of a
+// binary-mode NATS message, as InferenceHeaderLength reads it from the event,
+// for a reader that needs nothing else of the event.
+func InferenceHeaderLengthOf(header nats.Header) (int64, error) {
+	value := (&natsMessage{header: header}).get(headerPrefix + ExtensionHeaderLength)
+	if value == "" {
+		return 0, nil
+	}
+	return headerLength(value)
+}
+
+// headerLength checks a value of ExtensionHeaderLength.
+func headerLength(value any) (int64, error) {
 	length, err := types.ToInteger(value)
 	if err != nil || length <= 0 {
 		return 0, &FieldError{Field: ExtensionHeaderLength, Problem: fmt.Sprintf("want the length in bytes of the JSON inference header, got %v", value)}

@@ -39,6 +39,9 @@ func TestBinaryRequestDataTravelsInAnEvent(t *testing.T) {
 			back, err := events.ReadEvent(context.Background(), msg.Header, msg.Data)
 			require.NoError(t, err)
 			require.Equal(t, tt.contentType, back.DataContentType())
+			fromHeader, err := events.InferenceHeaderLengthOf(msg.Header)
+			require.NoError(t, err)
+			require.EqualValues(t, tt.headerLength, fromHeader, "read from the headers alone")
 			got, binary, err := events.DecodeRequestData(back, events.DefaultLimits())
 			require.NoError(t, err)
 			require.Equal(t, tt.headerLength > 0, binary)
@@ -52,6 +55,8 @@ func TestInferenceHeaderLengthMustBePositive(t *testing.T) {
 		ev := event.New()
 		ev.SetExtension(events.ExtensionHeaderLength, value)
 		_, err := events.InferenceHeaderLength(&ev)
+		require.ErrorContains(t, err, "oipheaderlength: want the length in bytes of the JSON inference header", "%v", value)
+		_, err = events.InferenceHeaderLengthOf(nats.Header{"ce-oipheaderlength": {value.(string)}})
 		require.ErrorContains(t, err, "oipheaderlength: want the length in bytes of the JSON inference header", "%v", value)
 	}
 }

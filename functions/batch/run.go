@@ -205,15 +205,12 @@ func (j *job) announced(msg *nats.Msg) {
 		c.resolve(nil, 0, errors.New(errorMessage(msg.Data)))
 		return
 	}
-	headerLength := 0
-	if value := headerValue(msg.Header, "ce-"+events.ExtensionHeaderLength); value != "" {
-		var err error
-		if headerLength, err = strconv.Atoi(value); err != nil || headerLength <= 0 {
-			c.resolve(nil, 0, fmt.Errorf("the function's answer: %s %q is not a length", events.ExtensionHeaderLength, value))
-			return
-		}
+	headerLength, err := events.InferenceHeaderLengthOf(msg.Header)
+	if err != nil {
+		c.resolve(nil, 0, fmt.Errorf("the function's answer: %w", err))
+		return
 	}
-	c.resolve(msg.Data, headerLength, nil)
+	c.resolve(msg.Data, int(headerLength), nil)
 }
 
 // take removes and returns the pending chunk with request id.
