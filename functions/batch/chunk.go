@@ -47,8 +47,13 @@ type badRow struct {
 	err error
 }
 
-func newChunk(index int, batchID string, first int) *chunk {
-	return &chunk{index: index, id: batchID + "-" + strconv.Itoa(index), first: first, done: make(chan struct{})}
+// newChunk starts chunk index with its first row, room for rows rows of
+// features features each.
+func newChunk(index int, batchID string, first, rows, features int) *chunk {
+	return &chunk{
+		index: index, id: batchID + "-" + strconv.Itoa(index), first: first, done: make(chan struct{}),
+		values: make([]float64, 0, rows*features), lines: make([]int32, 0, rows), idEnds: make([]int32, 0, rows),
+	}
 }
 
 // add appends row, which must be the chunk's next one, checking its features

@@ -75,7 +75,7 @@ func (j *job) readChunk(index int) (*chunk, error) {
 		}
 		j.rowsRead.Add(1)
 		if c == nil {
-			c = newChunk(index, j.batchID, row.Index)
+			c = newChunk(index, j.batchID, row.Index, j.cfg.RowsPerRequest, len(row.Features))
 		}
 		if row.Index < j.done {
 			c.skip++
