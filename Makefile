@@ -60,6 +60,7 @@ bench: deps $(BIN) $(DEMO_MODEL) ## ONNX Runtime, platform and autoscaler benchm
 	$(GO) test -run '^$$' -bench 'DecisionLatency' -benchtime 1x ./e2e/
 	$(GO) test -run '^$$' -bench 'Tick1000Functions' -benchtime 5x ./autoscaler/
 	SLUICE_BATCH_ROWS=1000000 $(GO) test -run '^$$' -bench 'BatchScoring' -benchtime 1x ./e2e/
+	$(GO) test -run '^$$' -bench 'ClientText' -benchtime 3x ./functions/batch/
 
 vet: ## go vet
 	$(GO) vet ./...
