@@ -176,6 +176,12 @@ func (w *natsWriter) SetExtension(name string, value any) error {
 }
 
 func (w *natsWriter) SetData(data io.Reader) error {
+	if sized, ok := data.(interface{ Len() int }); ok { // the event's own bytes: copied once
+		body := make([]byte, sized.Len())
+		_, err := io.ReadFull(data, body)
+		w.msg.Data = body
+		return err
+	}
 	body, err := io.ReadAll(data)
 	w.msg.Data = body
 	return err

@@ -2,6 +2,7 @@ package events
 
 import (
 	"maps"
+	"slices"
 )
 
 // AppendInferenceResponseBinary appends r to dst in the binary tensor data
@@ -66,6 +67,7 @@ func AppendInferenceRequestBinary(dst []byte, r *InferenceRequest, binaryInputs 
 // tensor went in binary.
 func appendTensorsBinary(dst []byte, start int, list string, tensors []Tensor, binary func(name string) bool, closing string) ([]byte, int, error) {
 	kinds := make([]binaryKind, len(tensors)) // nil for a tensor written as JSON
+	size := 0                                 // of the binary data
 	dst = append(dst, '[')
 	for i, t := range tensors {
 		if i > 0 {
@@ -76,7 +78,9 @@ func appendTensorsBinary(dst []byte, start int, list string, tensors []Tensor, b
 		if binary == nil || !binary(t.Name) {
 			dst, err = appendTensor(dst, path, t)
 		} else {
-			dst, kinds[i], err = appendBinaryTensorHead(dst, path, t)
+			var n int
+			dst, kinds[i], n, err = appendBinaryTensorHead(dst, path, t)
+			size += n
 		}
 		if err != nil {
 			return dst, 0, err
@@ -84,6 +88,7 @@ func appendTensorsBinary(dst []byte, start int, list string, tensors []Tensor, b
 	}
 	dst = append(append(dst, ']'), closing...)
 	headerEnd := len(dst)
+	dst = slices.Grow(dst, size)
 	for i, kind := range kinds {
 		if kind != nil {
 			dst = kind.appendBinary(dst, tensors[i].Data)
@@ -97,24 +102,24 @@ func appendTensorsBinary(dst []byte, start int, list string, tensors []Tensor, b
 
 // appendBinaryTensorHead validates t and writes it without data, with
 // binary_data_size among its parameters; it returns the binaryKind that
-// writes its data.
-func appendBinaryTensorHead(dst []byte, path fieldPath, t Tensor) ([]byte, binaryKind, error) {
+// writes its data and that size.
+func appendBinaryTensorHead(dst []byte, path fieldPath, t Tensor) ([]byte, binaryKind, int, error) {
 	if _, fieldErr := t.validate(""); fieldErr != nil {
-		return dst, nil, fieldErr.under(path.String() + ".")
+		return dst, nil, 0, fieldErr.under(path.String() + ".")
 	}
 	kind := binaryKindOf(t.Datatype)
 	size, fieldErr := kind.byteSize(t.Data, path)
 	if fieldErr != nil {
-		return dst, nil, fieldErr
+		return dst, nil, 0, fieldErr
 	}
 	parameters := make(map[string]any, len(t.Parameters)+1)
 	maps.Copy(parameters, t.Parameters)
 	parameters[paramBinaryDataSize] = size
 	dst, err := appendTensorHead(dst, path, t, parameters)
 	if err != nil {
-		return dst, nil, err
+		return dst, nil, 0, err
 	}
-	return append(dst, '}'), kind, nil
+	return append(dst, '}'), kind, int(size), nil
 }
 
 func hasBinary(kinds []binaryKind) bool {
