@@ -78,7 +78,7 @@ func (s *Sinks) Run(ctx context.Context) error {
 		Description:   "delivers results to their sinks",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       2 * s.cfg.Timeout,
-		MaxDeliver:    s.cfg.Attempts + 1, // the last delivery only dead-letters
+		MaxDeliver:    -1, // handle gives up after Attempts: a result is never left undelivered in the stream
 		MaxAckPending: 4 * s.cfg.Concurrency,
 	})
 	if err != nil {
@@ -115,6 +115,10 @@ func (s *Sinks) handle(msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		_ = msg.Term()
+		return
+	}
+	if meta.NumDelivered > uint64(s.cfg.Attempts) { // the last attempt was never settled
+		s.deadLetter(msg, sink, uint64(s.cfg.Attempts), errLastAttemptUnsettled)
 		return
 	}
 	err = s.post(sink, msg)
@@ -175,4 +179,7 @@ func (s *Sinks) deadLetter(msg jetstream.Msg, sink string, attempts uint64, caus
 	_ = msg.Term()
 }
 
-var errSinkFailed = errors.New("sink delivery failed")
+var (
+	errSinkFailed           = errors.New("sink delivery failed")
+	errLastAttemptUnsettled = errors.New("the last attempt was never settled: its dead letter could not be stored, or the activator stopped")
+)

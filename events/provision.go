@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -85,6 +86,26 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, function string, 
 	return stream, nil
 }
 
+// MetadataMaxDeliver is the consumer metadata key that holds
+// QueueConfig.MaxDeliver. The consumer itself redelivers without limit, so
+// that a request is never left in the stream undelivered: a worker that
+// receives a request past the limit, which one before it never settled
+// (it crashed or ran past the ack wait), gives it up into the dead-letter
+// stream without running it, and a dead letter that cannot be stored yet is
+// tried again on a later delivery.
+const MetadataMaxDeliver = "sluice.dev/max-deliver"
+
+// MaxDeliverOf is the delivery limit of a function's consumer; 0 when it has none.
+func MaxDeliverOf(info *jetstream.ConsumerInfo) int {
+	if info == nil {
+		return 0
+	}
+	if limit, err := strconv.Atoi(info.Config.Metadata[MetadataMaxDeliver]); err == nil && limit > 0 {
+		return limit
+	}
+	return max(info.Config.MaxDeliver, 0) // a consumer made before the limit moved to the metadata
+}
+
 // EnsureConsumer creates or updates the durable pull consumer of one revision.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, function, revision string, cfg QueueConfig) (jetstream.Consumer, error) {
 	if err := cfg.Validate(); err != nil {
@@ -96,9 +117,10 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, function, revis
 		FilterSubject: RequestSubject(function, revision),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cfg.AckWait,
-		MaxDeliver:    cfg.MaxDeliver,
+		MaxDeliver:    -1, // the workers give up after cfg.MaxDeliver: see MetadataMaxDeliver
 		MaxAckPending: cfg.MaxAckPending,
 		Replicas:      cfg.Replicas,
+		Metadata:      map[string]string{MetadataMaxDeliver: strconv.Itoa(cfg.MaxDeliver)},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure consumer %s on %s: %w", ConsumerName(revision), StreamName(function), err)

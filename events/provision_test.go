@@ -38,6 +38,31 @@ func TestEnsureStreamAndConsumer(t *testing.T) {
 	require.NoError(t, events.DeleteStream(ctx, js, "iris"), "deleting a missing stream is not an error")
 }
 
+func TestConsumerRedeliversWithoutLimitAndKeepsTheWorkersLimit(t *testing.T) {
+	_, _, js := natstest.JetStream(t)
+	ctx := context.Background()
+	cfg := events.DefaultQueueConfig()
+	_, err := events.EnsureStream(ctx, js, "iris", cfg)
+	require.NoError(t, err)
+	// A consumer made when JetStream itself enforced the limit…
+	legacy, err := js.CreateOrUpdateConsumer(ctx, events.StreamName("iris"), jetstream.ConsumerConfig{
+		Durable: events.ConsumerName("1"), FilterSubject: events.RequestSubject("iris", "1"),
+		AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 4,
+	})
+	require.NoError(t, err)
+	require.Equal(t, 4, events.MaxDeliverOf(legacy.CachedInfo()))
+	// …is updated in place: unlimited redelivery, the limit in its metadata.
+	cfg.MaxDeliver = 3
+	consumer, err := events.EnsureConsumer(ctx, js, "iris", "1", cfg)
+	require.NoError(t, err)
+	info, err := consumer.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, -1, info.Config.MaxDeliver)
+	require.Equal(t, "3", info.Config.Metadata[events.MetadataMaxDeliver])
+	require.Equal(t, 3, events.MaxDeliverOf(info))
+	require.Zero(t, events.MaxDeliverOf(nil))
+}
+
 func TestQueueFullIsRecognised(t *testing.T) {
 	_, _, js := natstest.JetStream(t)
 	ctx := context.Background()

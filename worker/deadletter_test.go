@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
@@ -145,4 +146,52 @@ func TestWorkerKeepsARequestItCannotDeadLetter(t *testing.T) {
 	p.publish(t, asyncMsg(t, p, "poison", []byte(`{"inputs":`)))
 	require.Eventually(t, func() bool { return w.logs.contains("dead letter") }, waitFor, 5*time.Millisecond)
 	require.Equal(t, uint64(1), p.streamMsgs(t), "the request is not terminated")
+}
+
+func TestWorkerGivesUpARequestItsWorkersNeverSettled(t *testing.T) {
+	queue := events.DefaultQueueConfig()
+	queue.MaxDeliver, queue.AckWait = 2, time.Second
+	p := deploy(t, irisSpec(t), irisFixture(t).model, queue)
+	_, err := events.EnsureDeadLetterStream(t.Context(), p.js)
+	require.NoError(t, err)
+	req, _ := irisRequest(t, "crasher", 5, 1)
+	p.publish(t, asyncMsg(t, p, "crasher", body(t, req)))
+
+	// Two workers take the request and die holding it: it is delivered and
+	// never settled, so it comes back after each ack wait.
+	consumer, err := p.js.Consumer(t.Context(), events.StreamName(p.fn.Metadata.Name), events.ConsumerName(p.fn.Status.Revision))
+	require.NoError(t, err)
+	require.Equal(t, 2, events.MaxDeliverOf(consumer.CachedInfo()))
+	for delivery := 1; delivery <= queue.MaxDeliver; delivery++ {
+		batch, err := consumer.Fetch(1, jetstream.FetchMaxWait(3*queue.AckWait))
+		require.NoError(t, err)
+		msgs := 0
+		for msg := range batch.Messages() {
+			meta, err := msg.Metadata()
+			require.NoError(t, err)
+			require.EqualValues(t, delivery, meta.NumDelivered)
+			msgs++
+		}
+		require.Equal(t, 1, msgs, "delivery %d", delivery)
+	}
+
+	// The next worker does not run it again: it keeps it as a dead letter
+	// and records the failure for whoever polls.
+	store := &flakyResults{stored: map[string][][]byte{}}
+	cfg := p.config()
+	cfg.Results, cfg.JetStream = store, p.js
+	w := p.start(t, cfg, p.sessions(t, 1))
+	letter := p.deadLetters(t, 1)[0]
+	require.Contains(t, letter.Reason, "gave up after 2 deliveries that were never settled")
+	require.Equal(t, 2, letter.Attempts)
+	p.streamEmpty(t)
+	_, stored := store.results(events.ResultKey("/sluice/activator", "crasher"))
+	require.Len(t, stored, 1)
+	var result events.Result
+	require.NoError(t, json.Unmarshal(stored[0], &result))
+	require.Equal(t, events.ResultError, result.Status)
+	require.Contains(t, result.Error, "never settled")
+	count, _ := histogram(t, w.registry, "sluice_worker_batch_size", 1)
+	require.Zero(t, count, "the model never ran")
+	require.Equal(t, float64(1), counter(t, w.registry, "sluice_worker_requests_total", "outcome", "error"))
 }

@@ -22,6 +22,8 @@ type job struct {
 	// record asks for the result in the results bucket and on the results subject.
 	record    bool
 	submitted time.Time
+	// delivered counts the deliveries of the request, this one included; 0 when unknown.
+	delivered uint64
 	req       *events.InferenceRequest
 	// binaryOutputs names the outputs a binary request wants in binary; nil
 	// answers in JSON.
@@ -66,7 +68,7 @@ func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
 	j := &job{msg: msg, replyTo: msg.Headers().Get(events.HeaderReplyTo), record: msg.Headers().Get(events.HeaderRecord) == "true"}
 	if meta, err := msg.Metadata(); err == nil {
 		j.waited = now.Sub(meta.Timestamp)
-		j.submitted = meta.Timestamp
+		j.submitted, j.delivered = meta.Timestamp, meta.NumDelivered
 	}
 	if deadline, err := strconv.ParseInt(msg.Headers().Get(events.HeaderDeadline), 10, 64); err == nil && now.UnixNano() > deadline {
 		j.expired = true
@@ -81,6 +83,10 @@ func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
 	j.eventID, j.source = ev.ID(), ev.Source()
 	if ev.Type() != events.TypeInferenceRequest {
 		j.err = events.Permanent(&events.FieldError{Field: "type", Problem: fmt.Sprintf("want %q, got %q", events.TypeInferenceRequest, ev.Type())})
+		return j
+	}
+	if w.maxDeliver > 0 && j.delivered > uint64(w.maxDeliver) { // not run again: it may be what stopped them
+		j.err = events.Permanent(fmt.Errorf("gave up after %d deliveries that were never settled: the worker holding it stopped or ran past the ack wait", w.maxDeliver))
 		return j
 	}
 	req, binary, err := events.DecodeRequestData(ev, events.DefaultLimits())

@@ -66,8 +66,8 @@ func (w *Worker) finish(j *job) {
 // terminated but tried again.
 func (w *Worker) settle(j *job, err error) {
 	if err != nil && !events.IsPermanent(err) {
-		if meta, metaErr := j.msg.Metadata(); metaErr == nil && w.maxDeliver > 0 && meta.NumDelivered >= uint64(w.maxDeliver) {
-			err = events.Permanent(fmt.Errorf("gave up after %d deliveries: %w", meta.NumDelivered, err))
+		if w.maxDeliver > 0 && j.delivered >= uint64(w.maxDeliver) {
+			err = events.Permanent(fmt.Errorf("gave up after %d deliveries: %w", j.delivered, err))
 		}
 	}
 	if events.IsPermanent(err) && j.replyTo == "" && !j.expired && w.cfg.JetStream != nil {
@@ -84,13 +84,13 @@ func (w *Worker) settle(j *job, err error) {
 // deadLetter keeps a request that is given up while nobody waits for its
 // answer in the dead-letter stream, with the reason it was given up.
 func (w *Worker) deadLetter(j *job, reason error) error {
-	attempts := 1
-	if meta, err := j.msg.Metadata(); err == nil {
-		attempts = int(meta.NumDelivered)
+	attempts := max(int(j.delivered), 1)
+	if w.maxDeliver > 0 {
+		attempts = min(attempts, w.maxDeliver) // a delivery past the limit only dead-letters
 	}
 	letter := events.DeadLetter{Function: w.cfg.Function, Revision: w.cfg.Revision, Reason: reason.Error(), Attempts: attempts}
-	// On its last delivery a request that is not dead-lettered is never
-	// delivered again, so the publish is tried a few times before giving up.
+	// A dead letter that cannot be stored leaves the request in the queue,
+	// delivered again later; a few quick tries spare that wait.
 	var err error
 	for try, pause := 0, 100*time.Millisecond; try < 3; try, pause = try+1, 4*pause {
 		if try > 0 {

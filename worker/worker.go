@@ -84,7 +84,7 @@ type Worker struct {
 	ready     chan struct{} // closed once Run takes requests
 	// source is the CloudEvent source of this worker's replies.
 	source string
-	// maxDeliver is the consumer's delivery limit; 0 when unknown.
+	// maxDeliver is how many deliveries a request gets; 0 when unknown.
 	maxDeliver int
 	// stackable says whether requests may share a model run: every input and
 	// output has a batch dimension of any size first.
@@ -237,10 +237,7 @@ func nothingPending(msg jetstream.Msg) bool {
 }
 
 func maxDeliver(consumer jetstream.Consumer) int {
-	if info := consumer.CachedInfo(); info != nil {
-		return info.Config.MaxDeliver
-	}
-	return 0
+	return events.MaxDeliverOf(consumer.CachedInfo())
 }
 
 // stackable reports whether every input and output of the model has a first
