@@ -7,23 +7,26 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nats-io/nats.go"
+
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/functions"
 )
 
 // This file is the activator's side of the binary tensor data extension
-// (what Triton's HTTP client sends by default). The activator converts at its
-// edge: a binary request is published as the same request in plain JSON, and
-// when the caller asks for binary outputs the worker's JSON answer is written
-// back in binary. The queue and the workers only ever see JSON.
+// (what Triton's HTTP client sends by default). A binary request goes on the
+// queue as it came, and a worker answers it in binary when it asks for binary
+// outputs, which the activator passes back as they are. A JSON request that
+// asks for binary outputs gets the worker's JSON answer written in binary.
 
 // decodeInfer reads and checks an infer body against fn's model. It returns
-// the body to publish, which is the caller's own body unless it came in
-// binary, and which outputs the caller wants back in binary (nil for none).
-func (a *Activator) decodeInfer(header http.Header, body []byte, fn *functions.Function) ([]byte, func(name string) bool, error) {
+// the caller's body with the length of its JSON inference header (0 when the
+// body is all JSON), and which outputs the caller wants back in binary (nil
+// for none).
+func (a *Activator) decodeInfer(header http.Header, body []byte, fn *functions.Function) (int, func(name string) bool, error) {
 	headerLength, binary, err := inferenceHeaderLength(header)
 	if err != nil {
-		return nil, nil, err
+		return 0, nil, err
 	}
 	var req *events.InferenceRequest
 	if binary {
@@ -35,20 +38,13 @@ func (a *Activator) decodeInfer(header http.Header, body []byte, fn *functions.F
 		err = fn.Status.Model.Signature.Check(req)
 	}
 	if err != nil {
-		return nil, nil, err
+		return 0, nil, err
 	}
 	binaryOutputs, err := req.BinaryOutputs()
-	if err != nil || !binary {
-		return body, binaryOutputs, err
-	}
-	plain, err := events.AppendInferenceRequest(make([]byte, 0, 2*len(body)), req)
 	if err != nil {
-		return nil, nil, err
+		return 0, nil, err
 	}
-	if int64(len(plain)) > a.cfg.MaxBodyBytes {
-		return nil, nil, fmt.Errorf("%w: the request takes %d bytes once its binary tensor data is written as JSON, the limit is %d", errTooLarge, len(plain), a.cfg.MaxBodyBytes)
-	}
-	return plain, binaryOutputs, nil
+	return int(headerLength), binaryOutputs, nil
 }
 
 // inferenceHeaderLength reads the header Inference-Header-Content-Length;
@@ -74,23 +70,37 @@ func inferenceHeaderLength(header http.Header) (length int64, binary bool, err e
 // the decoder allocates no more than the answer's bytes can fill.
 var workerAnswerLimits = events.Limits{MaxElements: math.MaxInt64, MaxTensors: math.MaxInt}
 
-// writeBinaryAnswer writes the worker's JSON answer with the outputs that
-// binaryOutputs names in binary, and returns the status it wrote.
-func writeBinaryAnswer(w http.ResponseWriter, answer []byte, binaryOutputs func(name string) bool) int {
-	resp, err := events.DecodeInferenceResponse(answer, workerAnswerLimits)
+// writeAnswer writes the worker's answer to a call, and returns the status it
+// wrote: a binary answer as it is, a JSON one with the outputs that
+// binaryOutputs names in binary.
+func writeAnswer(w http.ResponseWriter, reply *nats.Msg, binaryOutputs func(name string) bool) int {
+	headerLength, err := events.InferenceHeaderLengthOf(reply.Header)
+	if err != nil {
+		return writeError(w, fmt.Errorf("read the worker's answer: %v", err))
+	}
+	if headerLength > 0 || binaryOutputs == nil {
+		return writeBody(w, reply.Data, int(headerLength))
+	}
+	resp, err := events.DecodeInferenceResponse(reply.Data, workerAnswerLimits)
 	if err != nil {
 		// Not the caller's fault: no %w, so it is not mapped to 400.
 		return writeError(w, fmt.Errorf("read the worker's answer: %v", err))
 	}
-	body, headerLength, err := events.AppendInferenceResponseBinary(nil, resp, binaryOutputs)
+	body, bodyHeaderLength, err := events.AppendInferenceResponseBinary(nil, resp, binaryOutputs)
 	if err != nil {
 		return writeError(w, fmt.Errorf("write the answer in binary: %v", err))
 	}
+	return writeBody(w, body, bodyHeaderLength)
+}
+
+// writeBody writes an OIP answer with status 200: JSON, or in the binary
+// tensor data extension when its JSON header is headerLength bytes long.
+func writeBody(w http.ResponseWriter, body []byte, headerLength int) int {
 	if headerLength > 0 {
 		w.Header().Set(events.HeaderInferenceHeaderContentLength, strconv.Itoa(headerLength))
-		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Type", events.ContentTypeBinary)
 	} else {
-		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Type", events.ContentTypeJSON)
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)

@@ -68,8 +68,10 @@ func (a *Activator) readBody(w http.ResponseWriter, r *http.Request) ([]byte, er
 	return body.Bytes(), nil
 }
 
-// requestEvent wraps an OIP request body into a request CloudEvent for fn.
-func requestEvent(fn *functions.Function, id string, body []byte) *event.Event {
+// requestEvent wraps an OIP request body into a request CloudEvent for fn;
+// headerLength is the length of its JSON inference header when the body is
+// in the binary tensor data extension, else 0.
+func requestEvent(fn *functions.Function, id string, body []byte, headerLength int) *event.Event {
 	ev := event.New()
 	ev.SetID(id)
 	ev.SetSource(source)
@@ -77,8 +79,7 @@ func requestEvent(fn *functions.Function, id string, body []byte) *event.Event {
 	ev.SetTime(time.Now())
 	ev.SetExtension(events.ExtensionModel, fn.Metadata.Name)
 	ev.SetExtension(events.ExtensionModelVersion, fn.Status.Revision)
-	ev.SetDataContentType("application/json")
-	ev.DataEncoded = body
+	events.SetInferenceData(&ev, body, headerLength)
 	return &ev
 }
 

@@ -27,28 +27,23 @@ func (a *Activator) serveInfer(w http.ResponseWriter, r *http.Request, name stri
 	if err != nil {
 		return "", writeError(w, err)
 	}
-	body, binaryOutputs, err := a.decodeInfer(r.Header, body, fn)
+	headerLength, binaryOutputs, err := a.decodeInfer(r.Header, body, fn)
 	if err != nil {
 		return "", writeError(w, err)
 	}
 	id := requestID(r)
+	ev := requestEvent(fn, id, body, headerLength)
 	if wantsAsync(r) {
-		if err := a.accept(r.Context(), w, fn, requestEvent(fn, id, body), r.Header.Get(events.HeaderSinkURI)); err != nil {
+		if err := a.accept(r.Context(), w, fn, ev, r.Header.Get(events.HeaderSinkURI)); err != nil {
 			return id, writeError(w, err)
 		}
 		return id, http.StatusAccepted
 	}
-	reply, err := a.call(r.Context(), fn, requestEvent(fn, id, body))
+	reply, err := a.call(r.Context(), fn, ev)
 	if err != nil {
 		return id, writeError(w, err)
 	}
-	if binaryOutputs != nil {
-		return id, writeBinaryAnswer(w, reply.Data, binaryOutputs)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(reply.Data)
-	return id, http.StatusOK
+	return id, writeAnswer(w, reply, binaryOutputs)
 }
 
 // knownName keeps metric label values to deployed functions.

@@ -260,6 +260,12 @@ func takeRequest(t *testing.T, js jetstream.JetStream) jetstream.Msg {
 // sent to the request's Sluice-Reply-To inbox.
 func reply(t *testing.T, js jetstream.JetStream, request jetstream.Msg, status int, body string) {
 	t.Helper()
+	replyData(t, js, request, status, []byte(body), 0)
+}
+
+// replyData replies as reply does, in binary when headerLength is not 0.
+func replyData(t *testing.T, js jetstream.JetStream, request jetstream.Msg, status int, body []byte, headerLength int) {
+	t.Helper()
 	requestEvent, err := events.ReadEvent(t.Context(), request.Headers(), request.Data())
 	require.NoError(t, err)
 	replyTo := request.Headers().Get(events.HeaderReplyTo)
@@ -271,8 +277,7 @@ func reply(t *testing.T, js jetstream.JetStream, request jetstream.Msg, status i
 	ev.SetType(events.TypeInferenceResponse)
 	ev.SetExtension(events.ExtensionModel, "iris")
 	ev.SetExtension(events.ExtensionRequestID, requestEvent.ID())
-	ev.SetDataContentType("application/json")
-	ev.DataEncoded = []byte(body)
+	events.SetInferenceData(&ev, body, headerLength)
 	msg := nats.NewMsg(replyTo)
 	if status != 0 {
 		ev.SetType(events.TypeInferenceError)

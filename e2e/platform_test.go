@@ -275,9 +275,9 @@ func TestAsyncPrediction(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 }
 
-// A CloudEvent whose data is in the binary tensor data extension goes to the
-// worker as it is, and its answer comes back in binary: synchronously as a
-// response CloudEvent, asynchronously from GET /v1/requests/{id}.
+// A request in the binary tensor data extension, as a CloudEvent or over OIP
+// REST, goes to the worker as it is, and its answer comes back in binary:
+// synchronously, and asynchronously from GET /v1/requests/{id}.
 func TestBinaryCloudEvent(t *testing.T) {
 	p := startPlatform(t)
 	req, err := events.DecodeInferenceRequest([]byte(irisRequest), events.DefaultLimits())
@@ -317,6 +317,23 @@ func TestBinaryCloudEvent(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, events.ContentTypeBinary, resp.Header.Get("Content-Type"))
+	requireBinaryIrisAnswer(t, result, resp.Header.Get(events.HeaderInferenceHeaderContentLength))
+
+	// The same request over OIP REST, as Triton's HTTP client sends it.
+	oip := http.Header{events.HeaderInferenceHeaderContentLength: {strconv.Itoa(headerLength)}, "Content-Type": {events.ContentTypeBinary}}
+	code, answer, answerHeader = p.postBinary(t, "/v2/models/iris/infer", body, oip)
+	require.Equal(t, http.StatusOK, code, "%s", answer)
+	require.Equal(t, events.ContentTypeBinary, answerHeader.Get("Content-Type"))
+	requireBinaryIrisAnswer(t, answer, answerHeader.Get(events.HeaderInferenceHeaderContentLength))
+
+	oip.Set("Prefer", "respond-async")
+	oip.Set("Idempotency-Key", "bin-3")
+	code, answer, _ = p.postBinary(t, "/v2/models/iris/infer", body, oip)
+	require.Equal(t, http.StatusAccepted, code, "%s", answer)
+	result = p.awaitResult(t, "/v1/requests/bin-3")
+	resp, err = http.Get(p.url + "/v1/requests/bin-3")
+	require.NoError(t, err)
+	resp.Body.Close()
 	requireBinaryIrisAnswer(t, result, resp.Header.Get(events.HeaderInferenceHeaderContentLength))
 }
 
