@@ -15,15 +15,21 @@ import (
 )
 
 // BenchmarkClientText measures what the batch client does to every row
-// besides waiting for it to be scored, on one core: read and check the CSV,
-// encode the request, decode an Iris-shaped answer and write the JSONL
-// lines to a file. It is the most rows/s a batch of CSV in and JSONL out
-// can reach on this machine whatever the queue and the model cost.
+// besides waiting for it to be scored, on one core: read and check the rows
+// (CSV or JSONL), encode the request, decode an Iris-shaped answer and write
+// the JSONL lines to a file. It is the most rows/s a batch can reach on this
+// machine whatever the queue and the model cost.
 func BenchmarkClientText(b *testing.B) {
+	for _, format := range []string{"csv", "jsonl"} {
+		b.Run(format, func(b *testing.B) { benchmarkClientText(b, format) })
+	}
+}
+
+func benchmarkClientText(b *testing.B, format string) {
 	const rows, perRequest = 1_000_000, 4096
 	dir := b.TempDir()
-	path := filepath.Join(dir, "rows.csv")
-	writeBenchCSV(b, path, rows)
+	path := filepath.Join(dir, "rows."+format)
+	writeBenchRows(b, path, format, rows)
 	answer, headerLength := irisAnswer(b, perRequest)
 	lastAnswer, lastHeaderLength := irisAnswer(b, rows%perRequest)
 	in := input{name: "input", datatype: events.FP32, features: 4}
@@ -31,7 +37,7 @@ func BenchmarkClientText(b *testing.B) {
 	for range b.N {
 		file, err := os.Open(path)
 		require.NoError(b, err)
-		reader, err := newCSVReader(file, 4)
+		reader, err := newRowReader(file, format, 4)
 		require.NoError(b, err)
 		out, err := os.Create(filepath.Join(dir, "out.jsonl"))
 		require.NoError(b, err)
@@ -77,14 +83,19 @@ func BenchmarkClientText(b *testing.B) {
 	b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
 }
 
-// writeBenchCSV writes rows Iris-like rows with an id column.
-func writeBenchCSV(tb testing.TB, path string, rows int) {
+// writeBenchRows writes rows Iris-like rows with ids, as CSV or JSONL.
+func writeBenchRows(tb testing.TB, path, format string, rows int) {
 	file, err := os.Create(path)
 	require.NoError(tb, err)
 	w := bufio.NewWriter(file)
-	fmt.Fprintln(w, "id,sepal_length,sepal_width,petal_length,petal_width")
+	line := "r%d,%.1f,%.1f,%.1f,%.1f\n"
+	if format == "csv" {
+		fmt.Fprintln(w, "id,sepal_length,sepal_width,petal_length,petal_width")
+	} else {
+		line = `{"id":"r%d","features":[%.1f,%.1f,%.1f,%.1f]}` + "\n"
+	}
 	for i := range rows {
-		fmt.Fprintf(w, "r%d,%.1f,%.1f,%.1f,%.1f\n", i, 4+4*rand.Float32(), 2+2*rand.Float32(), 1+6*rand.Float32(), 0.1+2.4*rand.Float32())
+		fmt.Fprintf(w, line, i, 4+4*rand.Float32(), 2+2*rand.Float32(), 1+6*rand.Float32(), 0.1+2.4*rand.Float32())
 	}
 	require.NoError(tb, w.Flush())
 	require.NoError(tb, file.Close())

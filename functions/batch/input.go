@@ -48,6 +48,7 @@ type jsonlReader struct {
 	features int
 	line     int
 	index    int
+	values   []float64 // the last row's features, when read without encoding/json
 }
 
 // jsonlObject is the object form of a JSONL row.
@@ -76,6 +77,24 @@ func (j *jsonlReader) next() (Row, error) {
 
 // parse reads a JSON array of numbers or an object with id and features.
 func (j *jsonlReader) parse(text []byte) ([]float64, json.RawMessage, error) {
+	features, id, ok := j.parseFast(text)
+	if !ok {
+		var err error
+		if features, id, err = parseJSON(text); err != nil {
+			return nil, nil, err
+		}
+	}
+	if j.features == 0 { // the model takes any count: the first row fixes it
+		j.features = len(features)
+	}
+	if len(features) != j.features {
+		return nil, nil, fmt.Errorf("%d features, the model takes %d", len(features), j.features)
+	}
+	return features, id, nil
+}
+
+// parseJSON reads a row with encoding/json.
+func parseJSON(text []byte) ([]float64, json.RawMessage, error) {
 	var object jsonlObject
 	switch text[0] {
 	case '[':
@@ -91,12 +110,6 @@ func (j *jsonlReader) parse(text []byte) ([]float64, json.RawMessage, error) {
 		}
 	default:
 		return nil, nil, fmt.Errorf("want a JSON array or object, got %q", shorten(text))
-	}
-	if j.features == 0 { // the model takes any count: the first row fixes it
-		j.features = len(object.Features)
-	}
-	if len(object.Features) != j.features {
-		return nil, nil, fmt.Errorf("%d features, the model takes %d", len(object.Features), j.features)
 	}
 	return object.Features, object.ID, nil
 }
