@@ -81,7 +81,7 @@ func newBar(stderr io.Writer, cfg batch.Config) *progressbar.ProgressBar {
 		total-- // the header
 	}
 	total -= countLines(cfg.Output)
-	return progressbar.NewOptions64(max(total, -1),
+	bar := progressbar.NewOptions64(max(total, -1),
 		progressbar.OptionSetWriter(stderr),
 		progressbar.OptionSetDescription("scoring"),
 		progressbar.OptionShowCount(),
@@ -91,6 +91,8 @@ func newBar(stderr io.Writer, cfg batch.Config) *progressbar.ProgressBar {
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionFullWidth(),
 	)
+	_ = bar.RenderBlank() // starts the clock: the first rate is not that of one chunk in no time
+	return bar
 }
 
 // countLines counts the newlines of a file; 0 if it cannot be read.
