@@ -29,6 +29,8 @@ type binaryKind interface {
 	byteSize(data any, path fieldPath) (int64, *FieldError)
 	// appendBinary writes data, which byteSize has passed.
 	appendBinary(dst []byte, data any) []byte
+	// elementSize is the bytes one element takes, 0 when they vary.
+	elementSize() int
 }
 
 // fixedKind is the binaryKind of a datatype whose elements take size bytes.
@@ -111,6 +113,8 @@ func (k *fixedKind[T]) decode(raw []byte, elements int64, path fieldPath) (any, 
 	}
 	return out, nil
 }
+
+func (k *fixedKind[T]) elementSize() int { return k.size }
 
 func (k *fixedKind[T]) byteSize(data any, _ fieldPath) (int64, *FieldError) {
 	return int64(len(data.([]T))) * int64(k.size), nil
@@ -218,6 +222,8 @@ func (bytesKind) decode(raw []byte, elements int64, path fieldPath) (any, error)
 	}
 	return out, nil
 }
+
+func (bytesKind) elementSize() int { return 0 }
 
 func (bytesKind) byteSize(data any, path fieldPath) (int64, *FieldError) {
 	total := int64(0)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"reflect"
 	"runtime"
 	"slices"
 	"testing"
@@ -79,6 +80,7 @@ func TestBinaryEveryDatatypeRoundTrips(t *testing.T) {
 		{"empty", FP32, "[0,4]", nil, []float32{}},
 		{"scalar", Int16, "[]", []byte{0xfe, 0xff}, []int16{-2}},
 	}
+	require.Zero(t, Datatype("FP8").Size(), "not a datatype")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			header := `{"inputs":[` + binaryInput("x", string(tt.datatype), tt.shape, len(tt.raw)) + `]}`
@@ -87,6 +89,11 @@ func TestBinaryEveryDatatypeRoundTrips(t *testing.T) {
 			require.NoError(t, err)
 			input := req.Inputs[0]
 			require.Equal(t, tt.want, input.Data)
+			if tt.datatype == Bytes {
+				require.Zero(t, tt.datatype.Size(), "BYTES elements vary")
+			} else {
+				require.Equal(t, len(tt.raw), reflect.ValueOf(tt.want).Len()*tt.datatype.Size(), "Size")
+			}
 			require.Nil(t, input.Parameters, "binary_data_size is removed once the data is in")
 			require.NoError(t, input.Validate("inputs[0]"))
 			requireRoundTrip(t, req) // and on as plain JSON

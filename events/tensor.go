@@ -20,6 +20,15 @@ const (
 	Bytes  Datatype = "BYTES"
 )
 
+// Size is the bytes one element of dt takes in binary, 0 for BYTES (whose
+// elements vary) and for a datatype that is not one of the above.
+func (dt Datatype) Size() int {
+	if kind := binaryKindOf(dt); kind != nil {
+		return kind.elementSize()
+	}
+	return 0
+}
+
 // Tensor is one named tensor of an inference request or response.
 //
 // Data holds the elements in row-major order as a typed slice matching

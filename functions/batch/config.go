@@ -12,8 +12,6 @@ import (
 	"fmt"
 	"io"
 	"time"
-
-	"sluice.dev/sluice/events"
 )
 
 // Config is one batch job.
@@ -100,9 +98,6 @@ type Report struct {
 // requests cost the worker and NATS less per row, up to the point where
 // NATS's message size limit and the worker's memory come into play.
 func autoRows(in input) int {
-	rowBytes := max(in.features, 1) * 8
-	if in.datatype == events.FP32 || in.datatype == events.Int32 {
-		rowBytes = max(in.features, 1) * 4
-	}
+	rowBytes := max(in.features, 1) * in.datatype.Size()
 	return min(max((256<<10)/rowBytes, 64), 4096)
 }
