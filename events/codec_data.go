@@ -201,15 +201,24 @@ func parseBool(s *scanner) (bool, error) {
 	return false, wrongElement(s, "true or false", Bool)
 }
 
+// integerToken reads a number that must be an integer, for datatype dt.
+func integerToken(s *scanner, dt Datatype) ([]byte, error) {
+	token, integer, err := number(s, dt)
+	if err != nil {
+		return nil, err
+	}
+	if !integer {
+		return nil, elementProblem(fmt.Sprintf("%s is not an integer, as %s needs", shown(token), dt))
+	}
+	return token, nil
+}
+
 // parseSigned returns the parser of a signed integer datatype of bitSize bits.
 func parseSigned[T int8 | int16 | int32 | int64](dt Datatype, bitSize int) func(*scanner) (T, error) {
 	return func(s *scanner) (T, error) {
-		token, integer, err := number(s, dt)
+		token, err := integerToken(s, dt)
 		if err != nil {
 			return 0, err
-		}
-		if !integer {
-			return 0, elementProblem(fmt.Sprintf("%s is not an integer, as %s needs", shown(token), dt))
 		}
 		v, err := strconv.ParseInt(string(token), 10, bitSize)
 		if err != nil {
@@ -223,12 +232,9 @@ func parseSigned[T int8 | int16 | int32 | int64](dt Datatype, bitSize int) func(
 // bitSize bits. It takes -0 as 0.
 func parseUnsigned[T uint8 | uint16 | uint32 | uint64](dt Datatype, bitSize int) func(*scanner) (T, error) {
 	return func(s *scanner) (T, error) {
-		token, integer, err := number(s, dt)
+		token, err := integerToken(s, dt)
 		if err != nil {
 			return 0, err
-		}
-		if !integer {
-			return 0, elementProblem(fmt.Sprintf("%s is not an integer, as %s needs", shown(token), dt))
 		}
 		if string(token) == "-0" {
 			return 0, nil
