@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions/train"
 )
 
 // flakyResults is a results bucket that is down until fixed.
@@ -35,6 +37,29 @@ func (r *flakyResults) Put(_ context.Context, key string, value []byte) (uint64,
 	r.stored[key] = append(r.stored[key], value)
 	return uint64(len(r.stored)), nil
 }
+
+func (r *flakyResults) Get(_ context.Context, key string) (jetstream.KeyValueEntry, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.down {
+		return nil, errors.New("results bucket unavailable")
+	}
+	values := r.stored[key]
+	if len(values) == 0 {
+		return nil, jetstream.ErrKeyNotFound
+	}
+	return storedEntry{key: key, value: values[len(values)-1]}, nil
+}
+
+// storedEntry is one value of flakyResults.
+type storedEntry struct {
+	jetstream.KeyValueEntry // only Key and Value are used
+	key                     string
+	value                   []byte
+}
+
+func (e storedEntry) Key() string   { return e.key }
+func (e storedEntry) Value() []byte { return e.value }
 
 func (r *flakyResults) fix() {
 	r.mu.Lock()
@@ -69,12 +94,19 @@ func (p *platform) deadLetters(t *testing.T, n int) []events.DeadLetter {
 	return letters
 }
 
-func TestWorkerDeadLettersRequestsNobodyWaitsFor(t *testing.T) {
-	queue := events.DefaultQueueConfig()
-	queue.MaxDeliver = 2
+// deployWithDeadLetters deploys the demo function with queue and makes the dead-letter stream.
+func deployWithDeadLetters(t *testing.T, queue events.QueueConfig) *platform {
+	t.Helper()
 	p := deploy(t, irisSpec(t), irisFixture(t).model, queue)
 	_, err := events.EnsureDeadLetterStream(t.Context(), p.js)
 	require.NoError(t, err)
+	return p
+}
+
+func TestWorkerDeadLettersRequestsNobodyWaitsFor(t *testing.T) {
+	queue := events.DefaultQueueConfig()
+	queue.MaxDeliver = 2
+	p := deployWithDeadLetters(t, queue)
 	store := &flakyResults{down: true, stored: map[string][][]byte{}}
 	cfg := p.config()
 	cfg.Results, cfg.JetStream = store, p.js
@@ -151,9 +183,7 @@ func TestWorkerKeepsARequestItCannotDeadLetter(t *testing.T) {
 func TestWorkerGivesUpARequestItsWorkersNeverSettled(t *testing.T) {
 	queue := events.DefaultQueueConfig()
 	queue.MaxDeliver, queue.AckWait = 2, time.Second
-	p := deploy(t, irisSpec(t), irisFixture(t).model, queue)
-	_, err := events.EnsureDeadLetterStream(t.Context(), p.js)
-	require.NoError(t, err)
+	p := deployWithDeadLetters(t, queue)
 	req, _ := irisRequest(t, "crasher", 5, 1)
 	p.publish(t, asyncMsg(t, p, "crasher", body(t, req)))
 
@@ -182,7 +212,7 @@ func TestWorkerGivesUpARequestItsWorkersNeverSettled(t *testing.T) {
 	cfg.Results, cfg.JetStream = store, p.js
 	w := p.start(t, cfg, p.sessions(t, 1))
 	letter := p.deadLetters(t, 1)[0]
-	require.Contains(t, letter.Reason, "gave up after 2 deliveries that were never settled")
+	require.Contains(t, letter.Reason, "gave up after 2 deliveries, the last never settled")
 	require.Equal(t, 2, letter.Attempts)
 	p.streamEmpty(t)
 	_, stored := store.results(events.ResultKey("/sluice/activator", "crasher"))
@@ -194,4 +224,82 @@ func TestWorkerGivesUpARequestItsWorkersNeverSettled(t *testing.T) {
 	count, _ := histogram(t, w.registry, "sluice_worker_batch_size", 1)
 	require.Zero(t, count, "the model never ran")
 	require.Equal(t, float64(1), counter(t, w.registry, "sluice_worker_requests_total", "outcome", "error"))
+}
+
+// A worker that recorded a result and stopped before acknowledging the
+// request leaves it to be delivered again, past the limit even: the next
+// worker announces the recorded answer again and acknowledges the request,
+// without running it or dead-lettering it.
+func TestWorkerAnswersARedeliveryFromTheRecordedResult(t *testing.T) {
+	queue := events.DefaultQueueConfig()
+	queue.MaxDeliver = 2
+	p := deployWithDeadLetters(t, queue)
+	req, rows := irisRequest(t, "recorded", 5, 2)
+	p.publish(t, asyncMsg(t, p, "recorded", body(t, req)))
+
+	// The first worker scores and records it on the last allowed delivery, then dies.
+	key := events.ResultKey("/sluice/activator", "recorded")
+	store := &flakyResults{stored: map[string][][]byte{}}
+	answer := irisAnswerBody(t, rows)
+	recorded, err := json.Marshal(events.Result{ID: "recorded", Source: "/sluice/activator", Status: events.ResultDone, Code: http.StatusOK, Response: answer})
+	require.NoError(t, err)
+	_, err = store.Put(t.Context(), key, recorded)
+	require.NoError(t, err)
+	consumer, err := p.js.Consumer(t.Context(), events.StreamName(p.fn.Metadata.Name), events.ConsumerName(p.fn.Status.Revision))
+	require.NoError(t, err)
+	for range queue.MaxDeliver {
+		batch, err := consumer.Fetch(1, jetstream.FetchMaxWait(waitFor))
+		require.NoError(t, err)
+		for msg := range batch.Messages() {
+			require.NoError(t, msg.Nak()) // back at once, as after an ack wait
+		}
+	}
+
+	cfg := p.config()
+	cfg.Results, cfg.JetStream = store, p.js
+	announced := subscribe(t, p.client)
+	sub, err := p.client.ChanSubscribe(events.ResultSubject(p.fn.Metadata.Name), announced.msgs)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, p.client.Flush())
+	w := p.start(t, cfg, p.sessions(t, 1))
+	requireIrisAnswer(t, announced.next(t), rows)
+	p.streamEmpty(t)
+	_, stored := store.results(key)
+	require.Len(t, stored, 1, "the result is not written again")
+	require.Equal(t, float64(1), counter(t, w.registry, "sluice_worker_requests_total", "outcome", "recorded"))
+	count, _ := histogram(t, w.registry, "sluice_worker_batch_size", 1)
+	require.Zero(t, count, "the model never ran")
+	letters, err := events.ListDeadLetters(t.Context(), p.js, "")
+	require.NoError(t, err)
+	require.Empty(t, letters)
+}
+
+// irisAnswerBody is the JSON answer the demo model gives for rows.
+func irisAnswerBody(t *testing.T, rows [][]float32) []byte {
+	t.Helper()
+	classifier := irisFixture(t).classifier
+	classes := classifier.Classes()
+	var probabilities []float32
+	var labels []int64
+	var names []string
+	for _, row := range rows {
+		want := classifier.PredictProba(row)
+		label := slices.Index(want, slices.Max(want))
+		probabilities, labels, names = append(probabilities, want...), append(labels, int64(label)), append(names, classes[label])
+	}
+	n := int64(len(rows))
+	var outputs []events.Tensor
+	for _, output := range []struct {
+		name  string
+		shape []int64
+		data  any
+	}{{train.ProbabilitiesName, []int64{n, int64(len(classes))}, probabilities}, {train.LabelName, []int64{n}, labels}, {train.ClassName, []int64{n}, names}} {
+		tensor, err := events.NewTensor(output.name, output.shape, output.data)
+		require.NoError(t, err)
+		outputs = append(outputs, tensor)
+	}
+	body, err := events.AppendInferenceResponse(nil, &events.InferenceResponse{ModelName: "iris", Outputs: outputs})
+	require.NoError(t, err)
+	return body
 }

@@ -19,7 +19,7 @@ func newMetrics(reg prometheus.Registerer, function, revision string) *metrics {
 	factory := promauto.With(reg)
 	return &metrics{
 		requests: factory.NewCounterVec(prometheus.CounterOpts{
-			Name: "sluice_worker_requests_total", Help: "Requests settled by the worker, by outcome (ok, error, expired).",
+			Name: "sluice_worker_requests_total", Help: "Requests settled by the worker, by outcome: ok, error, expired, or recorded (answered by an earlier delivery, announced again).",
 			ConstLabels: labels,
 		}, []string{"outcome"}),
 		dead: factory.NewCounter(prometheus.CounterOpts{

@@ -24,7 +24,10 @@ type job struct {
 	submitted time.Time
 	// delivered counts the deliveries of the request, this one included; 0 when unknown.
 	delivered uint64
-	req       *events.InferenceRequest
+	// recorded is the answer an earlier delivery recorded, which this one
+	// announces again instead of running the request again.
+	recorded *events.Result
+	req      *events.InferenceRequest
 	// binaryOutputs names the outputs a binary request wants in binary; nil
 	// answers in JSON.
 	binaryOutputs func(name string) bool
@@ -45,7 +48,7 @@ func (w *Worker) process(model Model, msgs []jetstream.Msg) {
 	var ready []*job
 	for i, msg := range msgs {
 		jobs[i] = w.decode(msg, start)
-		if jobs[i].err == nil && !jobs[i].expired {
+		if jobs[i].err == nil && !jobs[i].expired && jobs[i].recorded == nil {
 			ready = append(ready, jobs[i])
 		}
 	}
@@ -85,8 +88,13 @@ func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
 		j.err = events.Permanent(&events.FieldError{Field: "type", Problem: fmt.Sprintf("want %q, got %q", events.TypeInferenceRequest, ev.Type())})
 		return j
 	}
+	if j.record && j.delivered > 1 {
+		if j.recorded = w.recordedResult(j); j.recorded != nil {
+			return j
+		}
+	}
 	if w.maxDeliver > 0 && j.delivered > uint64(w.maxDeliver) { // not run again: it may be what stopped them
-		j.err = events.Permanent(fmt.Errorf("gave up after %d deliveries that were never settled: the worker holding it stopped or ran past the ack wait", w.maxDeliver))
+		j.err = events.Permanent(fmt.Errorf("gave up after %d deliveries, the last never settled: its worker stopped, ran past the ack wait, or could not store the dead letter", w.maxDeliver))
 		return j
 	}
 	req, binary, err := events.DecodeRequestData(ev, events.DefaultLimits())

@@ -24,6 +24,10 @@ func (w *Worker) finish(j *job) {
 		w.settle(j, events.Permanent(errExpired))
 		return
 	}
+	if j.recorded != nil {
+		w.finishRecorded(j)
+		return
+	}
 	var body []byte
 	if j.err == nil {
 		var err error
@@ -153,6 +157,7 @@ func (w *Worker) announce(j *job, body []byte) error {
 			return err
 		}
 		msg.Header.Set(events.HeaderSinkURI, sink)
+		msg.Header.Set(events.HeaderMsgID, "sink#"+events.MsgID(j.source, j.eventID)) // announced again: delivered once
 		if _, err := w.cfg.JetStream.PublishMsg(context.Background(), msg); err != nil {
 			return err
 		}
@@ -162,6 +167,43 @@ func (w *Worker) announce(j *job, body []byte) error {
 		return err
 	}
 	return w.nc.PublishMsg(msg)
+}
+
+// recordedResult is the result an earlier delivery of j recorded, or nil:
+// a worker that recorded it may have stopped before it acknowledged it.
+func (w *Worker) recordedResult(j *job) *events.Result {
+	if w.cfg.Results == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	entry, err := w.cfg.Results.Get(ctx, events.ResultKey(j.source, j.eventID))
+	if err != nil {
+		return nil // not recorded, or the bucket does not answer: the request runs
+	}
+	var result events.Result
+	if json.Unmarshal(entry.Value(), &result) != nil || result.Status == events.ResultPending {
+		return nil
+	}
+	return &result
+}
+
+// finishRecorded settles a request whose result an earlier delivery
+// recorded: a successful answer is announced again, since the worker that
+// recorded it may have stopped before announcing it, and the request is
+// acknowledged without running again.
+func (w *Worker) finishRecorded(j *job) {
+	if j.recorded.Status == events.ResultDone {
+		body, headerLength := j.recorded.Answer()
+		j.headerLength = headerLength
+		if err := w.announce(j, body); err != nil {
+			w.log.Warn("announce a recorded result", "request_id", j.eventID, "error", err)
+			w.settle(j, err) // transient: the request is tried again
+			return
+		}
+	}
+	w.metrics.requests.WithLabelValues("recorded").Inc()
+	w.settle(j, nil)
 }
 
 // statusOf is the HTTP status a failed request is answered with: 400 for

@@ -47,6 +47,7 @@ type Config struct {
 // ResultStore is where recorded results go: the results KV bucket.
 type ResultStore interface {
 	Put(ctx context.Context, key string, value []byte) (uint64, error)
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
 }
 
 // DefaultConfig batches up to 32 requests within 2ms.

@@ -47,12 +47,16 @@ type badRow struct {
 	err error
 }
 
-// newChunk starts chunk index with its first row, room for rows rows of
-// features features each.
+// maxPresized bounds the features a new chunk makes room for: beyond it,
+// the rows that come are what it grows to.
+const maxPresized = 1 << 16
+
+// newChunk starts chunk index with its first row, with room for rows rows
+// of features features each, up to maxPresized features.
 func newChunk(index int, batchID string, first, rows, features int) *chunk {
 	return &chunk{
 		index: index, id: batchID + "-" + strconv.Itoa(index), first: first, done: make(chan struct{}),
-		values: make([]float64, 0, rows*features), lines: make([]int32, 0, rows), idEnds: make([]int32, 0, rows),
+		values: make([]float64, 0, min(rows*features, maxPresized)), lines: make([]int32, 0, rows), idEnds: make([]int32, 0, rows),
 	}
 }
 

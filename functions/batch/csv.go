@@ -77,15 +77,16 @@ func (c *csvReader) next() (Row, error) {
 // not valid CSV is a *csv.ParseError.
 func (c *csvReader) read() ([][]byte, int, error) {
 	for {
-		record, start, err := c.readRecord()
+		raw, start, err := c.readRecord()
 		if err != nil {
 			return nil, 0, err
 		}
+		record := trimLineBreak(raw)
 		if len(record) == 0 {
 			continue
 		}
 		if bytes.IndexByte(record, '"') >= 0 {
-			fields, err := c.splitQuoted(record, start)
+			fields, err := c.splitQuoted(raw, start) // with its line break, which encoding/csv reads as it likes
 			return fields, start, err
 		}
 		c.fields = c.fields[:0]
@@ -102,24 +103,25 @@ func (c *csvReader) read() ([][]byte, int, error) {
 	}
 }
 
-// readRecord returns the next record, the lines a quoted field spans joined,
-// without its line break, and the line it starts on.
+// readRecord returns the next record as it is in the input, line break
+// included, the lines a quoted field spans joined, and the line it starts on.
 func (c *csvReader) readRecord() ([]byte, int, error) {
 	c.record = c.record[:0]
 	start := c.line + 1
+	var quotes quoteScan
 	for {
 		line, err := c.in.ReadSlice('\n')
+		if len(c.record)+len(line) > maxLine {
+			return nil, 0, fmt.Errorf("line %d: a record of more than %d bytes", start, maxLine)
+		}
 		if errors.Is(err, bufio.ErrBufferFull) { // a long line: keep reading it
-			if len(c.record)+len(line) > maxLine {
-				return nil, 0, fmt.Errorf("line %d: longer than %d bytes", start, maxLine)
-			}
 			c.record = append(c.record, line...)
 			continue
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, 0, err
 		}
-		if len(line) > 0 && line[len(line)-1] == '\n' || len(line) > 0 && errors.Is(err, io.EOF) {
+		if len(line) > 0 {
 			c.line++
 		}
 		record := line
@@ -131,16 +133,13 @@ func (c *csvReader) readRecord() ([]byte, int, error) {
 			if len(record) == 0 {
 				return nil, 0, io.EOF
 			}
-			return trimLineBreak(record), start, nil
+			return record, start, nil
 		}
-		if bytes.IndexByte(record, '"') < 0 || !openQuote(record) {
-			return trimLineBreak(record), start, nil
+		if !quotes.quoted && bytes.IndexByte(record[quotes.i:], '"') < 0 || !quotes.open(record) {
+			return record, start, nil
 		}
 		if len(c.record) == 0 { // the buffer's next read overwrites line
 			c.record = append(c.record, line...)
-		}
-		if len(c.record) > maxLine {
-			return nil, 0, fmt.Errorf("line %d: a quoted field runs over %d bytes", start, maxLine)
 		}
 	}
 }
@@ -151,37 +150,50 @@ func trimLineBreak(line []byte) []byte {
 	return bytes.TrimSuffix(line, []byte{'\r'})
 }
 
-// openQuote reports whether record ends inside a quoted field, so that the
-// record goes on on the next line. It stops where encoding/csv would stop
-// with an error: at a quote inside an unquoted field, or at anything but a
-// comma after a closing quote.
-func openQuote(record []byte) bool {
-	for i := 0; i < len(record); {
-		if record[i] != '"' { // an unquoted field
-			j := bytes.IndexAny(record[i:], ",\"")
-			if j < 0 || record[i+j] == '"' {
-				return false
+// quoteScan finds whether a record ends inside a quoted field, so that it
+// goes on on the next line. It goes on from where it stopped as lines are
+// added, and it stops where encoding/csv would stop with an error: at a
+// quote inside an unquoted field, or at anything but a comma after a
+// closing quote. A quote opens a field only as its first character.
+type quoteScan struct {
+	i      int  // where the scan goes on
+	quoted bool // inside a quoted field at i
+}
+
+// open scans record from where the last call stopped and reports whether it
+// ends inside a quoted field.
+func (q *quoteScan) open(record []byte) bool {
+	i := q.i
+	defer func() { q.i = len(record) }()
+	for i < len(record) {
+		if !q.quoted {
+			if record[i] != '"' { // an unquoted field
+				j := bytes.IndexAny(record[i:], ",\"")
+				if j < 0 || record[i+j] == '"' {
+					return false
+				}
+				i += j + 1
+				continue
 			}
-			i += j + 1
+			q.quoted = true
+			i++
+		}
+		j := bytes.IndexByte(record[i:], '"')
+		if j < 0 {
+			return true
+		}
+		i += j + 1
+		if i < len(record) && record[i] == '"' { // a doubled quote
+			i++
 			continue
 		}
-		for i++; ; { // a quoted field
-			j := bytes.IndexByte(record[i:], '"')
-			if j < 0 {
-				return true
-			}
-			i += j + 1
-			if i == len(record) || record[i] != '"' {
-				break
-			}
-			i++ // a doubled quote
-		}
+		q.quoted = false
 		if i == len(record) || record[i] != ',' {
 			return false
 		}
 		i++
 	}
-	return false
+	return q.quoted
 }
 
 // splitQuoted splits a record holding a quote with encoding/csv; start is

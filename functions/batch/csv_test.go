@@ -82,6 +82,10 @@ var csvSeeds = []string{
 	"a,b\n1,2\r",
 	"\"a\"\"\",\"\"\n,\n",
 	"x\n" + strings.Repeat("9", 40) + "\n",
+	"\"a\",\"b\"\r\r\n1,2\n", // a CRLF file converted to CRLF again
+	"\"a\",b\r\r\n",
+	",\"x\"\r\r",
+	"\"open\n1\n2\n3\n\"\",\"\"\nend\"\n4\n",
 }
 
 func TestCSVReaderReadsAsEncodingCSV(t *testing.T) {
