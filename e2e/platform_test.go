@@ -335,6 +335,20 @@ func TestBinaryCloudEvent(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	requireBinaryIrisAnswer(t, result, resp.Header.Get(events.HeaderInferenceHeaderContentLength))
+
+	// A JSON request asking for binary outputs gets them too, the same
+	// synchronously and from GET.
+	jsonAsking := `{"parameters":{"binary_data_output":true},` + irisRequest[1:]
+	code, answer, answerHeader = p.postBinary(t, "/v2/models/iris/infer", []byte(jsonAsking), http.Header{"Content-Type": {"application/json"}})
+	require.Equal(t, http.StatusOK, code, "%s", answer)
+	requireBinaryIrisAnswer(t, answer, answerHeader.Get(events.HeaderInferenceHeaderContentLength))
+	code, answer = p.post(t, "/v2/models/iris/infer", jsonAsking, http.Header{"Prefer": {"respond-async"}, "Idempotency-Key": {"bin-4"}})
+	require.Equal(t, http.StatusAccepted, code, "%s", answer)
+	result = p.awaitResult(t, "/v1/requests/bin-4")
+	resp, err = http.Get(p.url + "/v1/requests/bin-4")
+	require.NoError(t, err)
+	resp.Body.Close()
+	requireBinaryIrisAnswer(t, result, resp.Header.Get(events.HeaderInferenceHeaderContentLength))
 }
 
 // postBinary posts body with header and returns the status, body and header of the answer.

@@ -97,11 +97,11 @@ func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
 		j.err = events.Permanent(fmt.Errorf("gave up after %d deliveries, the last never settled: its worker stopped, ran past the ack wait, or could not store the dead letter", w.maxDeliver))
 		return j
 	}
-	req, binary, err := events.DecodeRequestData(ev, events.DefaultLimits())
+	req, _, err := events.DecodeRequestData(ev, events.DefaultLimits())
 	if err == nil {
 		err = w.signature.Check(req)
 	}
-	if err == nil && binary { // a JSON request is answered in JSON, whatever it asks
+	if err == nil {
 		j.binaryOutputs, err = req.BinaryOutputs()
 	}
 	if err != nil {

@@ -322,9 +322,9 @@ func TestConfigValidate(t *testing.T) {
 	})
 }
 
-// A request in the binary tensor data extension that asks for binary
-// outputs gets them; a JSON request that asks the same gets JSON, whose
-// caller (the activator) reads JSON only. Both share one model run.
+// A request that asks for binary outputs gets them, whether it came in the
+// binary tensor data extension or in JSON; one that does not gets JSON.
+// They share one model run.
 func TestWorkerAnswersBinaryRequestsInBinary(t *testing.T) {
 	p := deployIris(t)
 	cfg := p.config()
@@ -332,9 +332,11 @@ func TestWorkerAnswersBinaryRequestsInBinary(t *testing.T) {
 	in := subscribe(t, p.client)
 	var msgs []*nats.Msg
 	want := map[string][][]float32{}
-	for _, id := range []string{"binary", "json"} {
+	for _, id := range []string{"binary", "json", "plain"} {
 		req, rows := irisRequest(t, id, 0, 3)
-		req.Parameters = map[string]any{"binary_data_output": true}
+		if id != "plain" {
+			req.Parameters = map[string]any{"binary_data_output": true}
+		}
 		want[id] = rows
 		data, headerLength := body(t, req), 0
 		if id == "binary" {
@@ -352,10 +354,12 @@ func TestWorkerAnswersBinaryRequestsInBinary(t *testing.T) {
 	}
 	p.publish(t, msgs...)
 	p.start(t, cfg, p.sessions(t, 1))
-	replies := in.collect(t, 2)
-	requireIrisAnswer(t, replies["binary"], want["binary"])
-	requireIrisAnswer(t, replies["json"], want["json"])
-	require.Positive(t, replies["binary"].headerLength, "a binary request is answered in binary")
-	require.Zero(t, replies["json"].headerLength, "a JSON request is answered in JSON")
+	replies := in.collect(t, 3)
+	for id, rows := range want {
+		requireIrisAnswer(t, replies[id], rows)
+	}
+	require.Positive(t, replies["binary"].headerLength, "a binary request asking binary outputs is answered in binary")
+	require.Positive(t, replies["json"].headerLength, "so is a JSON one")
+	require.Zero(t, replies["plain"].headerLength, "a request asking nothing is answered in JSON")
 	p.streamEmpty(t)
 }
