@@ -112,26 +112,34 @@ func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
 	return j
 }
 
+// maxStackedElements bounds the input elements of one stacked model run:
+// as many as one request may send, so a batch of large requests does not
+// become one huge tensor.
+var maxStackedElements = events.DefaultLimits().MaxElements
+
 // groupByShape puts together the requests whose inputs have the same names,
-// datatypes and dimensions but the first, so they can be stacked along it.
+// datatypes and dimensions but the first, so they can be stacked along it,
+// up to maxStackedElements input elements a group.
 func groupByShape(jobs []*job) [][]*job {
-	var keys []string
-	groups := map[string][]*job{}
-	for i, j := range jobs {
+	var groups [][]*job
+	var sizes []int64           // input elements of each group
+	filling := map[string]int{} // the group of each key that takes more
+	for _, j := range jobs {
 		key, stackable := shapeKey(j.req.Inputs)
-		if !stackable {
-			key = "alone:" + strconv.Itoa(i) // a scalar cannot be stacked: its own group
+		size := int64(0)
+		for _, t := range j.req.Inputs {
+			size += int64(t.Len())
 		}
-		if _, ok := groups[key]; !ok {
-			keys = append(keys, key)
+		g, ok := filling[key]
+		if !stackable || !ok || sizes[g]+size > maxStackedElements { // a scalar cannot be stacked: its own group
+			groups, sizes, g = append(groups, nil), append(sizes, 0), len(groups)
+			if stackable {
+				filling[key] = g
+			}
 		}
-		groups[key] = append(groups[key], j)
+		groups[g], sizes[g] = append(groups[g], j), sizes[g]+size
 	}
-	out := make([][]*job, 0, len(keys))
-	for _, key := range keys {
-		out = append(out, groups[key])
-	}
-	return out
+	return groups
 }
 
 // shapeKey names what inputs must share to be stacked: names, datatypes and
