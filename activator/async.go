@@ -2,12 +2,10 @@ package activator
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -50,11 +48,14 @@ func (a *Activator) accept(ctx context.Context, w http.ResponseWriter, fn *funct
 		return fmt.Errorf("%w: header %s: %v", errBadRequest, events.HeaderSinkURI, err)
 	}
 	key := events.ResultKey(ev.Source(), ev.ID())
-	pending, _ := json.Marshal(events.Result{
+	pending, err := events.EncodeResult(events.Result{
 		ID: ev.ID(), Source: ev.Source(), Function: fn.Metadata.Name, Revision: fn.Status.Revision,
 		Status: events.ResultPending, SubmittedAt: time.Now().UTC(),
 	})
-	_, err := a.results.Create(ctx, key, pending)
+	if err != nil {
+		return err
+	}
+	_, err = a.results.Create(ctx, key, pending)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists):
 		return writeAccepted(w, ev)
@@ -104,22 +105,15 @@ func (a *Activator) requestResult(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: read the result: %v", errUnavailable, err))
 		return
 	}
-	var result events.Result
-	if err := json.Unmarshal(entry.Value(), &result); err != nil {
+	result, err := events.DecodeResult(entry.Value())
+	if err != nil {
 		writeError(w, fmt.Errorf("read the result of %q: %w", id, err))
 		return
 	}
 	switch result.Status {
 	case events.ResultDone:
 		body, headerLength := result.Answer()
-		if headerLength > 0 { // a binary request that asked for binary outputs
-			w.Header().Set("Content-Type", events.ContentTypeBinary)
-			w.Header().Set(events.HeaderInferenceHeaderContentLength, strconv.Itoa(headerLength))
-		} else {
-			w.Header().Set("Content-Type", events.ContentTypeJSON)
-		}
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(body)
+		writeBody(w, body, headerLength)
 	case events.ResultError:
 		writeError(w, &workerError{status: result.Code, message: result.Error})
 	default:

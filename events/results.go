@@ -1,12 +1,14 @@
 package events
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -41,13 +43,46 @@ type Result struct {
 	// done and the request asked for no output in binary.
 	Response json.RawMessage `json:"response,omitempty"`
 	// Binary is the answer in the binary tensor data extension, when Status
-	// is done and a binary request asked for binary outputs; its first
+	// is done and the request asked for binary outputs; its first
 	// HeaderLength bytes are the JSON inference header.
 	Binary       []byte    `json:"binary,omitempty"`
 	HeaderLength int       `json:"headerLength,omitempty"`
 	Error        string    `json:"error,omitempty"`
 	SubmittedAt  time.Time `json:"submittedAt,omitzero"`
 	CompletedAt  time.Time `json:"completedAt,omitzero"`
+}
+
+// EncodeResult is r as the results bucket keeps it: its fields but the
+// answer as one line of JSON, then a line break, then the answer as it is
+// (JSON, or binary when HeaderLength is set), so that a binary answer is
+// kept without an encoding and a JSON one reads as it was sent.
+func EncodeResult(r Result) ([]byte, error) {
+	answer, headerLength := r.Answer()
+	r.Response, r.Binary, r.HeaderLength = nil, nil, headerLength
+	meta, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode result: %w", err)
+	}
+	return append(append(slices.Grow(meta, 1+len(answer)), '\n'), answer...), nil
+}
+
+// DecodeResult reads what EncodeResult wrote; the answer shares data.
+func DecodeResult(data []byte) (Result, error) {
+	var r Result
+	meta, answer, split := bytes.Cut(data, []byte{'\n'}) // compact JSON holds no line break
+	if err := json.Unmarshal(meta, &r); err != nil {
+		return Result{}, fmt.Errorf("decode result: %w", err)
+	}
+	if !split { // a result kept as one JSON object, answer included
+		return r, nil
+	}
+	switch {
+	case r.HeaderLength > 0:
+		r.Binary = answer
+	case len(answer) > 0:
+		r.Response = answer
+	}
+	return r, nil
 }
 
 // Answer is the recorded answer and the length of its JSON inference

@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -159,8 +158,8 @@ func TestWorkerDeadLettersRequestsNobodyWaitsFor(t *testing.T) {
 	announced.requireNoReply(t, p.client)
 	_, stored = store.results(key)
 	require.Len(t, stored, 1, "recorded exactly once")
-	var result events.Result
-	require.NoError(t, json.Unmarshal(stored[0], &result))
+	result, err := events.DecodeResult(stored[0])
+	require.NoError(t, err)
 	require.Equal(t, events.ResultDone, result.Status)
 	require.Equal(t, "flaky", result.ID)
 	left, err := events.ListDeadLetters(t.Context(), p.js, "")
@@ -217,8 +216,8 @@ func TestWorkerGivesUpARequestItsWorkersNeverSettled(t *testing.T) {
 	p.streamEmpty(t)
 	_, stored := store.results(events.ResultKey("/sluice/activator", "crasher"))
 	require.Len(t, stored, 1)
-	var result events.Result
-	require.NoError(t, json.Unmarshal(stored[0], &result))
+	result, err := events.DecodeResult(stored[0])
+	require.NoError(t, err)
 	require.Equal(t, events.ResultError, result.Status)
 	require.Contains(t, result.Error, "never settled")
 	count, _ := histogram(t, w.registry, "sluice_worker_batch_size", 1)
@@ -241,7 +240,7 @@ func TestWorkerAnswersARedeliveryFromTheRecordedResult(t *testing.T) {
 	key := events.ResultKey("/sluice/activator", "recorded")
 	store := &flakyResults{stored: map[string][][]byte{}}
 	answer := irisAnswerBody(t, rows)
-	recorded, err := json.Marshal(events.Result{ID: "recorded", Source: "/sluice/activator", Status: events.ResultDone, Code: http.StatusOK, Response: answer})
+	recorded, err := events.EncodeResult(events.Result{ID: "recorded", Source: "/sluice/activator", Status: events.ResultDone, Code: http.StatusOK, Response: answer})
 	require.NoError(t, err)
 	_, err = store.Put(t.Context(), key, recorded)
 	require.NoError(t, err)

@@ -181,8 +181,8 @@ func (w *Worker) recordedResult(j *job) *events.Result {
 	if err != nil {
 		return nil // not recorded, or the bucket does not answer: the request runs
 	}
-	var result events.Result
-	if json.Unmarshal(entry.Value(), &result) != nil || result.Status == events.ResultPending {
+	result, err := events.DecodeResult(entry.Value())
+	if err != nil || result.Status == events.ResultPending {
 		return nil
 	}
 	return &result
@@ -238,7 +238,7 @@ func (w *Worker) record(j *job, body []byte) error {
 	default:
 		result.Response = body
 	}
-	data, err := json.Marshal(result)
+	data, err := events.EncodeResult(result)
 	if err != nil {
 		return events.Permanent(err)
 	}

@@ -94,8 +94,8 @@ func (j *job) lookup(ctx context.Context, c *chunk) bool {
 	if err != nil {
 		return false
 	}
-	var result events.Result
-	if json.Unmarshal(entry.Value(), &result) != nil {
+	result, err := events.DecodeResult(entry.Value())
+	if err != nil {
 		return false
 	}
 	switch result.Status {
