@@ -24,31 +24,34 @@ type csvRecord struct {
 func readEncodingCSV(text string) []csvRecord {
 	reader := csv.NewReader(strings.NewReader(text))
 	reader.FieldsPerRecord = -1
-	var records []csvRecord
-	for {
+	return collectRecords(func() ([]string, int, error) {
 		fields, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			return records
-		}
-		var parseErr *csv.ParseError
-		if errors.As(err, &parseErr) {
-			records = append(records, csvRecord{line: parseErr.StartLine, err: parseErr.Err.Error()})
-			continue
-		}
 		if err != nil {
-			return append(records, csvRecord{err: err.Error()})
+			return nil, 0, err
 		}
 		line, _ := reader.FieldPos(0)
-		records = append(records, csvRecord{line: line, fields: fields})
-	}
+		return fields, line, nil
+	})
 }
 
 // readFastCSV reads text with csvReader.read.
 func readFastCSV(text string) []csvRecord {
 	c := &csvReader{in: bufio.NewReaderSize(strings.NewReader(text), 16)} // small: long lines span reads
+	return collectRecords(func() ([]string, int, error) {
+		fields, line, err := c.read()
+		var record []string
+		for _, field := range fields {
+			record = append(record, string(field))
+		}
+		return record, line, err
+	})
+}
+
+// collectRecords calls read until io.EOF.
+func collectRecords(read func() (fields []string, line int, err error)) []csvRecord {
 	var records []csvRecord
 	for {
-		fields, line, err := c.read()
+		fields, line, err := read()
 		if errors.Is(err, io.EOF) {
 			return records
 		}
@@ -60,11 +63,7 @@ func readFastCSV(text string) []csvRecord {
 		if err != nil {
 			return append(records, csvRecord{err: err.Error()})
 		}
-		record := csvRecord{line: line}
-		for _, field := range fields {
-			record.fields = append(record.fields, string(field))
-		}
-		records = append(records, record)
+		records = append(records, csvRecord{line: line, fields: fields})
 	}
 }
 
