@@ -93,6 +93,17 @@ func (p *platform) deadLetters(t *testing.T, n int) []events.DeadLetter {
 	return letters
 }
 
+// announcements receives the results announced on the function's results subject.
+func (p *platform) announcements(t *testing.T) *inbox {
+	t.Helper()
+	announced := subscribe(t, p.client)
+	sub, err := p.client.ChanSubscribe(events.ResultSubject(p.fn.Metadata.Name), announced.msgs)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, p.client.Flush())
+	return announced
+}
+
 // deployWithDeadLetters deploys the demo function with queue and makes the dead-letter stream.
 func deployWithDeadLetters(t *testing.T, queue events.QueueConfig) *platform {
 	t.Helper()
@@ -110,11 +121,7 @@ func TestWorkerDeadLettersRequestsNobodyWaitsFor(t *testing.T) {
 	cfg := p.config()
 	cfg.Results, cfg.JetStream = store, p.js
 	w := p.start(t, cfg, p.sessions(t, 1))
-	announced := subscribe(t, p.client)
-	sub, err := p.client.ChanSubscribe(events.ResultSubject(p.fn.Metadata.Name), announced.msgs)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	require.NoError(t, p.client.Flush())
+	announced := p.announcements(t)
 
 	// A synchronous caller with bad input is answered, and nothing is kept.
 	in := subscribe(t, p.client)
@@ -256,11 +263,7 @@ func TestWorkerAnswersARedeliveryFromTheRecordedResult(t *testing.T) {
 
 	cfg := p.config()
 	cfg.Results, cfg.JetStream = store, p.js
-	announced := subscribe(t, p.client)
-	sub, err := p.client.ChanSubscribe(events.ResultSubject(p.fn.Metadata.Name), announced.msgs)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	require.NoError(t, p.client.Flush())
+	announced := p.announcements(t)
 	w := p.start(t, cfg, p.sessions(t, 1))
 	requireIrisAnswer(t, announced.next(t), rows)
 	p.streamEmpty(t)
@@ -301,4 +304,37 @@ func irisAnswerBody(t *testing.T, rows [][]float32) []byte {
 	body, err := events.AppendInferenceResponse(nil, &events.InferenceResponse{ModelName: "iris", Outputs: outputs})
 	require.NoError(t, err)
 	return body
+}
+
+// A recorded error does not answer a redelivery: it may be that of the
+// request a dead letter replays, which runs again.
+func TestWorkerRunsARedeliveryWhoseRecordedResultIsAnError(t *testing.T) {
+	p := deployWithDeadLetters(t, events.DefaultQueueConfig())
+	req, rows := irisRequest(t, "replayed", 5, 1)
+	p.publish(t, asyncMsg(t, p, "replayed", body(t, req)))
+	key := events.ResultKey("/sluice/activator", "replayed")
+	store := &flakyResults{stored: map[string][][]byte{}}
+	failed, err := events.EncodeResult(events.Result{ID: "replayed", Source: "/sluice/activator", Status: events.ResultError, Code: http.StatusInternalServerError, Error: "results bucket unavailable"})
+	require.NoError(t, err)
+	_, err = store.Put(t.Context(), key, failed)
+	require.NoError(t, err)
+	consumer, err := p.js.Consumer(t.Context(), events.StreamName(p.fn.Metadata.Name), events.ConsumerName(p.fn.Status.Revision))
+	require.NoError(t, err)
+	batch, err := consumer.Fetch(1, jetstream.FetchMaxWait(waitFor))
+	require.NoError(t, err)
+	for msg := range batch.Messages() {
+		require.NoError(t, msg.Nak())
+	}
+
+	cfg := p.config()
+	cfg.Results, cfg.JetStream = store, p.js
+	announced := p.announcements(t)
+	p.start(t, cfg, p.sessions(t, 1))
+	requireIrisAnswer(t, announced.next(t), rows)
+	p.streamEmpty(t)
+	_, stored := store.results(key)
+	require.Len(t, stored, 2)
+	result, err := events.DecodeResult(stored[1])
+	require.NoError(t, err)
+	require.Equal(t, events.ResultDone, result.Status)
 }

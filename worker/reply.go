@@ -169,8 +169,10 @@ func (w *Worker) announce(j *job, body []byte) error {
 	return w.nc.PublishMsg(msg)
 }
 
-// recordedResult is the result an earlier delivery of j recorded, or nil:
-// a worker that recorded it may have stopped before it acknowledged it.
+// recordedResult is the answer an earlier delivery of j recorded, or nil: a
+// worker that recorded it may have stopped before it acknowledged it. A
+// recorded error is not taken: it may be that of the request a dead letter
+// replays, which runs again.
 func (w *Worker) recordedResult(j *job) *events.Result {
 	if w.cfg.Results == nil {
 		return nil
@@ -182,25 +184,23 @@ func (w *Worker) recordedResult(j *job) *events.Result {
 		return nil // not recorded, or the bucket does not answer: the request runs
 	}
 	result, err := events.DecodeResult(entry.Value())
-	if err != nil || result.Status == events.ResultPending {
+	if err != nil || result.Status != events.ResultDone {
 		return nil
 	}
 	return &result
 }
 
-// finishRecorded settles a request whose result an earlier delivery
-// recorded: a successful answer is announced again, since the worker that
-// recorded it may have stopped before announcing it, and the request is
-// acknowledged without running again.
+// finishRecorded settles a request whose answer an earlier delivery
+// recorded: the answer is announced again, since the worker that recorded
+// it may have stopped before announcing it, and the request is acknowledged
+// without running again.
 func (w *Worker) finishRecorded(j *job) {
-	if j.recorded.Status == events.ResultDone {
-		body, headerLength := j.recorded.Answer()
-		j.headerLength = headerLength
-		if err := w.announce(j, body); err != nil {
-			w.log.Warn("announce a recorded result", "request_id", j.eventID, "error", err)
-			w.settle(j, err) // transient: the request is tried again
-			return
-		}
+	body, headerLength := j.recorded.Answer()
+	j.headerLength = headerLength
+	if err := w.announce(j, body); err != nil {
+		w.log.Warn("announce a recorded result", "request_id", j.eventID, "error", err)
+		w.settle(j, err) // transient: the request is tried again
+		return
 	}
 	w.metrics.requests.WithLabelValues("recorded").Inc()
 	w.settle(j, nil)
