@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"sluice.dev/sluice/events"
 )
 
 // unsized hides the length of a body, so the client sends it chunked.
@@ -93,11 +91,7 @@ func TestQueueFullIs429WithRetryAfter(t *testing.T) {
 	require.Contains(t, message, `model "iris"`)
 	require.Equal(t, "1", answer.header.Get("Retry-After"))
 
-	stream, err := p.js.Stream(t.Context(), events.StreamName("iris"))
-	require.NoError(t, err)
-	info, err := stream.Info(t.Context())
-	require.NoError(t, err)
-	require.Equal(t, uint64(2), info.State.Msgs)
+	require.Equal(t, uint64(2), p.queued(t))
 }
 
 // The activator holds at most MaxInFlight requests; one more is refused with

@@ -230,8 +230,8 @@ func receive(t *testing.T, answers <-chan response) response {
 }
 
 // errorMessage checks that answer has the given status and a JSON
-// {"error": "..."} body, and returns the message.
-func errorMessage(t *testing.T, answer response, status int) string {
+// {"error": "..."} body whose message holds each of parts, and returns the message.
+func errorMessage(t *testing.T, answer response, status int, parts ...string) string {
 	t.Helper()
 	require.Equal(t, status, answer.status, "body: %s", answer.body)
 	require.Equal(t, "application/json", answer.header.Get("Content-Type"))
@@ -240,7 +240,20 @@ func errorMessage(t *testing.T, answer response, status int) string {
 	}
 	require.NoError(t, json.Unmarshal(answer.body, &body), "body: %s", answer.body)
 	require.NotEmpty(t, body.Error)
+	for _, part := range parts {
+		require.Contains(t, body.Error, part)
+	}
 	return body.Error
+}
+
+// queued is how many requests the function's stream holds.
+func (p *platform) queued(t *testing.T) uint64 {
+	t.Helper()
+	stream, err := p.js.Stream(t.Context(), events.StreamName("iris"))
+	require.NoError(t, err)
+	info, err := stream.Info(t.Context())
+	require.NoError(t, err)
+	return info.State.Msgs
 }
 
 // takeRequest fetches one request from the queue of iris revision 1, as a worker would.

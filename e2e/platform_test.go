@@ -302,53 +302,47 @@ func TestBinaryCloudEvent(t *testing.T) {
 		requireIrisAnswer(t, plain)
 	}
 
+	// requireBinary checks a 200 answer in binary, its JSON header length in header lengthHeader.
+	requireBinary := func(t *testing.T, code int, answer []byte, answerHeader http.Header, lengthHeader string) {
+		t.Helper()
+		require.Equal(t, http.StatusOK, code, "%s", answer)
+		require.Equal(t, events.ContentTypeBinary, answerHeader.Get("Content-Type"))
+		requireBinaryIrisAnswer(t, answer, answerHeader.Get(lengthHeader))
+	}
+	requireBinaryResult := func(t *testing.T, location string) {
+		t.Helper()
+		result, resultHeader := p.awaitResponse(t, location)
+		requireBinary(t, http.StatusOK, result, resultHeader, events.HeaderInferenceHeaderContentLength)
+	}
+
 	code, answer, answerHeader := p.postBinary(t, "/", body, header("bin-1"))
-	require.Equal(t, http.StatusOK, code, "%s", answer)
-	require.Equal(t, events.ContentTypeBinary, answerHeader.Get("Content-Type"))
-	requireBinaryIrisAnswer(t, answer, answerHeader.Get("Ce-Oipheaderlength"))
+	requireBinary(t, code, answer, answerHeader, "Ce-Oipheaderlength")
 
 	async := header("bin-2")
 	async.Set("Prefer", "respond-async")
 	code, answer, _ = p.postBinary(t, "/", body, async)
 	require.Equal(t, http.StatusAccepted, code, "%s", answer)
-	location := "/v1/requests/bin-2?source=%2Ftest"
-	result := p.awaitResult(t, location)
-	resp, err := http.Get(p.url + location)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, events.ContentTypeBinary, resp.Header.Get("Content-Type"))
-	requireBinaryIrisAnswer(t, result, resp.Header.Get(events.HeaderInferenceHeaderContentLength))
+	requireBinaryResult(t, "/v1/requests/bin-2?source=%2Ftest")
 
 	// The same request over OIP REST, as Triton's HTTP client sends it.
 	oip := http.Header{events.HeaderInferenceHeaderContentLength: {strconv.Itoa(headerLength)}, "Content-Type": {events.ContentTypeBinary}}
 	code, answer, answerHeader = p.postBinary(t, "/v2/models/iris/infer", body, oip)
-	require.Equal(t, http.StatusOK, code, "%s", answer)
-	require.Equal(t, events.ContentTypeBinary, answerHeader.Get("Content-Type"))
-	requireBinaryIrisAnswer(t, answer, answerHeader.Get(events.HeaderInferenceHeaderContentLength))
+	requireBinary(t, code, answer, answerHeader, events.HeaderInferenceHeaderContentLength)
 
 	oip.Set("Prefer", "respond-async")
 	oip.Set("Idempotency-Key", "bin-3")
 	code, answer, _ = p.postBinary(t, "/v2/models/iris/infer", body, oip)
 	require.Equal(t, http.StatusAccepted, code, "%s", answer)
-	result = p.awaitResult(t, "/v1/requests/bin-3")
-	resp, err = http.Get(p.url + "/v1/requests/bin-3")
-	require.NoError(t, err)
-	resp.Body.Close()
-	requireBinaryIrisAnswer(t, result, resp.Header.Get(events.HeaderInferenceHeaderContentLength))
+	requireBinaryResult(t, "/v1/requests/bin-3")
 
 	// A JSON request asking for binary outputs gets them too, the same
 	// synchronously and from GET.
 	jsonAsking := `{"parameters":{"binary_data_output":true},` + irisRequest[1:]
 	code, answer, answerHeader = p.postBinary(t, "/v2/models/iris/infer", []byte(jsonAsking), http.Header{"Content-Type": {"application/json"}})
-	require.Equal(t, http.StatusOK, code, "%s", answer)
-	requireBinaryIrisAnswer(t, answer, answerHeader.Get(events.HeaderInferenceHeaderContentLength))
+	requireBinary(t, code, answer, answerHeader, events.HeaderInferenceHeaderContentLength)
 	code, answer = p.post(t, "/v2/models/iris/infer", jsonAsking, http.Header{"Prefer": {"respond-async"}, "Idempotency-Key": {"bin-4"}})
 	require.Equal(t, http.StatusAccepted, code, "%s", answer)
-	result = p.awaitResult(t, "/v1/requests/bin-4")
-	resp, err = http.Get(p.url + "/v1/requests/bin-4")
-	require.NoError(t, err)
-	resp.Body.Close()
-	requireBinaryIrisAnswer(t, result, resp.Header.Get(events.HeaderInferenceHeaderContentLength))
+	requireBinaryResult(t, "/v1/requests/bin-4")
 }
 
 // postBinary posts body with header and returns the status, body and header of the answer.
@@ -368,14 +362,24 @@ func (p *platform) postBinary(t *testing.T, path string, body []byte, header htt
 // awaitResult polls the location of an asynchronous request until it answers 200, and returns the body.
 func (p *platform) awaitResult(t *testing.T, location string) []byte {
 	t.Helper()
+	result, _ := p.awaitResponse(t, location)
+	return result
+}
+
+// awaitResponse polls the location of an asynchronous request until it
+// answers 200, and returns the body and the header of that answer.
+func (p *platform) awaitResponse(t *testing.T, location string) ([]byte, http.Header) {
+	t.Helper()
 	var result []byte
+	var header http.Header
 	require.Eventually(t, func() bool {
 		resp, err := http.Get(p.url + location)
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		result, err = io.ReadAll(resp.Body)
 		require.NoError(t, err)
+		header = resp.Header
 		return resp.StatusCode == http.StatusOK
 	}, 30*time.Second, 20*time.Millisecond, "no result at %s", location)
-	return result
+	return result, header
 }

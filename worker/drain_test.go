@@ -104,6 +104,35 @@ func checkAnswer(r reply, rows [][]float32) string {
 	return "no probabilities"
 }
 
+// syncRequests makes n requests answered on in, request i of rows(i) rows,
+// and the rows each request id wants answered.
+func syncRequests(t *testing.T, p *platform, in *inbox, n int, rows func(i int) int) ([]*nats.Msg, map[string][][]float32) {
+	t.Helper()
+	want := map[string][][]float32{}
+	msgs := make([]*nats.Msg, n)
+	for i := range msgs {
+		id := fmt.Sprintf("request-%04d", i)
+		req, wantRows := irisRequest(t, id, i, rows(i))
+		want[id] = wantRows
+		msgs[i] = requestMsg(t, p.fn, id, body(t, req), in.subject, time.Now().Add(time.Minute))
+	}
+	return msgs, want
+}
+
+// answerTheRest starts a worker with cfg and waits until all requests are
+// answered, each once, and the stream is empty.
+func (p *platform) answerTheRest(t *testing.T, cfg worker.Config, got *answers, requests int) {
+	t.Helper()
+	p.start(t, cfg, p.sessions(t, 1))
+	require.Eventually(t, func() bool {
+		answered, _ := got.count()
+		return answered == requests
+	}, waitFor, 5*time.Millisecond)
+	p.streamEmpty(t)
+	distinct, total := got.count()
+	require.Equal(t, distinct, total, "requests answered twice")
+}
+
 // TestWorkerDrains cancels Run while requests are queued and in flight: each
 // request is either answered and acknowledged, or still in the stream for the
 // next worker, which answers it. None is lost, none is answered twice.
@@ -113,14 +142,7 @@ func TestWorkerDrains(t *testing.T) {
 	p := deploy(t, irisSpec(t), irisFixture(t).model, queue)
 	in := subscribe(t, p.client)
 	const requests = 1000
-	want := map[string][][]float32{}
-	msgs := make([]*nats.Msg, requests)
-	for i := range msgs {
-		id := fmt.Sprintf("request-%04d", i)
-		req, rows := irisRequest(t, id, i, 1+i%3)
-		want[id] = rows
-		msgs[i] = requestMsg(t, p.fn, id, body(t, req), in.subject, time.Now().Add(time.Minute))
-	}
+	msgs, want := syncRequests(t, p, in, requests, func(i int) int { return 1 + i%3 })
 	got := listen(t, in, want)
 
 	cfg := p.config()
@@ -146,14 +168,7 @@ func TestWorkerDrains(t *testing.T) {
 	t.Logf("first worker answered %d requests; %d were left in the stream", answered, remaining)
 
 	// The next worker answers the rest.
-	p.start(t, cfg, p.sessions(t, 1))
-	require.Eventually(t, func() bool {
-		answered, _ := got.count()
-		return answered == requests
-	}, waitFor, 5*time.Millisecond)
-	p.streamEmpty(t)
-	distinct, total := got.count()
-	require.Equal(t, distinct, total, "requests answered twice")
+	p.answerTheRest(t, cfg, got, requests)
 }
 
 // gate is a Model that holds every run until it is opened.
@@ -179,14 +194,7 @@ func TestWorkerDrainTimeout(t *testing.T) {
 	p := deploy(t, irisSpec(t), irisFixture(t).model, queue)
 	in := subscribe(t, p.client)
 	const requests = 64
-	want := map[string][][]float32{}
-	msgs := make([]*nats.Msg, requests)
-	for i := range msgs {
-		id := fmt.Sprintf("request-%02d", i)
-		req, rows := irisRequest(t, id, i, 1)
-		want[id] = rows
-		msgs[i] = requestMsg(t, p.fn, id, body(t, req), in.subject, time.Now().Add(time.Minute))
-	}
+	msgs, want := syncRequests(t, p, in, requests, func(int) int { return 1 })
 	got := listen(t, in, want)
 	p.publish(t, msgs...)
 
@@ -218,12 +226,5 @@ func TestWorkerDrainTimeout(t *testing.T) {
 		return uint64(answered)+p.streamMsgs(t) == requests
 	}, waitFor, 5*time.Millisecond)
 
-	p.start(t, p.config(), p.sessions(t, 1))
-	require.Eventually(t, func() bool {
-		answered, _ := got.count()
-		return answered == requests
-	}, waitFor, 5*time.Millisecond)
-	p.streamEmpty(t)
-	distinct, total := got.count()
-	require.Equal(t, distinct, total, "requests answered twice")
+	p.answerTheRest(t, p.config(), got, requests)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
@@ -414,43 +415,42 @@ func (p *platform) streamMsgs(t *testing.T) uint64 {
 	return info.State.Msgs
 }
 
-// histogram reads a histogram of the registry: how many observations, and
-// how many of them were at most le.
-func histogram(t *testing.T, registry *prometheus.Registry, name string, le float64) (count, atMost uint64) {
+// metrics reads the series of the metric name from the registry; none when it has none yet.
+func metrics(t *testing.T, registry *prometheus.Registry, name string) []*dto.Metric {
 	t.Helper()
 	families, err := registry.Gather()
 	require.NoError(t, err)
 	for _, family := range families {
-		if family.GetName() != name {
-			continue
+		if family.GetName() == name {
+			return family.GetMetric()
 		}
-		require.Len(t, family.GetMetric(), 1)
-		h := family.GetMetric()[0].GetHistogram()
-		for _, bucket := range h.GetBucket() {
-			if bucket.GetUpperBound() == le {
-				return h.GetSampleCount(), bucket.GetCumulativeCount()
-			}
-		}
-		t.Fatalf("histogram %s has no bucket le=%v", name, le)
 	}
-	t.Fatalf("no metric %s", name)
+	return nil
+}
+
+// histogram reads a histogram of the registry: how many observations, and
+// how many of them were at most le.
+func histogram(t *testing.T, registry *prometheus.Registry, name string, le float64) (count, atMost uint64) {
+	t.Helper()
+	series := metrics(t, registry, name)
+	require.Len(t, series, 1, "metric %s", name)
+	h := series[0].GetHistogram()
+	for _, bucket := range h.GetBucket() {
+		if bucket.GetUpperBound() == le {
+			return h.GetSampleCount(), bucket.GetCumulativeCount()
+		}
+	}
+	t.Fatalf("histogram %s has no bucket le=%v", name, le)
 	return 0, 0
 }
 
 // counter reads one series of a counter vector of the registry, 0 if it has none yet.
 func counter(t *testing.T, registry *prometheus.Registry, name, label, value string) float64 {
 	t.Helper()
-	families, err := registry.Gather()
-	require.NoError(t, err)
-	for _, family := range families {
-		if family.GetName() != name {
-			continue
-		}
-		for _, metric := range family.GetMetric() {
-			for _, pair := range metric.GetLabel() {
-				if pair.GetName() == label && pair.GetValue() == value {
-					return metric.GetCounter().GetValue()
-				}
+	for _, metric := range metrics(t, registry, name) {
+		for _, pair := range metric.GetLabel() {
+			if pair.GetName() == label && pair.GetValue() == value {
+				return metric.GetCounter().GetValue()
 			}
 		}
 	}
