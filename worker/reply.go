@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strconv"
 	"time"
@@ -151,20 +152,18 @@ func (w *Worker) message(subject string, j *job, body []byte) (*nats.Msg, error)
 // for live subscribers, and, when the request names a sink, durably into the
 // sink stream, for delivery.
 func (w *Worker) announce(j *job, body []byte) error {
-	if sink := j.msg.Headers().Get(events.HeaderSinkURI); sink != "" {
-		msg, err := w.message(events.SinkSubject(w.cfg.Function), j, body)
-		if err != nil {
-			return err
-		}
-		msg.Header.Set(events.HeaderSinkURI, sink)
-		msg.Header.Set(events.HeaderMsgID, "sink#"+events.MsgID(j.source, j.eventID)) // announced again: delivered once
-		if _, err := w.cfg.JetStream.PublishMsg(context.Background(), msg); err != nil {
-			return err
-		}
-	}
 	msg, err := w.message(events.ResultSubject(w.cfg.Function), j, body)
 	if err != nil {
 		return err
+	}
+	if sink := j.msg.Headers().Get(events.HeaderSinkURI); sink != "" { // the same event, kept for delivery
+		durable := nats.NewMsg(events.SinkSubject(w.cfg.Function))
+		durable.Header, durable.Data = maps.Clone(msg.Header), msg.Data
+		durable.Header.Set(events.HeaderSinkURI, sink)
+		durable.Header.Set(events.HeaderMsgID, "sink#"+events.MsgID(j.source, j.eventID)) // announced again: delivered once
+		if _, err := w.cfg.JetStream.PublishMsg(context.Background(), durable); err != nil {
+			return err
+		}
 	}
 	return w.nc.PublishMsg(msg)
 }
