@@ -56,9 +56,6 @@ func (d *decoder) request() (*InferenceRequest, error) {
 	if !seen.has("inputs") {
 		return nil, &FieldError{Field: "inputs", Problem: "missing"}
 	}
-	if len(r.Inputs) == 0 {
-		return nil, &FieldError{Field: "inputs", Problem: "empty"}
-	}
 	return r, nil
 }
 

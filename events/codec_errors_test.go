@@ -30,7 +30,6 @@ func TestDecodeInferenceRequestErrors(t *testing.T) {
 		{"bad number", `{"x":1.}`, "body", "want a digit after '.'"},
 		{"deep nesting", `{"x":` + strings.Repeat("[", 10000), "body", "nested more than 512 deep"},
 		{"missing inputs", `{"id":"r"}`, "inputs", "missing"},
-		{"empty inputs", `{"inputs":[]}`, "inputs", "empty"},
 		{"inputs not an array", `{"inputs":{}}`, "inputs", "want an array of tensors, got object"},
 		{"id not a string", `{"id":5,"inputs":[]}`, "id", "want a string, got number"},
 		{"parameters not an object", `{"parameters":[1],"inputs":[]}`, "parameters", "want an object, got array"},

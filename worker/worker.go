@@ -241,9 +241,13 @@ func maxDeliver(consumer jetstream.Consumer) int {
 	return events.MaxDeliverOf(consumer.CachedInfo())
 }
 
-// stackable reports whether every input and output of the model has a first
-// dimension of any size: only then do stacked requests get their own rows back.
+// stackable reports whether the model has inputs and every input and output
+// has a first dimension of any size: only then do stacked requests get their
+// own rows back.
 func stackable(signature events.Signature) bool {
+	if len(signature.Inputs) == 0 {
+		return false
+	}
 	for _, spec := range append(slices.Clone(signature.Inputs), signature.Outputs...) {
 		if len(spec.Shape) == 0 || spec.Shape[0] != -1 {
 			return false

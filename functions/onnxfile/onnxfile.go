@@ -73,6 +73,7 @@ const (
 	attributeInt     protowire.Number = 3
 	attributeString  protowire.Number = 4
 	attributeInts    protowire.Number = 8
+	attributeTensor  protowire.Number = 5
 	attributeStrings protowire.Number = 9
 	attributeType    protowire.Number = 20
 
@@ -106,6 +107,7 @@ const (
 	attributeKindFloat   = 1
 	attributeKindInt     = 2
 	attributeKindString  = 3
+	attributeKindTensor  = 4
 	attributeKindInts    = 7
 	attributeKindStrings = 8
 )

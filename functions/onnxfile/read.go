@@ -359,6 +359,7 @@ type field struct {
 	wireType protowire.Type
 	varint   uint64 // the value when wireType is VarintType
 	bytes    []byte // the value when wireType is BytesType; aliases the input
+	raw      []byte // the value of any other wire type, as it came
 }
 
 // expect reports an error when the field's wire type is not the one
@@ -388,6 +389,9 @@ func walk(message []byte, visit func(field) error) error {
 			current.bytes, length = protowire.ConsumeBytes(message)
 		default:
 			length = protowire.ConsumeFieldValue(number, wireType, message)
+			if length >= 0 {
+				current.raw = message[:length]
+			}
 		}
 		if length < 0 {
 			return fmt.Errorf("%w: field %d: %v", ErrMalformed, number, protowire.ParseError(length))

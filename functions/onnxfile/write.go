@@ -71,6 +71,7 @@ type Attribute struct {
 	floatValue   float32
 	stringValue  string
 	stringValues []string
+	tensorValue  []byte // an encoded TensorProto
 }
 
 // IntAttribute is an INT attribute.
@@ -96,6 +97,11 @@ func StringAttribute(name, value string) Attribute {
 // StringsAttribute is a STRINGS attribute.
 func StringsAttribute(name string, values ...string) Attribute {
 	return Attribute{name: name, kind: attributeKindStrings, stringValues: slices.Clone(values)}
+}
+
+// tensorAttribute is a TENSOR attribute holding an encoded TensorProto.
+func tensorAttribute(name string, tensor []byte) Attribute {
+	return Attribute{name: name, kind: attributeKindTensor, tensorValue: tensor}
 }
 
 // Name returns the attribute's name.
@@ -288,6 +294,8 @@ func (attribute Attribute) marshal() []byte {
 		out = appendVarintField(out, attributeInt, uint64(attribute.intValue))
 	case attributeKindString:
 		out = appendStringField(out, attributeString, attribute.stringValue)
+	case attributeKindTensor:
+		out = appendBytesField(out, attributeTensor, attribute.tensorValue)
 	case attributeKindInts:
 		// onnx.proto is proto2 and does not declare ints packed: one field each.
 		for _, value := range attribute.intValues {

@@ -12,6 +12,7 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions/onnxfile"
 )
 
 // Version of ONNX Runtime that `make deps` installs.
@@ -117,6 +118,12 @@ func (c SessionConfig) Validate() error {
 type Session struct {
 	session   *ort.DynamicAdvancedSession
 	signature events.Signature
+	// inputs and outputs say how each tensor of the signature crosses into
+	// ONNX Runtime (see onnxfile.Adapt); outputs of unknown rank add a
+	// shape output to the session's outputs, after the signature's.
+	inputs, outputs []onnxfile.Port
+	// placeholder is the input fed to a model without inputs; nil otherwise.
+	placeholder *ort.Tensor[bool]
 }
 
 // Load creates a session for model, whose inputs and outputs are signature's.
@@ -128,33 +135,42 @@ func Load(model []byte, signature events.Signature, cfg SessionConfig) (*Session
 	if !ort.IsInitialized() {
 		return nil, errors.New("onnx: Init must be called before Load")
 	}
-	if err := checkOutputs(signature); err != nil {
-		return nil, err
+	adapted, err := onnxfile.Adapt(model)
+	if err != nil {
+		return nil, fmt.Errorf("onnx: %w", err)
+	}
+	if err := sameTensors(adapted.Signature, signature); err != nil {
+		return nil, fmt.Errorf("onnx: the signature given is not the model's: %w", err)
 	}
 	options, err := sessionOptions(cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer options.Destroy()
-	inputs := names(signature.Inputs)
-	outputs := names(signature.Outputs)
-	session, err := ort.NewDynamicAdvancedSessionWithONNXData(model, inputs, outputs, options)
-	if err != nil {
-		return nil, fmt.Errorf("onnx: create session: %w", err)
+	inputs := make([]string, len(adapted.Inputs))
+	for i, port := range adapted.Inputs {
+		inputs[i] = port.Name
 	}
-	return &Session{session: session, signature: signature}, nil
-}
-
-// checkOutputs refuses FP16 outputs: onnxruntime_go copies one byte per
-// element of an output it does not know the Go type of, so reading an FP16
-// output back always fails, and refusing it here says so once, at load time.
-func checkOutputs(signature events.Signature) error {
-	for _, output := range signature.Outputs {
-		if output.Datatype == events.FP16 {
-			return fmt.Errorf("onnx: output %q is FP16, which cannot be read back from ONNX Runtime here: cast it to FP32 in the model", output.Name)
+	outputs := make([]string, len(adapted.Outputs))
+	for i, port := range adapted.Outputs {
+		outputs[i] = port.Name
+		if port.Shape != "" {
+			outputs = append(outputs, port.Shape)
 		}
 	}
-	return nil
+	loaded := &Session{signature: signature, inputs: adapted.Inputs, outputs: adapted.Outputs}
+	if adapted.Placeholder != "" {
+		inputs = append(inputs, adapted.Placeholder)
+		if loaded.placeholder, err = ort.NewTensor(ort.NewShape(1), []bool{false}); err != nil {
+			return nil, fmt.Errorf("onnx: placeholder input: %w", err)
+		}
+	}
+	loaded.session, err = ort.NewDynamicAdvancedSessionWithONNXData(adapted.Model, inputs, outputs, options)
+	if err != nil {
+		loaded.Close()
+		return nil, fmt.Errorf("onnx: create session: %w", err)
+	}
+	return loaded, nil
 }
 
 func sessionOptions(cfg SessionConfig) (*ort.SessionOptions, error) {
@@ -185,16 +201,38 @@ func appendCUDA(options *ort.SessionOptions, device int) error {
 	return options.AppendExecutionProviderCUDA(cuda)
 }
 
-func names(specs []events.TensorSpec) []string {
-	out := make([]string, len(specs))
-	for i, spec := range specs {
-		out[i] = spec.Name
+// sameTensors reports the first input or output whose name, datatype or
+// rank differs between the model's signature and the one given.
+func sameTensors(model, given events.Signature) error {
+	for _, list := range []struct {
+		role          string
+		model, given []events.TensorSpec
+	}{{"inputs", model.Inputs, given.Inputs}, {"outputs", model.Outputs, given.Outputs}} {
+		if len(list.model) != len(list.given) {
+			return fmt.Errorf("the model has %d %s, the signature %d", len(list.model), list.role, len(list.given))
+		}
+		for i, spec := range list.model {
+			other := list.given[i]
+			if spec.Name != other.Name || spec.Datatype != other.Datatype || len(spec.Shape) != len(other.Shape) || (spec.Shape == nil) != (other.Shape == nil) {
+				return fmt.Errorf("%s[%d] is %s %s %s in the model, %s %s %s in the signature", list.role, i,
+					spec.Name, spec.Datatype, events.FormatShape(spec.Shape), other.Name, other.Datatype, events.FormatShape(other.Shape))
+			}
+		}
 	}
-	return out
+	return nil
 }
 
 // Close releases the session.
-func (s *Session) Close() error { return s.session.Destroy() }
+func (s *Session) Close() error {
+	var errs []error
+	if s.placeholder != nil {
+		errs = append(errs, s.placeholder.Destroy())
+	}
+	if s.session != nil {
+		errs = append(errs, s.session.Destroy())
+	}
+	return errors.Join(errs...)
+}
 
 // Signature is the model's inputs and outputs.
 func (s *Session) Signature() events.Signature { return s.signature }

@@ -200,7 +200,7 @@ func TestLoadErrors(t *testing.T) {
 		cfg       onnx.SessionConfig
 		want      string
 	}{
-		{name: "not an onnx file", model: []byte("not a model"), signature: fixture.signature, cfg: onnx.DefaultSessionConfig(), want: "onnx: create session"},
+		{name: "not an onnx file", model: []byte("not a model"), signature: fixture.signature, cfg: onnx.DefaultSessionConfig(), want: "malformed model"},
 		{name: "unknown device", model: fixture.model, signature: fixture.signature, cfg: onnx.SessionConfig{Device: "tpu", Threads: 1}, want: `device must be cpu or gpu, got "tpu"`},
 		{name: "no threads", model: fixture.model, signature: fixture.signature, cfg: onnx.SessionConfig{Device: "cpu"}, want: "threads must be at least 1, got 0"},
 	}

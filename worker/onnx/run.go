@@ -3,12 +3,14 @@ package onnx
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/x448/float16"
 	ort "github.com/yalue/onnxruntime_go"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions/onnxfile"
 )
 
 // Run runs the model once. inputs must hold every input of the signature,
@@ -21,20 +23,33 @@ func (s *Session) Run(inputs []events.Tensor) ([]events.Tensor, error) {
 		if !ok {
 			return nil, fmt.Errorf("onnx: input %q missing", spec.Name)
 		}
-		value, err := toValue(tensor)
+		value, err := toValue(tensor, s.inputs[i])
 		if err != nil {
 			return nil, fmt.Errorf("onnx: input %q: %w", spec.Name, err)
 		}
 		values[i] = value
 	}
-	outputs := make([]ort.Value, len(s.signature.Outputs))
+	if s.placeholder != nil {
+		values = []ort.Value{s.placeholder} // not destroyed (the deferred call has the empty slice): the session owns it
+	}
+	outputs := make([]ort.Value, len(s.signature.Outputs), len(s.signature.Outputs)+len(s.outputs))
+	for _, port := range s.outputs {
+		if port.Shape != "" {
+			outputs = append(outputs, nil)
+		}
+	}
 	defer destroy(outputs)
 	if err := s.session.Run(values, outputs); err != nil {
 		return nil, fmt.Errorf("onnx: run: %w", err)
 	}
-	result := make([]events.Tensor, len(outputs))
-	for i, value := range outputs {
-		tensor, err := fromValue(s.signature.Outputs[i].Name, value)
+	result := make([]events.Tensor, len(s.signature.Outputs))
+	shapes := outputs[len(result):]
+	for i, port := range s.outputs {
+		var shape ort.Value
+		if port.Shape != "" {
+			shape, shapes = shapes[0], shapes[1:]
+		}
+		tensor, err := fromValue(s.signature.Outputs[i].Name, outputs[i], shape, port)
 		if err != nil {
 			return nil, fmt.Errorf("onnx: output %q: %w", s.signature.Outputs[i].Name, err)
 		}
@@ -53,8 +68,23 @@ func destroy(values []ort.Value) {
 	}
 }
 
-func toValue(t events.Tensor) (ort.Value, error) {
+// toValue makes the ONNX Runtime value that port takes from t: a scalar as
+// shape [1], FP16 as FP32.
+func toValue(t events.Tensor, port onnxfile.Port) (ort.Value, error) {
 	shape := ort.NewShape(t.Shape...)
+	switch {
+	case port.Scalar:
+		shape = ort.NewShape(1)
+	case len(shape) == 0:
+		return nil, &events.FieldError{Field: t.Name + ".shape", Problem: "the model does not declare this input's rank, and a scalar can only be given to an input declared rank 0"}
+	}
+	if data, ok := t.Data.([]float16.Float16); ok && port.FP16 {
+		widened := make([]float32, len(data))
+		for i, v := range data {
+			widened[i] = v.Float32()
+		}
+		return ort.NewTensor(shape, widened)
+	}
 	switch data := t.Data.(type) {
 	case []float32:
 		return ort.NewTensor(shape, data)
@@ -78,12 +108,6 @@ func toValue(t events.Tensor) (ort.Value, error) {
 		return ort.NewTensor(shape, data)
 	case []bool:
 		return ort.NewTensor(shape, data)
-	case []float16.Float16:
-		raw := make([]byte, 2*len(data))
-		for i, v := range data {
-			raw[2*i], raw[2*i+1] = byte(v), byte(v>>8)
-		}
-		return ort.NewCustomDataTensor(shape, raw, ort.TensorElementDataTypeFloat16)
 	case []string:
 		// ONNX Runtime fills string tensors from C strings: a NUL byte would
 		// silently cut the element short.
@@ -105,11 +129,21 @@ func toValue(t events.Tensor) (ort.Value, error) {
 	return nil, fmt.Errorf("datatype %s (%T) is not supported", t.Datatype, t.Data)
 }
 
-func fromValue(name string, value ort.Value) (events.Tensor, error) {
+// fromValue reads an output of the session back as the signature's tensor
+// called name: port says how it crossed, and shape holds the dimensions of an
+// output of unknown rank, which crossed flat.
+func fromValue(name string, value, shape ort.Value, port onnxfile.Port) (events.Tensor, error) {
 	var data any
 	switch v := value.(type) {
 	case *ort.Tensor[float32]:
 		data = v.GetData()
+		if port.FP16 {
+			narrowed := make([]float16.Float16, len(v.GetData()))
+			for i, f := range v.GetData() {
+				narrowed[i] = float16.Fromfloat32(f)
+			}
+			data = narrowed
+		}
 	case *ort.Tensor[float64]:
 		data = v.GetData()
 	case *ort.Tensor[int64]:
@@ -139,5 +173,16 @@ func fromValue(name string, value ort.Value) (events.Tensor, error) {
 	default:
 		return events.Tensor{}, fmt.Errorf("output type %T is not supported", value)
 	}
-	return events.NewTensor(name, []int64(value.(interface{ GetShape() ort.Shape }).GetShape()), data)
+	dimensions := []int64(value.(interface{ GetShape() ort.Shape }).GetShape())
+	switch {
+	case port.Scalar:
+		dimensions = []int64{}
+	case port.Shape != "":
+		given, ok := shape.(*ort.Tensor[int64])
+		if !ok {
+			return events.Tensor{}, fmt.Errorf("its shape came as %T, not INT64", shape)
+		}
+		dimensions = slices.Clone(given.GetData())
+	}
+	return events.NewTensor(name, dimensions, data)
 }
