@@ -22,16 +22,37 @@ import (
 // source is the CloudEvent source of the requests the activator publishes.
 const source = "/sluice/activator"
 
-// lookup finds a deployed function, and checks the version if one is asked for.
-func (a *Activator) lookup(name, version string) (*functions.Function, error) {
+// lookup finds a deployed function and the revision that takes the request
+// (functions.Status.Serving): the Function returned names that revision and
+// its model in Status.Revision and Status.Model. A function or version the
+// view does not hold yet is read from the catalog, so what a returned deploy
+// wrote answers at once.
+func (a *Activator) lookup(ctx context.Context, name, version string) (*functions.Function, error) {
 	fn, ok := a.registry.Lookup(name)
+	if !ok || fn.Status.Model == nil || (version != "" && !hasRevision(fn, version)) {
+		var err error
+		if fn, ok, err = a.registry.Refresh(ctx, name); err != nil {
+			return nil, fmt.Errorf("%w: read the function catalog: %v", errUnavailable, err)
+		}
+	}
 	if !ok || fn.Status.Model == nil {
 		return nil, fmt.Errorf("%w: model %q is not deployed", errNotFound, name)
 	}
-	if version != "" && version != fn.Status.Revision {
-		return nil, fmt.Errorf("%w: model %q has no version %q (serving %q)", errNotFound, name, version, fn.Status.Revision)
+	revision, err := fn.Status.Serving(version)
+	if err != nil {
+		return nil, fmt.Errorf("model %q: %w", name, err)
 	}
-	return fn, nil
+	if revision.Name == fn.Status.Revision {
+		return fn, nil
+	}
+	view := *fn
+	view.Status.Revision, view.Status.Model = revision.Name, &revision.Model
+	return &view, nil
+}
+
+func hasRevision(fn *functions.Function, name string) bool {
+	_, ok := fn.Status.FindRevision(name)
+	return ok
 }
 
 // limitBody refuses a body over the limit before reading it when

@@ -36,7 +36,7 @@ func (a *Activator) serveCloudEvent(w http.ResponseWriter, r *http.Request) (str
 	}
 	name, _ := ev.Extensions()[events.ExtensionModel].(string)
 	version, _ := ev.Extensions()[events.ExtensionModelVersion].(string)
-	fn, err := a.lookup(name, version)
+	fn, err := a.lookup(r.Context(), name, version)
 	if err != nil {
 		return name, ev.ID(), writeError(w, err)
 	}

@@ -152,7 +152,7 @@ func TestCloudEventRejectsBadEvents(t *testing.T) {
 			header:        structuredHeader(),
 			body:          structuredEvent(t, `{"inputs":[]}`, nil),
 			wantStatus:    http.StatusBadRequest,
-			wantInMessage: []string{"data: inputs: empty"},
+			wantInMessage: []string{`data: inputs: model input "input" is missing`},
 		},
 	}
 	for _, test := range tests {

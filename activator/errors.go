@@ -55,7 +55,7 @@ func status(err error) int {
 		return http.StatusTooManyRequests
 	case errors.Is(err, errTimeout), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
-	case errors.Is(err, errUnavailable):
+	case errors.Is(err, errUnavailable), errors.Is(err, functions.ErrModelCannotRun):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.Canceled):
 		return 499 // the client closed the request

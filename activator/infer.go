@@ -1,10 +1,13 @@
 package activator
 
 import (
+	"cmp"
+	"errors"
 	"net/http"
 	"time"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
 )
 
 // infer serves POST /v2/models/{name}[/versions/{version}]/infer.
@@ -19,7 +22,7 @@ func (a *Activator) infer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Activator) serveInfer(w http.ResponseWriter, r *http.Request, name string) (string, int) {
-	fn, err := a.lookup(name, r.PathValue("version"))
+	fn, err := a.lookup(r.Context(), name, r.PathValue("version"))
 	if err != nil {
 		return "", writeError(w, err)
 	}
@@ -54,27 +57,49 @@ func (a *Activator) knownName(name string) string {
 	return ""
 }
 
-// modelMetadata serves GET /v2/models/{name}[/versions/{version}].
+// modelMetadata serves GET /v2/models/{name}[/versions/{version}]: the
+// signature of the revision that serves, and every live revision under
+// "versions". A model that cannot run still has its metadata, with "state"
+// Failed and ONNX Runtime's "reason".
 func (a *Activator) modelMetadata(w http.ResponseWriter, r *http.Request) {
-	fn, err := a.lookup(r.PathValue("name"), r.PathValue("version"))
-	if err != nil {
+	name, version := r.PathValue("name"), r.PathValue("version")
+	fn, err := a.lookup(r.Context(), name, version)
+	var revision functions.RevisionStatus
+	switch {
+	case errors.Is(err, functions.ErrModelCannotRun):
+		fn, _ = a.registry.Lookup(name) // lookup read it
+		revision, _ = fn.Status.FindRevision(cmp.Or(version, fn.Status.Revision))
+	case err != nil:
 		writeError(w, err)
 		return
+	default:
+		revision, _ = fn.Status.FindRevision(fn.Status.Revision)
 	}
-	signature := fn.Status.Model.Signature
-	writeJSON(w, http.StatusOK, map[string]any{
+	versions := make([]string, len(fn.Status.Revisions))
+	for i, live := range fn.Status.Revisions {
+		versions[i] = live.Name
+	}
+	body := map[string]any{
 		"name":     fn.Metadata.Name,
-		"versions": []string{fn.Status.Revision},
+		"versions": versions,
 		"platform": "onnxruntime_onnx",
-		"inputs":   signature.Inputs,
-		"outputs":  signature.Outputs,
-	})
+		"inputs":   revision.Model.Signature.Inputs,
+		"outputs":  revision.Model.Signature.Outputs,
+	}
+	if revision.State != functions.RevisionUnknown {
+		body["state"] = revision.State
+	}
+	if revision.Reason != "" {
+		body["reason"] = revision.Reason
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // modelReady serves GET /v2/models/{name}/ready. A deployed function is ready
-// to receive requests even at zero replicas: they wait in its queue.
+// to receive requests even at zero replicas: they wait in its queue; one
+// whose model cannot run is not (503, with the reason).
 func (a *Activator) modelReady(w http.ResponseWriter, r *http.Request) {
-	if _, err := a.lookup(r.PathValue("name"), r.PathValue("version")); err != nil {
+	if _, err := a.lookup(r.Context(), r.PathValue("name"), r.PathValue("version")); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -42,7 +42,7 @@ func TestInferRejectsBadRequests(t *testing.T) {
 			path:          "/v2/models/iris/versions/9/infer",
 			body:          irisBody,
 			wantStatus:    http.StatusNotFound,
-			wantInMessage: []string{`no version "9"`, `serving "1"`},
+			wantInMessage: []string{`no version "9"`, `live: [1]`},
 		},
 		{
 			name:          "wrong input name",
@@ -98,7 +98,7 @@ func TestInferRejectsBadRequests(t *testing.T) {
 			path:          "/v2/models/iris/infer",
 			body:          `{"inputs":[]}`,
 			wantStatus:    http.StatusBadRequest,
-			wantInMessage: []string{"inputs: empty"},
+			wantInMessage: []string{`inputs: model input "input" is missing`},
 		},
 	}
 	for _, test := range tests {

@@ -29,7 +29,7 @@ func newWaker(nc *nats.Conn) *waker {
 }
 
 // apply records one status entry of the scale bucket (nil: deleted).
-func (w *waker) apply(key string, value []byte) {
+func (w *waker) apply(key string, value []byte, _ uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if value == nil {

@@ -8,9 +8,10 @@ import (
 )
 
 // WatchBucket calls apply for every key of kv and then for every change,
-// until ctx ends; a deleted or purged key comes with a nil value. synced is
+// with the entry's revision, until ctx ends; a deleted or purged key comes
+// with a nil value. synced is
 // called once, when every key present at the start has been applied.
-func WatchBucket(ctx context.Context, kv jetstream.KeyValue, apply func(key string, value []byte), synced func()) error {
+func WatchBucket(ctx context.Context, kv jetstream.KeyValue, apply func(key string, value []byte, revision uint64), synced func()) error {
 	watcher, err := kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", kv.Bucket(), err)
@@ -27,9 +28,9 @@ func WatchBucket(ctx context.Context, kv jetstream.KeyValue, apply func(key stri
 			case entry == nil:
 				synced()
 			case entry.Operation() == jetstream.KeyValuePut:
-				apply(entry.Key(), entry.Value())
+				apply(entry.Key(), entry.Value(), entry.Revision())
 			default:
-				apply(entry.Key(), nil)
+				apply(entry.Key(), nil, entry.Revision())
 			}
 		}
 	}

@@ -19,11 +19,20 @@ type Deployer struct {
 	js      jetstream.JetStream
 	catalog *Catalog
 	queue   events.QueueConfig
+	checker ModelChecker // nil: the first worker finds out whether a model runs
 }
 
 // NewDeployer returns a Deployer that provisions queues with the given bounds.
 func NewDeployer(js jetstream.JetStream, catalog *Catalog, queue events.QueueConfig) *Deployer {
 	return &Deployer{js: js, catalog: catalog, queue: queue}
+}
+
+// WithChecker has every new revision's model loaded once by checker before
+// the revision is registered: one that does not load is registered Failed,
+// with the reason, and takes no traffic.
+func (d *Deployer) WithChecker(checker ModelChecker) *Deployer {
+	d.checker = checker
+	return d
 }
 
 // Deploy validates fn, uploads model (the bytes of spec.model.path; nil when
@@ -36,16 +45,20 @@ func (d *Deployer) Deploy(ctx context.Context, fn *Function, modelFile []byte) (
 		return nil, err
 	}
 	name := fn.Metadata.Name
-	model, err := d.modelVersion(ctx, fn, modelFile)
+	model, modelFile, err := d.modelVersion(ctx, fn, modelFile)
 	if err != nil {
 		return nil, err
 	}
+	var loaded *RevisionStatus // what the checker found, once a new revision needs it
 	for attempt := 0; ; attempt++ {
 		previous, version, err := d.catalog.entry(ctx, name)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return nil, err
 		}
-		fn.Status = nextStatus(previous, fn, model)
+		if loaded == nil && (previous == nil || newRevision(previous, fn, model)) {
+			loaded = d.check(fn, modelFile, model)
+		}
+		fn.Status = nextStatus(previous, fn, model, loaded)
 		if err := d.provision(ctx, name, fn.Status.Revision); err != nil {
 			return nil, err
 		}
@@ -63,8 +76,24 @@ func (d *Deployer) Deploy(ctx context.Context, fn *Function, modelFile []byte) (
 // maxRevisions is how many revisions a Function keeps live.
 const maxRevisions = 5
 
-// nextStatus is the status after deploying fn (whose model is version) over previous.
-func nextStatus(previous *Function, fn *Function, version *ModelVersion) Status {
+// check loads the model of a new revision with the checker, if there is one,
+// and returns the state to record.
+func (d *Deployer) check(fn *Function, model []byte, version *ModelVersion) *RevisionStatus {
+	if d.checker == nil {
+		return &RevisionStatus{State: RevisionUnknown}
+	}
+	if err := d.checker.CheckModel(model, version.Signature, fn.Spec.Runtime); err != nil {
+		return &RevisionStatus{State: RevisionFailed, Reason: err.Error()}
+	}
+	return &RevisionStatus{State: RevisionReady}
+}
+
+// nextStatus is the status after deploying fn (whose model is version) over
+// previous; loaded holds the state of a new revision's model.
+func nextStatus(previous *Function, fn *Function, version *ModelVersion, loaded *RevisionStatus) Status {
+	if loaded == nil {
+		loaded = &RevisionStatus{State: RevisionUnknown}
+	}
 	now := time.Now().UTC()
 	status := Status{Revision: "1", Model: version, Generation: 1, UpdatedAt: now}
 	if previous != nil {
@@ -78,6 +107,7 @@ func nextStatus(previous *Function, fn *Function, version *ModelVersion) Status 
 	if _, ok := status.FindRevision(status.Revision); !ok {
 		status.Revisions = append(slices.Clone(status.Revisions), RevisionStatus{
 			Name: status.Revision, Model: *version, Runtime: fn.Spec.Runtime, CreatedAt: now,
+			State: loaded.State, Reason: loaded.Reason,
 		})
 	}
 	if excess := len(status.Revisions) - maxRevisions; excess > 0 {
@@ -102,15 +132,17 @@ func (d *Deployer) Delete(ctx context.Context, name string) error {
 	return events.DeleteStream(ctx, d.js, name)
 }
 
-func (d *Deployer) modelVersion(ctx context.Context, fn *Function, model []byte) (*ModelVersion, error) {
+// modelVersion stores the model of fn, or finds it in the store, and returns
+// its version and bytes.
+func (d *Deployer) modelVersion(ctx context.Context, fn *Function, model []byte) (*ModelVersion, []byte, error) {
 	if fn.Spec.Model.URI != "" {
-		version, _, err := d.catalog.ModelFromStore(ctx, fn.Spec.Model.URI)
-		return version, err
+		return d.catalog.ModelFromStore(ctx, fn.Spec.Model.URI)
 	}
 	if len(model) == 0 {
-		return nil, fmt.Errorf("spec.model.path: %q is empty", fn.Spec.Model.Path)
+		return nil, nil, fmt.Errorf("spec.model.path: %q is empty", fn.Spec.Model.Path)
 	}
-	return d.catalog.PutModel(ctx, fn.Metadata.Name, model)
+	version, err := d.catalog.PutModel(ctx, fn.Metadata.Name, model)
+	return version, model, err
 }
 
 func newRevision(previous, next *Function, version *ModelVersion) bool {

@@ -2,6 +2,7 @@ package functions
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"sluice.dev/sluice/events"
@@ -13,13 +14,19 @@ type Registry struct {
 	catalog *Catalog
 
 	mu        sync.RWMutex // guards functions
-	functions map[string]*Function
+	functions map[string]entry
 	synced    chan struct{}
+}
+
+// entry is a Function as of one KV revision of its key.
+type entry struct {
+	fn       *Function
+	revision uint64
 }
 
 // NewRegistry returns a Registry; Run fills it and keeps it current.
 func NewRegistry(catalog *Catalog) *Registry {
-	return &Registry{catalog: catalog, functions: map[string]*Function{}, synced: make(chan struct{})}
+	return &Registry{catalog: catalog, functions: map[string]entry{}, synced: make(chan struct{})}
 }
 
 // Run watches the catalog until ctx ends.
@@ -35,8 +42,9 @@ func (r *Registry) markSynced() {
 	}
 }
 
-// apply records a put (value set) or a delete (value nil) of one Function.
-func (r *Registry) apply(name string, value []byte) {
+// apply records a put (value set) or a delete (value nil) of one Function at
+// KV revision revision, unless the registry already holds a later one.
+func (r *Registry) apply(name string, value []byte, revision uint64) {
 	var fn *Function
 	if value != nil {
 		decoded, err := decodeFunction(value)
@@ -47,11 +55,14 @@ func (r *Registry) apply(name string, value []byte) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if held, ok := r.functions[name]; ok && held.revision >= revision {
+		return
+	}
 	if fn == nil {
 		delete(r.functions, name)
 		return
 	}
-	r.functions[name] = fn
+	r.functions[name] = entry{fn: fn, revision: revision}
 }
 
 // Synced is closed once every Function present at start has been read.
@@ -61,8 +72,28 @@ func (r *Registry) Synced() <-chan struct{} { return r.synced }
 func (r *Registry) Lookup(name string) (*Function, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	fn, ok := r.functions[name]
-	return fn, ok
+	held, ok := r.functions[name]
+	return held.fn, ok
+}
+
+// Refresh reads the named Function from the catalog itself, for a caller that
+// did not find in the view what a deploy that has returned wrote: the watch
+// may not have brought it yet. What it reads is kept in the view.
+func (r *Registry) Refresh(ctx context.Context, name string) (*Function, bool, error) {
+	fn, revision, err := r.catalog.entry(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if held, ok := r.functions[name]; ok && held.revision >= revision {
+		return held.fn, true, nil
+	}
+	r.functions[name] = entry{fn: fn, revision: revision}
+	return fn, true, nil
 }
 
 // Names returns the names of every known Function.

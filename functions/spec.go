@@ -106,12 +106,16 @@ type Status struct {
 	Revisions []RevisionStatus `json:"revisions,omitempty"`
 }
 
-// RevisionStatus is what one revision serves: a model version on a runtime.
+// RevisionStatus is what one revision serves: a model version on a runtime,
+// and whether that model loads.
 type RevisionStatus struct {
-	Name      string       `json:"name"`
-	Model     ModelVersion `json:"model"`
-	Runtime   RuntimeSpec  `json:"runtime"`
-	CreatedAt time.Time    `json:"createdAt"`
+	Name      string        `json:"name"`
+	Model     ModelVersion  `json:"model"`
+	Runtime   RuntimeSpec   `json:"runtime"`
+	CreatedAt time.Time     `json:"createdAt"`
+	State     RevisionState `json:"state,omitempty"`
+	// Reason is ONNX Runtime's error when State is Failed.
+	Reason string `json:"reason,omitempty"`
 }
 
 // FindRevision returns the named live revision.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/functions"
 )
 
@@ -57,3 +58,12 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	return os.Rename(tmp.Name(), path)
 }
+
+// CannotRun is the Model of a revision whose model does not load: every
+// request it is given fails with err, which wraps functions.ErrModelCannotRun,
+// so callers get 503 with the reason instead of waiting for a worker.
+func CannotRun(err error) Model { return cannotRun{err: err} }
+
+type cannotRun struct{ err error }
+
+func (m cannotRun) Run([]events.Tensor) ([]events.Tensor, error) { return nil, m.err }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
 )
 
 // finish replies to the caller, if one waits, then settles the message.
@@ -206,11 +207,15 @@ func (w *Worker) finishRecorded(j *job) {
 }
 
 // statusOf is the HTTP status a failed request is answered with: 400 for
-// input the model cannot take, 500 for anything else.
+// input the model cannot take, 503 when the model cannot run at all, 500 for
+// anything else.
 func statusOf(err error) int {
 	var field *events.FieldError
-	if errors.As(err, &field) {
+	switch {
+	case errors.As(err, &field):
 		return http.StatusBadRequest
+	case errors.Is(err, functions.ErrModelCannotRun):
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
@@ -13,6 +14,7 @@ import (
 
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/functions"
+	"sluice.dev/sluice/worker/onnx"
 )
 
 func newDeployCommand(g *globals) *cobra.Command {
@@ -24,13 +26,19 @@ func newDeployCommand(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withCatalog(cmd.Context(), func(js jetstream.JetStream, catalog *functions.Catalog) error {
 				deployer := functions.NewDeployer(js, catalog, events.DefaultQueueConfig())
+				if err := onnx.Init(""); err == nil {
+					deployer.WithChecker(onnx.Checker{})
+				} else {
+					fmt.Fprintf(cmd.ErrOrStderr(), "models are not loaded before they take traffic here (%v); the first worker will\n", err)
+				}
 				for _, file := range files {
 					fn, err := deployFile(cmd.Context(), deployer, file)
 					if err != nil {
 						return err
 					}
-					fmt.Fprintf(cmd.OutOrStdout(), "function %s deployed: revision %s, model sha256 %s\n",
-						fn.Metadata.Name, fn.Status.Revision, fn.Status.Model.SHA256[:12])
+					if err := reportDeployed(cmd.OutOrStdout(), fn); err != nil {
+						return err
+					}
 				}
 				return nil
 			})
@@ -39,6 +47,21 @@ func newDeployCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringArrayVarP(&files, "file", "f", nil, "Function YAML file (repeatable)")
 	_ = cmd.MarkFlagRequired("file")
 	return cmd
+}
+
+// reportDeployed says what a deploy did, and fails when the new revision's
+// model cannot run, saying which revision serves instead, if any.
+func reportDeployed(out io.Writer, fn *functions.Function) error {
+	current, _ := fn.Status.FindRevision(fn.Status.Revision)
+	if current.State != functions.RevisionFailed {
+		fmt.Fprintf(out, "function %s deployed: revision %s, model sha256 %s\n", fn.Metadata.Name, fn.Status.Revision, fn.Status.Model.SHA256[:12])
+		return nil
+	}
+	serving, err := fn.Status.Serving("")
+	if err != nil {
+		return fmt.Errorf("function %s: %w; it answers 503 until a model that runs is deployed", fn.Metadata.Name, err)
+	}
+	return fmt.Errorf("function %s: revision %s %w: %s; revision %s keeps serving", fn.Metadata.Name, current.Name, functions.ErrModelCannotRun, current.Reason, serving.Name)
 }
 
 // deployFile deploys the Function in file; spec.model.path is relative to the file.

@@ -182,11 +182,18 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 	group, ctx := errgroup.WithContext(ctx)
 	group.Go(func() error { return serveProbes(ctx, f.metricsAddr, reg, &ready, log) })
 	group.Go(func() error {
-		w, closeModels, err := loadWorker(ctx, js, f, reg, log)
+		w, closeModels, cannotRun, err := loadWorker(ctx, js, f, reg, log)
 		if err != nil {
 			return err
 		}
 		defer closeModels()
+		if cannotRun != nil {
+			// Not ready, but not gone either: the requests already queued
+			// for this revision are answered with the reason, and no
+			// supervisor restarts a worker that would fail the same way.
+			log.Error("model cannot run: answering its queued requests with the reason", "function", f.function, "error", cannotRun)
+			return w.Run(ctx)
+		}
 		group.Go(func() error {
 			err := announceReady(ctx, w.Ready(), &ready)
 			log.Info("worker ready", "function", f.function, "startup_ms", time.Since(started).Milliseconds())
@@ -214,15 +221,18 @@ func announceReady(ctx context.Context, workerReady <-chan struct{}, ready *atom
 	return nil
 }
 
-// loadWorker fetches the function's model, opens its sessions and its consumer.
-func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg prometheus.Registerer, log *slog.Logger) (*worker.Worker, func(), error) {
+// loadWorker fetches the function's model, opens its sessions and its
+// consumer. When the model does not load, the revision is marked Failed with
+// ONNX Runtime's error and the worker returned answers every request with it
+// (cannotRun says why); other errors are returned.
+func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg prometheus.Registerer, log *slog.Logger) (_ *worker.Worker, closeModels func(), cannotRun error, _ error) {
 	catalog, err := functions.OpenCatalog(ctx, js)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	fn, err := catalog.Get(ctx, f.function)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	name := f.revision
 	if name == "" {
@@ -230,49 +240,80 @@ func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg 
 	}
 	revision, ok := fn.Status.FindRevision(name)
 	if !ok {
-		return nil, nil, fmt.Errorf("function %s has no live revision %q (current: %s)", f.function, name, fn.Status.Revision)
+		return nil, nil, nil, fmt.Errorf("function %s has no live revision %q (current: %s)", f.function, name, fn.Status.Revision)
 	}
 	connected := time.Since(started)
 	start := time.Now()
 	model, err := worker.LoadModel(ctx, catalog, revision.Model, f.modelCache)
 	if err != nil {
-		return nil, nil, err
-	}
-	cfg := onnx.SessionConfig{Device: revision.Runtime.Device, Threads: revision.Runtime.Threads}
-	models := make([]worker.Model, 0, f.sessions)
-	closeModels := func() {
-		for _, m := range models {
-			_ = m.(*onnx.Session).Close()
-		}
+		return nil, nil, nil, err
 	}
 	fetched := time.Since(start)
-	for range f.sessions {
+	sessions, err := openSessions(model, revision, f.sessions)
+	closeModels = func() {
+		for _, session := range sessions {
+			_ = session.Close()
+		}
+	}
+	models := make([]worker.Model, len(sessions))
+	for i, session := range sessions {
+		models[i] = session
+	}
+	state := functions.RevisionReady
+	if err != nil {
+		cannotRun = fmt.Errorf("%w: revision %s: %v", functions.ErrModelCannotRun, name, err)
+		models, state = []worker.Model{worker.CannotRun(cannotRun)}, functions.RevisionFailed
+	} else {
+		log.Info("model loaded", "function", f.function, "revision", name, "sha256", revision.Model.SHA256[:12],
+			"init_ms", connected.Milliseconds(), "model_fetch_ms", fetched.Milliseconds(),
+			"session_ms", (time.Since(start) - fetched).Milliseconds())
+	}
+	if revision.State != state || state == functions.RevisionFailed {
+		reason := ""
+		if err != nil {
+			reason = err.Error()
+		}
+		if err := catalog.SetRevisionState(ctx, f.function, name, state, reason); err != nil {
+			log.Warn("record the revision's state", "function", f.function, "revision", name, "state", state, "error", err)
+		}
+	}
+	w, err := newWorker(ctx, js, fn, name, revision.Model.Signature, models, f, reg, log)
+	if err != nil {
+		closeModels()
+		return nil, nil, nil, err
+	}
+	return w, closeModels, cannotRun, nil
+}
+
+// openSessions loads count sessions of the revision's model; on an error it
+// closes those it opened.
+func openSessions(model []byte, revision functions.RevisionStatus, count int) ([]*onnx.Session, error) {
+	cfg := onnx.SessionConfig{Device: revision.Runtime.Device, Threads: revision.Runtime.Threads}
+	sessions := make([]*onnx.Session, 0, count)
+	for range count {
 		session, err := onnx.Load(model, revision.Model.Signature, cfg)
 		if err != nil {
-			closeModels()
-			return nil, nil, err
+			for _, opened := range sessions {
+				_ = opened.Close()
+			}
+			return nil, err
 		}
-		models = append(models, session)
+		sessions = append(sessions, session)
 	}
-	log.Info("model loaded", "function", f.function, "revision", name, "sha256", revision.Model.SHA256[:12],
-		"init_ms", connected.Milliseconds(), "model_fetch_ms", fetched.Milliseconds(),
-		"session_ms", (time.Since(start) - fetched).Milliseconds())
-	consumer, err := js.Consumer(ctx, events.StreamName(f.function), events.ConsumerName(name))
+	return sessions, nil
+}
+
+// newWorker opens the revision's consumer and returns its worker.
+func newWorker(ctx context.Context, js jetstream.JetStream, fn *functions.Function, revision string, signature events.Signature, models []worker.Model, f workerFlags, reg prometheus.Registerer, log *slog.Logger) (*worker.Worker, error) {
+	consumer, err := js.Consumer(ctx, events.StreamName(f.function), events.ConsumerName(revision))
 	if err != nil {
-		closeModels()
-		return nil, nil, fmt.Errorf("consumer of %s revision %s: %w", f.function, name, err)
+		return nil, fmt.Errorf("consumer of %s revision %s: %w", f.function, revision, err)
 	}
-	cfgWorker, err := workerConfig(ctx, js, fn, name, f)
+	cfg, err := workerConfig(ctx, js, fn, revision, f)
 	if err != nil {
-		closeModels()
-		return nil, nil, err
+		return nil, err
 	}
-	w, err := worker.New(js.Conn(), consumer, models, revision.Model.Signature, cfgWorker, reg, log)
-	if err != nil {
-		closeModels()
-		return nil, nil, err
-	}
-	return w, closeModels, nil
+	return worker.New(js.Conn(), consumer, models, signature, cfg, reg, log)
 }
 
 // workerConfig is the worker's configuration for revision name of fn, with the

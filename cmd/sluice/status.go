@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +24,17 @@ func newStatusCommand(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var statuses []events.ScaleStatus
-			err := g.withCatalog(cmd.Context(), func(js jetstream.JetStream, _ *functions.Catalog) error {
+			revisions := map[string]functions.RevisionStatus{} // by function.revision
+			err := g.withCatalog(cmd.Context(), func(js jetstream.JetStream, catalog *functions.Catalog) error {
+				fns, err := catalog.List(cmd.Context())
+				if err != nil {
+					return err
+				}
+				for _, fn := range fns {
+					for _, revision := range fn.Status.Revisions {
+						revisions[fn.Metadata.Name+"."+revision.Name] = revision
+					}
+				}
 				kv, err := events.EnsureScaleBucket(cmd.Context(), js)
 				if err != nil {
 					return err
@@ -55,12 +66,24 @@ func newStatusCommand(g *globals) *cobra.Command {
 				return strings.Compare(a.Function+"."+a.Revision, b.Function+"."+b.Revision)
 			})
 			table := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(table, "FUNCTION\tREVISION\tDESIRED\tREADY\tDEPTH\tLAST DECISION\tAGE")
+			fmt.Fprintln(table, "FUNCTION\tREVISION\tMODEL\tDESIRED\tREADY\tDEPTH\tLAST DECISION\tAGE")
+			var failed []string
 			for _, s := range statuses {
-				fmt.Fprintf(table, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", s.Function, s.Revision, s.Desired, s.Ready, s.Depth,
+				revision := revisions[s.Function+"."+s.Revision]
+				state := cmp.Or(string(revision.State), "not loaded yet")
+				if revision.State == functions.RevisionFailed {
+					failed = append(failed, fmt.Sprintf("%s revision %s cannot run: %s", s.Function, s.Revision, revision.Reason))
+				}
+				fmt.Fprintf(table, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", s.Function, s.Revision, state, s.Desired, s.Ready, s.Depth,
 					s.Reason, time.Since(s.At).Round(time.Second))
 			}
-			return table.Flush()
+			if err := table.Flush(); err != nil {
+				return err
+			}
+			for _, line := range failed {
+				fmt.Fprintln(cmd.OutOrStdout(), line)
+			}
+			return nil
 		},
 	}
 }

@@ -12,6 +12,7 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
 	"sluice.dev/sluice/functions/onnxfile"
 )
 
@@ -236,3 +237,20 @@ func (s *Session) Close() error {
 
 // Signature is the model's inputs and outputs.
 func (s *Session) Signature() events.Signature { return s.signature }
+
+// Checker loads models once, on one CPU thread, to learn whether ONNX Runtime
+// runs them: `sluice deploy` checks a new revision's model with it before the
+// revision takes traffic. A model for the CUDA provider is checked on the CPU
+// provider, which runs every operator CUDA does.
+type Checker struct{}
+
+var _ functions.ModelChecker = Checker{}
+
+// CheckModel loads model into a session and closes it; the error is ONNX Runtime's.
+func (Checker) CheckModel(model []byte, signature events.Signature, _ functions.RuntimeSpec) error {
+	session, err := Load(model, signature, DefaultSessionConfig())
+	if err != nil {
+		return err
+	}
+	return session.Close()
+}

@@ -1,0 +1,89 @@
+package activator_test
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
+)
+
+// eventuallyStatus polls path until it answers want, within a second: what a
+// catalog change does must reach callers that fast.
+func (p *platform) eventuallyStatus(t *testing.T, method, path string, want int) response {
+	t.Helper()
+	var answer response
+	require.Eventually(t, func() bool {
+		answer = p.send(t, p.newRequest(t, method, path, jsonHeader(), irisBody))
+		return answer.status == want
+	}, time.Second, 10*time.Millisecond, "%s %s never answered %d; last: %d %s", method, path, want, answer.status, answer.body)
+	return answer
+}
+
+func TestFailedRevisionAnswers503AtOnce(t *testing.T) {
+	p := startPlatform(t, newSetup())
+	catalog, err := functions.OpenCatalog(t.Context(), p.js)
+	require.NoError(t, err)
+	require.NoError(t, catalog.SetRevisionState(t.Context(), "iris", "1", functions.RevisionFailed, "Could not find an implementation for Add(6)"))
+
+	started := time.Now()
+	answer := p.eventuallyStatus(t, http.MethodPost, "/v2/models/iris/infer", http.StatusServiceUnavailable)
+	require.Less(t, time.Since(started), time.Second)
+	errorMessage(t, answer, http.StatusServiceUnavailable, `model "iris"`, "model cannot run", "revision 1", "Could not find an implementation for Add(6)")
+	require.Equal(t, "1", answer.header.Get("Retry-After"))
+	require.Zero(t, p.queued(t), "a request for a model that cannot run is not queued")
+
+	errorMessage(t, p.get(t, "/v2/models/iris/ready"), http.StatusServiceUnavailable, "Could not find an implementation for Add(6)")
+	metadata := p.get(t, "/v2/models/iris")
+	require.Equal(t, http.StatusOK, metadata.status, "the metadata of a model that cannot run says why")
+	require.Contains(t, string(metadata.body), `"state":"Failed"`)
+	require.Contains(t, string(metadata.body), `"reason":"Could not find an implementation for Add(6)"`)
+	require.Contains(t, string(metadata.body), `"inputs":[{"name":"input"`)
+
+	ce := p.newRequest(t, http.MethodPost, "/", binaryHeader(nil), irisBody)
+	errorMessage(t, p.send(t, ce), http.StatusServiceUnavailable, "model cannot run")
+}
+
+func TestFailedRevisionFallsBackToTheOneBefore(t *testing.T) {
+	p := startPlatform(t, newSetup())
+	catalog, err := functions.OpenCatalog(t.Context(), p.js)
+	require.NoError(t, err)
+	fn, err := catalog.Get(t.Context(), "iris")
+	require.NoError(t, err)
+	fn.Status.Revisions = append(fn.Status.Revisions, fn.Status.Revisions[0])
+	fn.Status.Revisions[1].Name, fn.Status.Revisions[1].State, fn.Status.Revisions[1].Reason = "2", functions.RevisionFailed, "no kernel"
+	fn.Status.Revision = "2"
+	require.NoError(t, catalog.Put(t.Context(), fn))
+	_, err = events.EnsureConsumer(t.Context(), p.js, "iris", "2", events.DefaultQueueConfig())
+	require.NoError(t, err)
+
+	p.eventuallyStatus(t, http.MethodGet, "/v2/models/iris/versions/2/ready", http.StatusServiceUnavailable)
+	answers := p.sendAsync(p.newRequest(t, http.MethodPost, "/v2/models/iris/infer", jsonHeader(), irisBody))
+	request := answerOnce(t, p.js, 0, irisAnswer) // from revision 1's queue
+	require.Equal(t, events.RequestSubject("iris", "1"), request.Subject())
+	require.Equal(t, http.StatusOK, receive(t, answers).status)
+	require.Equal(t, http.StatusOK, p.get(t, "/v2/models/iris/ready").status, "revision 1 serves")
+	errorMessage(t, p.infer(t, "/v2/models/iris/versions/2/infer", irisBody), http.StatusServiceUnavailable, "revision 2: no kernel")
+}
+
+func TestDeployedFunctionAnswersBeforeTheWatchBringsIt(t *testing.T) {
+	p := startPlatform(t, newSetup())
+	catalog, err := functions.OpenCatalog(t.Context(), p.js)
+	require.NoError(t, err)
+	fn, err := catalog.Get(t.Context(), "iris")
+	require.NoError(t, err)
+	// Deploy copies and ask for each at once: never a 404.
+	deployer := functions.NewDeployer(p.js, catalog, events.DefaultQueueConfig())
+	fn.Spec.Model = functions.ModelSpec{URI: fn.Status.Model.Object}
+	for i := range 20 {
+		fn.Metadata.Name = fmt.Sprintf("copy%d", i)
+		_, err := deployer.Deploy(t.Context(), fn, nil)
+		require.NoError(t, err)
+		metadata := p.get(t, "/v2/models/"+fn.Metadata.Name)
+		require.Equal(t, http.StatusOK, metadata.status, string(metadata.body))
+	}
+}

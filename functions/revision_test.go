@@ -1,0 +1,153 @@
+package functions_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
+)
+
+func TestServing(t *testing.T) {
+	revision := func(name string, state functions.RevisionState) functions.RevisionStatus {
+		r := functions.RevisionStatus{Name: name, State: state}
+		if state == functions.RevisionFailed {
+			r.Reason = "ONNX Runtime says no to " + name
+		}
+		return r
+	}
+	tests := []struct {
+		name      string
+		status    functions.Status
+		version   string
+		want      string
+		wantError error
+		inError   string
+	}{
+		{name: "the current revision", status: functions.Status{Revision: "2", Revisions: []functions.RevisionStatus{revision("1", functions.RevisionReady), revision("2", functions.RevisionUnknown)}}, want: "2"},
+		{name: "a failed current revision falls back to the newest that has not failed",
+			status: functions.Status{Revision: "3", Revisions: []functions.RevisionStatus{revision("1", functions.RevisionReady), revision("2", functions.RevisionUnknown), revision("3", functions.RevisionFailed)}}, want: "2"},
+		{name: "every revision failed", status: functions.Status{Revision: "2", Revisions: []functions.RevisionStatus{revision("1", functions.RevisionFailed), revision("2", functions.RevisionFailed)}},
+			wantError: functions.ErrModelCannotRun, inError: "revision 2: ONNX Runtime says no to 2"},
+		{name: "an older version asked for", status: functions.Status{Revision: "2", Revisions: []functions.RevisionStatus{revision("1", functions.RevisionReady), revision("2", functions.RevisionReady)}}, version: "1", want: "1"},
+		{name: "a failed version asked for", status: functions.Status{Revision: "2", Revisions: []functions.RevisionStatus{revision("1", functions.RevisionReady), revision("2", functions.RevisionFailed)}}, version: "2",
+			wantError: functions.ErrModelCannotRun, inError: "ONNX Runtime says no to 2"},
+		{name: "a version that is not live", status: functions.Status{Revision: "2", Revisions: []functions.RevisionStatus{revision("2", functions.RevisionReady)}}, version: "1",
+			wantError: functions.ErrNotFound, inError: `no version "1" (live: [2])`},
+	}
+	for _, test := range tests {
+		t.Run(test.name, func(t *testing.T) {
+			got, err := test.status.Serving(test.version)
+			if test.wantError != nil {
+				require.ErrorIs(t, err, test.wantError)
+				require.ErrorContains(t, err, test.inError)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, test.want, got.Name)
+		})
+	}
+}
+
+// checkerFunc is a ModelChecker that refuses what refuse says to.
+type checkerFunc func(model []byte) error
+
+func (f checkerFunc) CheckModel(model []byte, _ events.Signature, _ functions.RuntimeSpec) error {
+	return f(model)
+}
+
+func TestDeployChecksNewRevisions(t *testing.T) {
+	_, catalog, deployer := newDeployer(t)
+	ctx := context.Background()
+	good, bad := irisModel(t, 1), irisModel(t, 2)
+	checked := 0
+	deployer.WithChecker(checkerFunc(func(model []byte) error {
+		checked++
+		if string(model) == string(bad) {
+			return errors.New("Could not find an implementation for Add(6)")
+		}
+		return nil
+	}))
+
+	fn, err := deployer.Deploy(ctx, parse(t, irisYAML), good)
+	require.NoError(t, err)
+	require.Equal(t, functions.RevisionReady, fn.Status.Revisions[0].State)
+
+	fn, err = deployer.Deploy(ctx, parse(t, irisYAML), bad)
+	require.NoError(t, err, "a model that cannot run is registered, as Failed")
+	require.Equal(t, "2", fn.Status.Revision)
+	require.Equal(t, functions.RevisionFailed, fn.Status.Revisions[1].State)
+	require.Equal(t, "Could not find an implementation for Add(6)", fn.Status.Revisions[1].Reason)
+	serving, err := fn.Status.Serving("")
+	require.NoError(t, err)
+	require.Equal(t, "1", serving.Name, "the working revision keeps serving")
+
+	rescaled := parse(t, irisYAML)
+	rescaled.Spec.Scaling.MaxReplicas = 2
+	_, err = deployer.Deploy(ctx, rescaled, bad)
+	require.NoError(t, err)
+	require.Equal(t, 2, checked, "a deploy that cuts no revision loads nothing")
+
+	stored, err := catalog.Get(ctx, "iris")
+	require.NoError(t, err)
+	require.Equal(t, functions.RevisionFailed, stored.Status.Revisions[1].State, "the state outlives deploys that keep the revision")
+}
+
+func TestSetRevisionState(t *testing.T) {
+	_, catalog, deployer := newDeployer(t)
+	ctx := context.Background()
+	_, err := deployer.Deploy(ctx, parse(t, irisYAML), irisModel(t, 1))
+	require.NoError(t, err)
+
+	require.NoError(t, catalog.SetRevisionState(ctx, "iris", "1", functions.RevisionFailed, "no kernel"))
+	fn, err := catalog.Get(ctx, "iris")
+	require.NoError(t, err)
+	require.Equal(t, functions.RevisionFailed, fn.Status.Revisions[0].State)
+	require.Equal(t, "no kernel", fn.Status.Revisions[0].Reason)
+	_, err = fn.Status.Serving("")
+	require.ErrorIs(t, err, functions.ErrModelCannotRun)
+
+	require.NoError(t, catalog.SetRevisionState(ctx, "iris", "7", functions.RevisionReady, ""), "a revision no longer live is left alone")
+	require.ErrorIs(t, catalog.SetRevisionState(ctx, "nope", "1", functions.RevisionReady, ""), functions.ErrNotFound)
+}
+
+func TestRegistryRefreshReadsWhatTheWatchHasNotBrought(t *testing.T) {
+	_, catalog, deployer := newDeployer(t)
+	ctx := context.Background()
+	registry := functions.NewRegistry(catalog) // not running: its watch brings nothing
+	_, ok := registry.Lookup("iris")
+	require.False(t, ok)
+
+	fn, ok, err := registry.Refresh(ctx, "iris")
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.Nil(t, fn)
+
+	_, err = deployer.Deploy(ctx, parse(t, irisYAML), irisModel(t, 1))
+	require.NoError(t, err)
+	fn, ok, err = registry.Refresh(ctx, "iris")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, "1", fn.Status.Revision)
+	held, ok := registry.Lookup("iris")
+	require.True(t, ok, "what Refresh read is kept")
+	require.Same(t, fn, held)
+
+	// A watch started afterwards brings the key at the revision already held.
+	_, err = deployer.Deploy(ctx, parse(t, irisYAML), irisModel(t, 2))
+	require.NoError(t, err)
+	fn, _, err = registry.Refresh(ctx, "iris")
+	require.NoError(t, err)
+	require.Equal(t, "2", fn.Status.Revision)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- registry.Run(runCtx) }()
+	<-registry.Synced()
+	cancel()
+	require.NoError(t, <-done)
+	fn, _ = registry.Lookup("iris")
+	require.Equal(t, "2", fn.Status.Revision)
+}
