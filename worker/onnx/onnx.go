@@ -206,7 +206,7 @@ func appendCUDA(options *ort.SessionOptions, device int) error {
 // rank differs between the model's signature and the one given.
 func sameTensors(model, given events.Signature) error {
 	for _, list := range []struct {
-		role          string
+		role         string
 		model, given []events.TensorSpec
 	}{{"inputs", model.Inputs, given.Inputs}, {"outputs", model.Outputs, given.Outputs}} {
 		if len(list.model) != len(list.given) {
