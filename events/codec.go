@@ -82,10 +82,10 @@ type elementKind interface {
 	// decode reads a data array at the scanner's position (codec_data.go).
 	decode(s *scanner, path fieldPath, shape []int64, elements int64) (any, error)
 	// appendData writes data as a flat JSON array (codec_encode.go).
-	appendData(dst []byte, data any, path fieldPath, name string) ([]byte, error)
+	appendData(dst []byte, data any) []byte
 	// appendElements writes data[from:to] as a JSON array, or, when bare,
 	// the one element data[from] alone (codec_encode.go).
-	appendElements(dst []byte, data any, from, to int, bare bool, name string) ([]byte, error)
+	appendElements(dst []byte, data any, from, to int, bare bool) []byte
 	// concat joins the data of parts, which all hold this kind (rows.go).
 	concat(parts []Tensor) any
 	// split cuts data into consecutive slices of the given lengths (rows.go).
@@ -93,12 +93,11 @@ type elementKind interface {
 }
 
 // typedKind is the elementKind of datatype whose Data is []T. parse reads one
-// element; appendElement writes one and reports false for a value JSON cannot
-// hold (a NaN or an infinity).
+// element; appendElement writes one.
 type typedKind[T any] struct {
 	datatype      Datatype
 	parse         func(s *scanner) (T, error)
-	appendElement func(dst []byte, v T) ([]byte, bool)
+	appendElement func(dst []byte, v T) []byte
 }
 
 var (

@@ -16,8 +16,7 @@ import (
 // what was appended: the value of the Inference-Header-Content-Length HTTP
 // header, with Content-Type application/octet-stream. It is 0 when no output
 // is written in binary (binaryOutputs is nil or false for every output): the
-// body is then plain JSON, exactly what AppendInferenceResponse writes. An
-// output in binary may hold NaN and infinities, which JSON cannot. Errors
+// body is then plain JSON, exactly what AppendInferenceResponse writes. Errors
 // are *FieldError naming the output, and dst comes back as it was.
 func AppendInferenceResponseBinary(dst []byte, r *InferenceResponse, binaryOutputs func(name string) bool) (body []byte, headerLength int, err error) {
 	start := len(dst)

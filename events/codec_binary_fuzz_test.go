@@ -8,8 +8,8 @@ import (
 
 // FuzzDecodeInferenceRequestBinary checks that no body and header length
 // make the binary decoder panic, that every error is a *FieldError, that
-// whatever decodes goes on as plain JSON to the same request (or fails
-// because JSON cannot hold a NaN or an infinity), and that its inputs, sent
+// whatever decodes goes on as plain JSON to the same request (compared as
+// written again, since a NaN equals nothing), and that its inputs, sent
 // back as binary outputs, read back and write again to the same bytes.
 func FuzzDecodeInferenceRequestBinary(f *testing.F) {
 	seeds := [][]string{
@@ -37,31 +37,21 @@ func FuzzDecodeInferenceRequestBinary(f *testing.F) {
 		}
 
 		plain, err := AppendInferenceRequest(nil, req)
-		if err != nil {
-			requireFieldErrorContains(t, err, "cannot be written as JSON")
-		} else {
-			again, err := DecodeInferenceRequest(plain, limits)
-			require.NoError(t, err, "plain: %s", plain)
-			require.Equal(t, req, again)
-		}
+		require.NoError(t, err)
+		again, err := DecodeInferenceRequest(plain, limits)
+		require.NoError(t, err, "plain: %s", plain)
+		plainAgain, err := AppendInferenceRequest(nil, again)
+		require.NoError(t, err)
+		require.Equal(t, string(plain), string(plainAgain))
 
 		resp := &InferenceResponse{ModelName: "m", ID: req.ID, Outputs: req.Inputs}
 		out, outHeader, err := AppendInferenceResponseBinary(nil, resp, allOutputs)
 		require.NoError(t, err)
 		require.Positive(t, outHeader)
 		back := decodeResponseBinary(t, out, outHeader)
-		again, againHeader, err := AppendInferenceResponseBinary(nil, back, allOutputs)
+		encoded, againHeader, err := AppendInferenceResponseBinary(nil, back, allOutputs)
 		require.NoError(t, err)
 		require.Equal(t, outHeader, againHeader)
-		require.Equal(t, out, again)
+		require.Equal(t, out, encoded)
 	})
-}
-
-// requireFieldErrorContains checks that err is a *FieldError whose problem
-// contains problem, whatever its field.
-func requireFieldErrorContains(t *testing.T, err error, problem string) {
-	t.Helper()
-	var fieldErr *FieldError
-	require.ErrorAs(t, err, &fieldErr)
-	require.Contains(t, fieldErr.Problem, problem)
 }

@@ -2,6 +2,7 @@ package events
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -254,6 +255,10 @@ func overflows(token []byte, dt Datatype) error {
 // parseFP16 rounds to FP32 first, as strconv has no 16-bit parser, then to
 // the nearest FP16.
 func parseFP16(s *scanner) (float16.Float16, error) {
+	if s.peek() == '"' {
+		v, err := nonFinite(s, FP16)
+		return float16.Fromfloat32(float32(v)), err
+	}
 	token, _, err := number(s, FP16)
 	if err != nil {
 		return 0, err
@@ -267,6 +272,10 @@ func parseFP16(s *scanner) (float16.Float16, error) {
 }
 
 func parseFP32(s *scanner) (float32, error) {
+	if s.peek() == '"' {
+		v, err := nonFinite(s, FP32)
+		return float32(v), err
+	}
 	token, _, err := number(s, FP32)
 	if err != nil {
 		return 0, err
@@ -279,6 +288,9 @@ func parseFP32(s *scanner) (float32, error) {
 }
 
 func parseFP64(s *scanner) (float64, error) {
+	if s.peek() == '"' {
+		return nonFinite(s, FP64)
+	}
 	token, _, err := number(s, FP64)
 	if err != nil {
 		return 0, err
@@ -288,6 +300,25 @@ func parseFP64(s *scanner) (float64, error) {
 		return 0, overflows(token, FP64)
 	}
 	return v, nil
+}
+
+// nonFinite reads the strings "NaN", "Infinity" and "-Infinity", which stand
+// for the floating-point values JSON numbers cannot hold, as in the protobuf
+// JSON mapping; any other string is the wrong element.
+func nonFinite(s *scanner, dt Datatype) (float64, error) {
+	value, err := parseBytes(s)
+	if err != nil {
+		return 0, err
+	}
+	switch value {
+	case "NaN":
+		return math.NaN(), nil
+	case "Infinity":
+		return math.Inf(1), nil
+	case "-Infinity":
+		return math.Inf(-1), nil
+	}
+	return 0, elementProblem(fmt.Sprintf("want a number for %s, got string %q (NaN and infinities are written \"NaN\", \"Infinity\" and \"-Infinity\")", dt, value))
 }
 
 func parseBytes(s *scanner) (string, error) {

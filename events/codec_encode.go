@@ -2,7 +2,6 @@ package events
 
 import (
 	"encoding/json"
-	"fmt"
 	"math"
 	"strconv"
 	"unicode/utf8"
@@ -13,9 +12,10 @@ import (
 // AppendInferenceResponse appends r to dst as an Open Inference Protocol v2
 // REST infer response, with every tensor's data flat, and returns the
 // extended buffer. It validates each output first; a tensor that is not
-// well-formed or holds a NaN or an infinity fails with a *FieldError naming
-// it, and dst comes back as it was. Parameters are written with
-// encoding/json.
+// well-formed fails with a *FieldError naming it, and dst comes back as it
+// was. A NaN or an infinity, which JSON numbers cannot hold, is written as
+// the string "NaN", "Infinity" or "-Infinity", as the protobuf JSON mapping
+// does, and read back so. Parameters are written with encoding/json.
 func AppendInferenceResponse(dst []byte, r *InferenceResponse) ([]byte, error) {
 	start := len(dst)
 	dst, err := appendResponseHead(dst, r)
@@ -152,10 +152,7 @@ func appendTensor(dst []byte, path fieldPath, t Tensor) ([]byte, error) {
 		return dst, err
 	}
 	dst = append(dst, `,"data":`...)
-	if dst, err = kind.appendData(dst, t.Data, path, t.Name); err != nil {
-		return dst, err
-	}
-	return append(dst, '}'), nil
+	return append(kind.appendData(dst, t.Data), '}'), nil
 }
 
 // appendTensorHead writes the members of t but its data, with parameters for
@@ -193,28 +190,16 @@ func appendParameters(dst []byte, field fieldPath, parameters map[string]any) ([
 
 // appendData writes data, which validate has checked is a []T, as a flat
 // JSON array.
-func (k *typedKind[T]) appendData(dst []byte, data any, path fieldPath, name string) ([]byte, error) {
-	values := data.([]T)
-	dst, bad := k.appendValues(dst, values, false)
-	if bad >= 0 {
-		return dst, &FieldError{Field: fmt.Sprintf("%s[%d]", path.with("data"), bad), Problem: fmt.Sprintf("%v in tensor %q cannot be written as JSON", values[bad], name)}
-	}
-	return dst, nil
+func (k *typedKind[T]) appendData(dst []byte, data any) []byte {
+	return k.appendValues(dst, data.([]T), false)
 }
 
-func (k *typedKind[T]) appendElements(dst []byte, data any, from, to int, bare bool, name string) ([]byte, error) {
-	values := data.([]T)[from:to]
-	dst, bad := k.appendValues(dst, values, bare)
-	if bad >= 0 {
-		return dst, fmt.Errorf("element %d of tensor %q: %v cannot be written as JSON", from+bad, name, values[bad])
-	}
-	return dst, nil
+func (k *typedKind[T]) appendElements(dst []byte, data any, from, to int, bare bool) []byte {
+	return k.appendValues(dst, data.([]T)[from:to], bare)
 }
 
-// appendValues writes values as a JSON array, or its one value alone when
-// bare. It stops at a value JSON cannot hold and returns its index; -1 when
-// every value was written.
-func (k *typedKind[T]) appendValues(dst []byte, values []T, bare bool) ([]byte, int) {
+// appendValues writes values as a JSON array, or its one value alone when bare.
+func (k *typedKind[T]) appendValues(dst []byte, values []T, bare bool) []byte {
 	if !bare {
 		dst = append(dst, '[')
 	}
@@ -222,54 +207,64 @@ func (k *typedKind[T]) appendValues(dst []byte, values []T, bare bool) ([]byte, 
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		var ok bool
-		if dst, ok = k.appendElement(dst, v); !ok {
-			return dst, i
-		}
+		dst = k.appendElement(dst, v)
 	}
 	if !bare {
 		dst = append(dst, ']')
 	}
-	return dst, -1
+	return dst
 }
 
-func appendBool(dst []byte, v bool) ([]byte, bool) {
-	return strconv.AppendBool(dst, v), true
+func appendBool(dst []byte, v bool) []byte {
+	return strconv.AppendBool(dst, v)
 }
 
-func appendSigned[T int8 | int16 | int32 | int64](dst []byte, v T) ([]byte, bool) {
-	return strconv.AppendInt(dst, int64(v), 10), true
+func appendSigned[T int8 | int16 | int32 | int64](dst []byte, v T) []byte {
+	return strconv.AppendInt(dst, int64(v), 10)
 }
 
-func appendUnsigned[T uint8 | uint16 | uint32 | uint64](dst []byte, v T) ([]byte, bool) {
-	return strconv.AppendUint(dst, uint64(v), 10), true
+func appendUnsigned[T uint8 | uint16 | uint32 | uint64](dst []byte, v T) []byte {
+	return strconv.AppendUint(dst, uint64(v), 10)
 }
 
 // appendFP16 writes the shortest decimal that reads back as the same FP32,
-// and so as the same FP16.
-func appendFP16(dst []byte, v float16.Float16) ([]byte, bool) {
+// and so as the same FP16; NaN and infinities as appendNonFinite does.
+func appendFP16(dst []byte, v float16.Float16) []byte {
 	if !v.IsFinite() {
-		return dst, false
+		return appendNonFinite(dst, float64(v.Float32()))
 	}
-	return strconv.AppendFloat(dst, float64(v.Float32()), 'g', -1, 32), true
+	return strconv.AppendFloat(dst, float64(v.Float32()), 'g', -1, 32)
 }
 
-func appendFP32(dst []byte, v float32) ([]byte, bool) {
+func appendFP32(dst []byte, v float32) []byte {
 	if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-		return dst, false
+		return appendNonFinite(dst, float64(v))
 	}
-	return strconv.AppendFloat(dst, float64(v), 'g', -1, 32), true
+	return strconv.AppendFloat(dst, float64(v), 'g', -1, 32)
 }
 
-func appendFP64(dst []byte, v float64) ([]byte, bool) {
+func appendFP64(dst []byte, v float64) []byte {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return dst, false
+		return appendNonFinite(dst, v)
 	}
-	return strconv.AppendFloat(dst, v, 'g', -1, 64), true
+	return strconv.AppendFloat(dst, v, 'g', -1, 64)
 }
 
-func appendBytes(dst []byte, v string) ([]byte, bool) {
-	return appendString(dst, v), true
+// appendNonFinite writes a NaN or an infinity, which JSON numbers cannot
+// hold, as the strings of the protobuf JSON mapping: "NaN", "Infinity",
+// "-Infinity". The decoder reads them back (nonFinite).
+func appendNonFinite(dst []byte, v float64) []byte {
+	switch {
+	case math.IsNaN(v):
+		return append(dst, `"NaN"`...)
+	case v > 0:
+		return append(dst, `"Infinity"`...)
+	}
+	return append(dst, `"-Infinity"`...)
+}
+
+func appendBytes(dst []byte, v string) []byte {
+	return appendString(dst, v)
 }
 
 const hexDigits = "0123456789abcdef"
@@ -335,5 +330,5 @@ func AppendTensorData(dst []byte, t Tensor) ([]byte, error) {
 	if fieldErr != nil {
 		return dst, fieldErr
 	}
-	return kind.appendData(dst, t.Data, fieldPath{}, t.Name)
+	return kind.appendData(dst, t.Data), nil
 }

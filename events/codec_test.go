@@ -180,9 +180,6 @@ func TestAppendRejectsInvalidTensors(t *testing.T) {
 		field   string
 		problem string
 	}{
-		{"NaN", Tensor{Name: "y", Shape: []int64{2}, Datatype: FP32, Data: []float32{1, float32(math.NaN())}}, "outputs[0].data[1]", `NaN in tensor "y" cannot be written as JSON`},
-		{"infinity", Tensor{Name: "y", Shape: []int64{1}, Datatype: FP64, Data: []float64{math.Inf(-1)}}, "outputs[0].data[0]", `-Inf in tensor "y"`},
-		{"FP16 infinity", Tensor{Name: "y", Shape: []int64{1}, Datatype: FP16, Data: []float16.Float16{float16.Inf(1)}}, "outputs[0].data[0]", `tensor "y"`},
 		{"wrong slice", Tensor{Name: "y", Shape: []int64{1}, Datatype: FP32, Data: []float64{1}}, "outputs[0].data", "holds []float64, want []float32 for FP32"},
 		{"nil data", Tensor{Name: "y", Shape: []int64{0}, Datatype: Int32, Data: nil}, "outputs[0].data", "holds <nil>, want []int32"},
 		{"length", Tensor{Name: "y", Shape: []int64{2, 2}, Datatype: Int8, Data: []int8{1}}, "outputs[0].shape", "product 4 does not match 1 data elements"},
@@ -221,8 +218,33 @@ func TestTensorWorksWithEncodingJSON(t *testing.T) {
 	err = json.Unmarshal([]byte(`{"inputs":[{"name":"x","shape":[1],"datatype":"UINT8","data":[300]}]}`), &decoded)
 	requireFieldError(t, err, "tensor.data[0]", "300 is out of range for UINT8")
 
-	_, err = json.Marshal(Tensor{Name: "x", Shape: []int64{1}, Datatype: FP64, Data: []float64{math.NaN()}})
-	requireFieldError(t, err, "tensor.data[0]", `NaN in tensor "x"`)
+}
+
+// TestNonFiniteFloatsAsStrings: NaN and infinities, which JSON numbers cannot
+// hold, travel as the strings of the protobuf JSON mapping, both ways.
+func TestNonFiniteFloatsAsStrings(t *testing.T) {
+	response := &InferenceResponse{ModelName: "m", Outputs: []Tensor{
+		{Name: "a", Shape: []int64{3}, Datatype: FP32, Data: []float32{float32(math.NaN()), float32(math.Inf(1)), 1.5}},
+		{Name: "b", Shape: []int64{1}, Datatype: FP64, Data: []float64{math.Inf(-1)}},
+		{Name: "c", Shape: []int64{2}, Datatype: FP16, Data: []float16.Float16{float16.Inf(1), float16.NaN()}},
+	}}
+	body, err := AppendInferenceResponse(nil, response)
+	require.NoError(t, err)
+	require.Contains(t, string(body), `"data":["NaN","Infinity",1.5]`)
+	require.Contains(t, string(body), `"data":["-Infinity"]`)
+	require.Contains(t, string(body), `"data":["Infinity","NaN"]`)
+	decoded, err := DecodeInferenceResponse(body, DefaultLimits())
+	require.NoError(t, err)
+	a := decoded.Outputs[0].Data.([]float32)
+	require.True(t, math.IsNaN(float64(a[0])))
+	require.Equal(t, []float32{float32(math.Inf(1)), 1.5}, a[1:])
+	require.Equal(t, []float64{math.Inf(-1)}, decoded.Outputs[1].Data)
+	c := decoded.Outputs[2].Data.([]float16.Float16)
+	require.True(t, c[0].IsInf(1))
+	require.True(t, c[1].IsNaN())
+
+	_, err = DecodeInferenceRequest([]byte(`{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["nan"]}]}`), DefaultLimits())
+	requireFieldError(t, err, "inputs[0].data[0]", `want a number for FP32, got string "nan"`)
 }
 
 func TestNewTensorInfersDatatype(t *testing.T) {

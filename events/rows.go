@@ -169,11 +169,11 @@ func NewRowWriter(t Tensor) (*RowWriter, error) {
 func (w *RowWriter) Rows() int { return w.rows }
 
 // AppendRow writes row i (0 ≤ i < Rows) as a flat JSON array of its
-// elements, or as the element alone when the tensor has rank 1. An element
-// JSON cannot hold (NaN, an infinity) is an error.
+// elements, or as the element alone when the tensor has rank 1; NaN and
+// infinities as the strings "NaN", "Infinity" and "-Infinity".
 func (w *RowWriter) AppendRow(dst []byte, i int) ([]byte, error) {
 	if i < 0 || i >= w.rows {
 		return dst, fmt.Errorf("tensor %q has %d rows, no row %d", w.name, w.rows, i)
 	}
-	return w.kind.appendElements(dst, w.data, i*w.width, (i+1)*w.width, w.bare, w.name)
+	return w.kind.appendElements(dst, w.data, i*w.width, (i+1)*w.width, w.bare), nil
 }

@@ -203,8 +203,9 @@ func TestRowWriterWritesOneRowAtATime(t *testing.T) {
 	nan := mustTensor(t, "y", []int64{2, 1}, []float64{1, math.NaN()})
 	w, err := NewRowWriter(nan)
 	require.NoError(t, err)
-	_, err = w.AppendRow(nil, 1)
-	require.ErrorContains(t, err, `element 1 of tensor "y": NaN cannot be written as JSON`)
+	got, err := w.AppendRow(nil, 1)
+	require.NoError(t, err)
+	require.Equal(t, `["NaN"]`, string(got))
 
 	_, err = NewRowWriter(Tensor{Name: "s", Shape: []int64{}, Datatype: FP32, Data: []float32{1}})
 	require.ErrorContains(t, err, "is a scalar")
