@@ -18,13 +18,16 @@ KWOK_VERSION := v0.8.0
 KUBE_BIN     := .cache/kube/$(KUBE_VERSION)/bin
 export SLUICE_KUBE_BIN := $(abspath $(KUBE_BIN))
 
+ONNX_TESTDATA := /usr/share/libonnx-testdata/data
+export SLUICE_ONNX_TESTDATA := $(ONNX_TESTDATA)
+
 DEMO_CSV   := deploy/demo/iris.csv
 DEMO_MODEL := deploy/demo/iris.onnx
 DEMO_SPEC  := deploy/demo/iris.yaml
 
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.cache/*') go.mod go.sum
 
-.PHONY: help deps kube-bins build run test bench vet clean
+.PHONY: help deps kube-bins build run test conformance bench vet clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -54,6 +57,13 @@ run: deps $(BIN) $(DEMO_MODEL) ## start the embedded platform with the iris demo
 test: deps kube-bins ## run every test against the real nats-server, ONNX Runtime and Kubernetes control plane
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 10m ./...
+
+conformance: deps $(ONNX_TESTDATA) ## deploy every ONNX backend test model Debian ships and check each answer
+	$(GO) vet -tags conformance ./e2e/
+	SLUICE_CONFORMANCE_REPORT=$(abspath conformance-report.txt) $(GO) test -tags conformance -count=1 -timeout 40m -run TestModelConformance -v ./e2e/ 2>&1 | grep -v 'level=INFO'; exit $${PIPESTATUS[0]}
+
+$(ONNX_TESTDATA):
+	@ONNX_TESTDATA=$(ONNX_TESTDATA) deploy/scripts/install-onnx-testdata.sh
 
 bench: deps $(BIN) $(DEMO_MODEL) ## ONNX Runtime, platform and autoscaler benchmarks
 	$(BIN) bench --model $(DEMO_MODEL) --spec $(DEMO_SPEC)
