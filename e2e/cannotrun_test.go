@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions/onnxfile"
+)
+
+// opset6Add is a model ONNX Runtime refuses to load: it has no kernel for
+// Add of operator set 6.
+func opset6Add(t *testing.T, dir string) string {
+	t.Helper()
+	model, err := onnxfile.Model{OpsetVersion: 6, Graph: onnxfile.Graph{
+		Nodes:   []onnxfile.Node{{OpType: "Add", Inputs: []string{"x", "x"}, Outputs: []string{"y"}}},
+		Inputs:  []onnxfile.ValueInfo{{Name: "x", Datatype: events.FP32, Shape: []int64{-1, 4}}},
+		Outputs: []onnxfile.ValueInfo{{Name: "y", Datatype: events.FP32, Shape: []int64{-1, 4}}},
+	}}.Marshal()
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "add.onnx"), model, 0o644))
+	spec := filepath.Join(dir, "add.yaml")
+	require.NoError(t, os.WriteFile(spec, []byte("apiVersion: sluice.dev/v1alpha1\nkind: Function\nmetadata: {name: add}\nspec:\n  model: {path: ./add.onnx}\n"), 0o644))
+	return spec
+}
+
+const addRequest = `{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`
+
+// A model ONNX Runtime cannot load is refused by sluice deploy with ONNX
+// Runtime's error, and callers get 503 with it at once, not a 504 after the
+// request timeout; the iris function is untouched.
+func TestModelThatCannotRunIsRefusedAtDeploy(t *testing.T) {
+	p := startPlatform(t)
+	spec := opset6Add(t, t.TempDir())
+	deploy := exec.Command(binary, "--nats-url", natsURL(t, p), "deploy", "-f", spec)
+	out, err := deploy.CombinedOutput()
+	require.Error(t, err, "%s", out)
+	require.Contains(t, string(out), "model cannot run: revision 1")
+	require.Contains(t, string(out), "Could not find an implementation for Add(6)")
+
+	start := time.Now()
+	code, body := p.post(t, "/v2/models/add/infer", addRequest, nil)
+	require.Equal(t, http.StatusServiceUnavailable, code, "%s", body)
+	require.Less(t, time.Since(start), time.Second)
+	require.Contains(t, string(body), "Could not find an implementation for Add(6)")
+	resp, err := http.Get(p.url + "/v2/models/add/ready")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.Contains(t, sluice(t, "--nats-url", natsURL(t, p), "functions", "get", "add"), "state: Failed")
+
+	code, body = p.post(t, "/v2/models/iris/infer", irisRequest, nil)
+	require.Equal(t, http.StatusOK, code, "%s", body)
+}
+
+// Deployed where ONNX Runtime is not at hand, the same model is found out by
+// its first worker: it marks the revision Failed, answers the request that
+// woke it with the reason, and later callers get 503 at once.
+func TestModelThatCannotRunIsFoundOutByItsWorker(t *testing.T) {
+	p := startPlatform(t)
+	spec := opset6Add(t, t.TempDir())
+	deploy := exec.Command(binary, "--nats-url", natsURL(t, p), "deploy", "-f", spec)
+	deploy.Env = append(os.Environ(), "SLUICE_ONNXRUNTIME_LIB=/nonexistent/libonnxruntime.so")
+	out, err := deploy.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "the first worker will")
+
+	start := time.Now()
+	code, body := p.post(t, "/v2/models/add/infer", addRequest, nil)
+	require.Equal(t, http.StatusServiceUnavailable, code, "%s", body)
+	require.Less(t, time.Since(start), 5*time.Second, "the worker starts, fails to load the model and answers")
+	require.Contains(t, string(body), "Could not find an implementation for Add(6)")
+
+	require.Eventually(t, func() bool {
+		start := time.Now()
+		code, _ := p.post(t, "/v2/models/add/infer", addRequest, nil)
+		return code == http.StatusServiceUnavailable && time.Since(start) < 100*time.Millisecond
+	}, 5*time.Second, 50*time.Millisecond, "once the revision is marked Failed the activator answers at once")
+	status := sluice(t, "--nats-url", natsURL(t, p), "status")
+	require.Contains(t, status, "add revision 1 cannot run")
+}
