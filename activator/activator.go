@@ -150,7 +150,7 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 		stopWatching()
 		<-watched
 	}()
-	server := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	server := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: maxHeaderBytes}
 	served := make(chan error, 1)
 	go func() { served <- server.Serve(listener) }()
 	a.log.Info("activator listening", "addr", listener.Addr().String())

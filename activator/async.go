@@ -113,6 +113,12 @@ func (a *Activator) requestResult(w http.ResponseWriter, r *http.Request) {
 	switch result.Status {
 	case events.ResultDone:
 		body, headerLength := result.Answer()
+		if result.Object != "" {
+			if body, err = events.ReadAnswer(r.Context(), a.js, result.Object, false); err != nil {
+				writeError(w, fmt.Errorf("%w: %v", errUnavailable, err))
+				return
+			}
+		}
 		writeBody(w, body, headerLength)
 	case events.ResultError:
 		writeError(w, &workerError{status: result.Code, message: result.Error})

@@ -105,11 +105,28 @@ func requestEvent(fn *functions.Function, id string, body []byte, headerLength i
 }
 
 // requestID is the caller's Idempotency-Key, or a new unique id.
-func requestID(r *http.Request) string {
+func requestID(r *http.Request) (string, error) {
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
-		return key
+		return key, checkLength("Idempotency-Key", key, maxIDBytes)
 	}
-	return nuid.Next()
+	return nuid.Next(), nil
+}
+
+// Limits of what becomes a NATS header of the request: JetStream refuses a
+// message whose headers pass 64 KiB, and the activator's HTTP server takes
+// at most maxHeaderBytes of headers (431 beyond).
+const (
+	maxIDBytes     = 256  // a request id: Idempotency-Key, or a CloudEvent's id
+	maxSourceBytes = 1024 // a CloudEvent's source
+	maxHeaderBytes = 32 << 10
+)
+
+// checkLength refuses a value over max bytes with a 400 naming field.
+func checkLength(field, value string, max int) error {
+	if len(value) > max {
+		return &events.FieldError{Field: field, Problem: fmt.Sprintf("%d bytes, at most %d", len(value), max)}
+	}
+	return nil
 }
 
 // call publishes ev to fn's stream and waits for the worker's reply until the
@@ -141,6 +158,13 @@ func (a *Activator) call(ctx context.Context, fn *functions.Function, ev *event.
 		case reply := <-replies:
 			if cold {
 				a.metrics.coldStart.WithLabelValues(fn.Metadata.Name).Observe(time.Since(arrived).Seconds())
+			}
+			if name := reply.Header.Get(events.HeaderAnswerObject); name != "" {
+				data, err := events.ReadAnswer(ctx, a.js, name, true)
+				if err != nil {
+					return nil, fmt.Errorf("%w: %v", errUnavailable, err)
+				}
+				reply.Data = data
 			}
 			return reply, replyError(reply)
 		case pubAck := <-acked:

@@ -31,6 +31,9 @@ func (a *Activator) cloudEvent(w http.ResponseWriter, r *http.Request) {
 
 func (a *Activator) serveCloudEvent(w http.ResponseWriter, r *http.Request) (string, string, int) {
 	ev, err := a.readEvent(w, r)
+	if err == nil {
+		err = errors.Join(checkLength("id", ev.ID(), maxIDBytes), checkLength("source", ev.Source(), maxSourceBytes))
+	}
 	if err != nil {
 		return "", "", writeError(w, err)
 	}

@@ -34,7 +34,10 @@ func (a *Activator) serveInfer(w http.ResponseWriter, r *http.Request, name stri
 	if err != nil {
 		return "", writeError(w, err)
 	}
-	id := requestID(r)
+	id, err := requestID(r)
+	if err != nil {
+		return "", writeError(w, err)
+	}
 	ev := requestEvent(fn, id, body, headerLength)
 	if wantsAsync(r) {
 		if err := a.accept(r.Context(), w, fn, ev, r.Header.Get(events.HeaderSinkURI)); err != nil {

@@ -143,12 +143,19 @@ func (s *Sinks) backoff(attempt uint64) time.Duration {
 
 // post sends the result CloudEvent to sink in binary mode.
 func (s *Sinks) post(sink string, msg jetstream.Msg) error {
-	ev, err := events.ReadEvent(context.Background(), msg.Headers(), msg.Data())
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	data := msg.Data()
+	if name := msg.Headers().Get(events.HeaderAnswerObject); name != "" {
+		var err error
+		if data, err = events.ReadAnswer(ctx, s.js, name, false); err != nil {
+			return err
+		}
+	}
+	ev, err := events.ReadEvent(ctx, msg.Headers(), data)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
-	defer cancel()
 	req, err := cehttp.NewHTTPRequestFromEvent(ctx, sink, *ev)
 	if err != nil {
 		return err

@@ -45,11 +45,14 @@ type Result struct {
 	// Binary is the answer in the binary tensor data extension, when Status
 	// is done and the request asked for binary outputs; its first
 	// HeaderLength bytes are the JSON inference header.
-	Binary       []byte    `json:"binary,omitempty"`
-	HeaderLength int       `json:"headerLength,omitempty"`
-	Error        string    `json:"error,omitempty"`
-	SubmittedAt  time.Time `json:"submittedAt,omitzero"`
-	CompletedAt  time.Time `json:"completedAt,omitzero"`
+	Binary       []byte `json:"binary,omitempty"`
+	HeaderLength int    `json:"headerLength,omitempty"`
+	// Object, when set, names the object of AnswersStore that holds the
+	// answer, which was too large to keep here.
+	Object      string    `json:"object,omitempty"`
+	Error       string    `json:"error,omitempty"`
+	SubmittedAt time.Time `json:"submittedAt,omitzero"`
+	CompletedAt time.Time `json:"completedAt,omitzero"`
 }
 
 // EncodeResult is r as the results bucket keeps it: its fields but the

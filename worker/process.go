@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,9 @@ type job struct {
 	outputs       []events.Tensor
 	// headerLength is the length of the answer's JSON header when it is binary.
 	headerLength int
+	// answerObject names the object of the answers store that holds an
+	// answer too large for one NATS message.
+	answerObject string
 	err          error
 	expired      bool
 	waited       time.Duration
@@ -102,6 +106,9 @@ func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
 		err = w.signature.Check(req)
 	}
 	if err == nil {
+		err = w.checkAnswerSize(req)
+	}
+	if err == nil {
 		j.binaryOutputs, err = req.BinaryOutputs()
 	}
 	if err != nil {
@@ -110,6 +117,33 @@ func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
 	}
 	j.req = req
 	return j
+}
+
+// checkAnswerSize refuses, before it runs, a request whose answer is sure
+// to be over MaxAnswerBytes: when every output has the batch dimension first
+// and sizes for the others, the answer holds at least rows times the bytes
+// of one row of each fixed-size output, in binary.
+func (w *Worker) checkAnswerSize(req *events.InferenceRequest) error {
+	if !w.stackable {
+		return nil
+	}
+	var rowBytes int64
+	for _, spec := range w.signature.Outputs {
+		if len(req.Outputs) > 0 && !slices.ContainsFunc(req.Outputs, func(o events.RequestedOutput) bool { return o.Name == spec.Name }) {
+			continue
+		}
+		size := int64(spec.Datatype.Size())
+		for _, d := range spec.Shape[1:] {
+			size *= max(d, 0) // a dimension of any size may be 0
+		}
+		rowBytes += size
+	}
+	rows := req.Inputs[0].Shape[0]
+	if limit := int64(w.cfg.MaxAnswerBytes); rowBytes > 0 && rows > limit/rowBytes {
+		return events.Permanent(fmt.Errorf("%w: the answer to %d rows takes at least %d bytes a row, the limit is %d bytes: request at most %d rows",
+			events.ErrAnswerTooLarge, rows, rowBytes, limit, limit/rowBytes))
+	}
+	return nil
 }
 
 // maxStackedElements bounds the input elements of one stacked model run:

@@ -37,6 +37,14 @@ func (w *Worker) finish(j *job) {
 			j.err = events.Permanent(fmt.Errorf("encode the answer: %w", err))
 		}
 	}
+	if j.err == nil && len(body) > min(w.inlineAnswerBytes(), w.cfg.MaxAnswerBytes) {
+		var err error
+		if body, err = w.offload(j, body); err != nil {
+			w.log.Warn("store a large answer", "request_id", j.eventID, "error", err)
+			w.settle(j, err) // transient: the request is tried again
+			return
+		}
+	}
 	if j.record && j.eventID != "" {
 		if err := w.record(j, body); err != nil {
 			w.log.Warn("record result", "request_id", j.eventID, "error", err)
@@ -46,8 +54,8 @@ func (w *Worker) finish(j *job) {
 	}
 	if j.replyTo != "" {
 		err := w.answer(j.replyTo, j, body)
-		if errors.Is(err, nats.ErrMaxPayload) {
-			j.err = events.Permanent(fmt.Errorf("the answer (%d bytes) is larger than NATS may carry: request fewer rows or outputs", len(body)))
+		if errors.Is(err, nats.ErrMaxPayload) { // its headers took it over
+			j.err = events.Permanent(fmt.Errorf("%w: the answer (%d bytes) and its headers are more than NATS may carry", events.ErrAnswerTooLarge, len(body)))
 			err = w.answer(j.replyTo, j, nil)
 		}
 		if err != nil {
@@ -113,6 +121,34 @@ func (w *Worker) deadLetter(j *job, reason error) error {
 	return fmt.Errorf("dead letter: %w", err)
 }
 
+// inlineAnswerBytes is the largest answer a reply carries itself: the most a
+// NATS message may hold, less room for its headers.
+func (w *Worker) inlineAnswerBytes() int {
+	return int(w.nc.MaxPayload()) - 64<<10
+}
+
+// offload puts an answer too large for one NATS message into the answers
+// store, and returns the body the messages then carry: none. An answer over
+// MaxAnswerBytes, or one this worker has no store for, becomes j's error.
+func (w *Worker) offload(j *job, body []byte) ([]byte, error) {
+	switch {
+	case len(body) > w.cfg.MaxAnswerBytes:
+		j.err = events.Permanent(fmt.Errorf("%w: the answer takes %d bytes, the limit is %d: request fewer rows or outputs", events.ErrAnswerTooLarge, len(body), w.cfg.MaxAnswerBytes))
+		return nil, nil
+	case w.cfg.Answers == nil:
+		j.err = events.Permanent(fmt.Errorf("%w: the answer takes %d bytes, more than a NATS message carries (%d), and this worker has no answers store: request fewer rows or outputs", events.ErrAnswerTooLarge, len(body), w.nc.MaxPayload()))
+		return nil, nil
+	}
+	name := w.cfg.Function + "/" + nuid.Next()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := w.cfg.Answers.PutBytes(ctx, name, body); err != nil {
+		return nil, fmt.Errorf("answers store: %w", err)
+	}
+	j.answerObject = name
+	return nil, nil
+}
+
 // answer publishes to subject the response CloudEvent with body, or the
 // error event of j.err.
 func (w *Worker) answer(subject string, j *job, body []byte) error {
@@ -145,6 +181,9 @@ func (w *Worker) message(subject string, j *job, body []byte) (*nats.Msg, error)
 	}
 	if err := events.WriteEvent(context.Background(), msg, &ev); err != nil {
 		return nil, err
+	}
+	if j.err == nil && j.answerObject != "" {
+		msg.Header.Set(events.HeaderAnswerObject, j.answerObject)
 	}
 	return msg, nil
 }
@@ -207,8 +246,8 @@ func (w *Worker) finishRecorded(j *job) {
 }
 
 // statusOf is the HTTP status a failed request is answered with: 400 for
-// input the model cannot take, 503 when the model cannot run at all, 500 for
-// anything else.
+// input the model cannot take, 413 for an answer over the limit, 503 when the
+// model cannot run at all, 500 for anything else.
 func statusOf(err error) int {
 	var field *events.FieldError
 	switch {
@@ -216,6 +255,8 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, functions.ErrModelCannotRun):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, events.ErrAnswerTooLarge):
+		return http.StatusRequestEntityTooLarge
 	}
 	return http.StatusInternalServerError
 }
@@ -237,6 +278,8 @@ func (w *Worker) record(j *job, body []byte) error {
 	switch {
 	case j.err != nil:
 		result.Status, result.Code, result.Error = events.ResultError, statusOf(j.err), j.err.Error()
+	case j.answerObject != "":
+		result.Object, result.HeaderLength = j.answerObject, j.headerLength
 	case j.headerLength > 0:
 		result.Binary, result.HeaderLength = body, j.headerLength
 	default:

@@ -38,6 +38,11 @@ type Config struct {
 	// Results keeps the results of requests that ask to be recorded
 	// (asynchronous calls, batch jobs); nil refuses such requests.
 	Results ResultStore
+	// Answers carries the answers too large for one NATS message (nil: they
+	// are refused with 413).
+	Answers jetstream.ObjectStore
+	// MaxAnswerBytes bounds one answer; a larger one is refused with 413.
+	MaxAnswerBytes int
 	// JetStream publishes the dead letters of requests nobody waits for when
 	// they are given up (nil: terminated without a trace), and the results
 	// bound for a sink, into events.SinkStream (nil: refused).
@@ -52,7 +57,7 @@ type ResultStore interface {
 
 // DefaultConfig batches up to 32 requests within 2ms.
 func DefaultConfig() Config {
-	return Config{MaxBatchSize: 32, MaxDelay: 2 * time.Millisecond, DrainTimeout: 30 * time.Second}
+	return Config{MaxBatchSize: 32, MaxDelay: 2 * time.Millisecond, DrainTimeout: 30 * time.Second, MaxAnswerBytes: events.DefaultMaxAnswerBytes}
 }
 
 // Validate reports the first field that is wrong.
@@ -66,6 +71,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("worker: MaxBatchSize must be at least 1, got %d", c.MaxBatchSize)
 	case c.MaxDelay < 0:
 		return fmt.Errorf("worker: MaxDelay must not be negative, got %s", c.MaxDelay)
+	case c.MaxAnswerBytes < 1:
+		return fmt.Errorf("worker: MaxAnswerBytes must be positive, got %d", c.MaxAnswerBytes)
 	case c.DrainTimeout <= 0:
 		return fmt.Errorf("worker: DrainTimeout must be positive, got %s", c.DrainTimeout)
 	}

@@ -329,6 +329,9 @@ func workerConfig(ctx context.Context, js jetstream.JetStream, fn *functions.Fun
 	if cfg.Results, err = events.EnsureResultsBucket(ctx, js, events.DefaultResultTTL); err != nil {
 		return cfg, err
 	}
+	if cfg.Answers, err = events.EnsureAnswersStore(ctx, js, events.DefaultResultTTL); err != nil {
+		return cfg, err
+	}
 	if _, err := events.EnsureSinkStream(ctx, js, events.DefaultResultTTL); err != nil {
 		return cfg, err
 	}
