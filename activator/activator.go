@@ -76,6 +76,8 @@ type Activator struct {
 	slots chan struct{}
 	// results is the results bucket, opened by Run before it serves.
 	results jetstream.KeyValue
+	// grpcListener, when set by ListenGRPC, is where Run serves gRPC too.
+	grpcListener net.Listener
 }
 
 // New returns an Activator that looks functions up in registry (which the
@@ -150,6 +152,13 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 		stopWatching()
 		<-watched
 	}()
+	grpcCtx, stopGRPC := context.WithCancel(ctx)
+	grpcDone := make(chan error, 1)
+	go func() { grpcDone <- a.serveGRPC(grpcCtx) }()
+	defer func() {
+		stopGRPC()
+		<-grpcDone
+	}()
 	server := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: maxHeaderBytes}
 	served := make(chan error, 1)
 	go func() { served <- server.Serve(listener) }()
@@ -161,6 +170,11 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 		_ = server.Close()
 		<-served
 		return fmt.Errorf("activator: %w", watchErr)
+	case err := <-grpcDone:
+		grpcDone <- err // for the deferred wait
+		_ = server.Close()
+		<-served
+		return err
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.shutdownTimeout())

@@ -37,11 +37,23 @@ type accepted struct {
 	Location string `json:"location"`
 }
 
-// accept queues ev for fn without waiting: it records the request as pending,
-// publishes it asking the worker to record its result, and answers 202 with
-// where to fetch it. A request already accepted (same source and id) is not
-// queued again: the caller gets the same answer and, later, the first result.
+// accept queues ev for fn without waiting (enqueue) and answers 202 with
+// where to fetch its result.
 func (a *Activator) accept(ctx context.Context, w http.ResponseWriter, fn *functions.Function, ev *event.Event, sink string) error {
+	if err := a.enqueue(ctx, fn, ev, sink); err != nil {
+		return err
+	}
+	location := resultLocation(ev)
+	w.Header().Set("Location", location)
+	writeJSON(w, http.StatusAccepted, accepted{ID: ev.ID(), Status: events.ResultPending, Location: location})
+	return nil
+}
+
+// enqueue queues ev for fn without waiting: it records the request as
+// pending and publishes it asking the worker to record its result. A request
+// already accepted (same source and id) is not queued again: the caller gets
+// the same answer and, later, the first result.
+func (a *Activator) enqueue(ctx context.Context, fn *functions.Function, ev *event.Event, sink string) error {
 	if sink == "" {
 		sink = fn.Spec.Delivery.SinkURI
 	} else if err := functions.ValidateSinkURI(sink); err != nil {
@@ -58,7 +70,7 @@ func (a *Activator) accept(ctx context.Context, w http.ResponseWriter, fn *funct
 	_, err = a.results.Create(ctx, key, pending)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists):
-		return writeAccepted(w, ev)
+		return nil
 	case err != nil:
 		return fmt.Errorf("%w: record the request: %v", errUnavailable, err)
 	}
@@ -76,17 +88,16 @@ func (a *Activator) accept(ctx context.Context, w http.ResponseWriter, fn *funct
 		_ = a.results.Delete(context.Background(), key) // not queued: not pending either
 		return publishError(fn.Metadata.Name, err)
 	}
-	return writeAccepted(w, ev)
+	return nil
 }
 
-func writeAccepted(w http.ResponseWriter, ev *event.Event) error {
+// resultLocation is where the result of an accepted request is fetched.
+func resultLocation(ev *event.Event) string {
 	location := "/v1/requests/" + url.PathEscape(ev.ID())
 	if ev.Source() != source {
 		location += "?source=" + url.QueryEscape(ev.Source())
 	}
-	w.Header().Set("Location", location)
-	writeJSON(w, http.StatusAccepted, accepted{ID: ev.ID(), Status: events.ResultPending, Location: location})
-	return nil
+	return location
 }
 
 // requestResult serves GET /v1/requests/{id}[?source=…]: 202 while pending,

@@ -2,6 +2,7 @@ package activator
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -60,21 +61,40 @@ func (a *Activator) knownName(name string) string {
 	return ""
 }
 
-// modelMetadata serves GET /v2/models/{name}[/versions/{version}]: the
-// signature of the revision that serves, and every live revision under
-// "versions". A model that cannot run still has its metadata, with "state"
-// Failed and ONNX Runtime's "reason".
+// modelMetadata serves GET /v2/models/{name}[/versions/{version}].
 func (a *Activator) modelMetadata(w http.ResponseWriter, r *http.Request) {
-	name, version := r.PathValue("name"), r.PathValue("version")
-	fn, err := a.lookup(r.Context(), name, version)
+	info, err := a.metadata(r.Context(), r.PathValue("name"), r.PathValue("version"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+// modelInfo is a model's metadata, for REST and gRPC alike.
+type modelInfo struct {
+	Name     string              `json:"name"`
+	Versions []string            `json:"versions"`
+	Platform string              `json:"platform"`
+	Inputs   []events.TensorSpec `json:"inputs"`
+	Outputs  []events.TensorSpec `json:"outputs"`
+	// State and Reason say why a revision's model cannot run.
+	State  functions.RevisionState `json:"state,omitempty"`
+	Reason string                  `json:"reason,omitempty"`
+}
+
+// metadata is the signature of the revision that serves, and every live
+// revision as a version. A model that cannot run still has its metadata,
+// with State Failed and ONNX Runtime's Reason.
+func (a *Activator) metadata(ctx context.Context, name, version string) (modelInfo, error) {
+	fn, err := a.lookup(ctx, name, version)
 	var revision functions.RevisionStatus
 	switch {
 	case errors.Is(err, functions.ErrModelCannotRun):
 		fn, _ = a.registry.Lookup(name) // lookup read it
 		revision, _ = fn.Status.FindRevision(cmp.Or(version, fn.Status.Revision))
 	case err != nil:
-		writeError(w, err)
-		return
+		return modelInfo{}, err
 	default:
 		revision, _ = fn.Status.FindRevision(fn.Status.Revision)
 	}
@@ -82,20 +102,11 @@ func (a *Activator) modelMetadata(w http.ResponseWriter, r *http.Request) {
 	for i, live := range fn.Status.Revisions {
 		versions[i] = live.Name
 	}
-	body := map[string]any{
-		"name":     fn.Metadata.Name,
-		"versions": versions,
-		"platform": "onnxruntime_onnx",
-		"inputs":   revision.Model.Signature.Inputs,
-		"outputs":  revision.Model.Signature.Outputs,
-	}
-	if revision.State != functions.RevisionUnknown {
-		body["state"] = revision.State
-	}
-	if revision.Reason != "" {
-		body["reason"] = revision.Reason
-	}
-	writeJSON(w, http.StatusOK, body)
+	return modelInfo{
+		Name: fn.Metadata.Name, Versions: versions, Platform: "onnxruntime_onnx",
+		Inputs: revision.Model.Signature.Inputs, Outputs: revision.Model.Signature.Outputs,
+		State: revision.State, Reason: revision.Reason,
+	}, nil
 }
 
 // modelReady serves GET /v2/models/{name}/ready. A deployed function is ready

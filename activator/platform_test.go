@@ -70,10 +70,11 @@ type platform struct {
 
 // running is an activator's Run in its goroutine.
 type running struct {
-	addr string
-	stop context.CancelFunc // cancels Run's context
-	done chan struct{}      // closed when Run has returned
-	err  error              // what Run returned, once done is closed
+	addr     string
+	grpcAddr string
+	stop     context.CancelFunc // cancels Run's context
+	done     chan struct{}      // closed when Run has returned
+	err      error              // what Run returned, once done is closed
 }
 
 // wait waits for Run to return and returns its error.
@@ -148,8 +149,11 @@ func runActivator(t *testing.T, nc *nats.Conn, registry *functions.Registry, cfg
 	require.NoError(t, err)
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	grpcListener, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	server.ListenGRPC(grpcListener)
 	ctx, stop := context.WithCancel(context.Background())
-	run := &running{addr: listener.Addr().String(), stop: stop, done: make(chan struct{})}
+	run := &running{addr: listener.Addr().String(), grpcAddr: grpcListener.Addr().String(), stop: stop, done: make(chan struct{})}
 	go func() {
 		defer close(run.done)
 		run.err = server.Run(ctx, listener)

@@ -71,7 +71,7 @@ func startPlatform(t *testing.T, extraArgs ...string) *platform {
 	addr := listener.Addr().String()
 	listener.Close()
 	p := &platform{url: "http://" + addr, logs: &syncBuffer{}, exited: make(chan error, 1)}
-	args := []string{"up", "--data-dir", filepath.Join(dir, "data"), "--addr", addr,
+	args := []string{"up", "--data-dir", filepath.Join(dir, "data"), "--addr", addr, "--grpc-addr", "127.0.0.1:0",
 		"--nats-port", "-1", "--deploy", filepath.Join(dir, "iris.yaml")}
 	p.cmd = exec.Command(binary, append(args, extraArgs...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs

@@ -194,7 +194,7 @@ func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, coldSpec, 
 	if err != nil {
 		return "", 0, nil, err
 	}
-	url, pid, stop, err := startSluice(ctx, f, logs, "up", "--data-dir", dataDir, "--nats-port", natsPort,
+	url, pid, stop, err := startSluice(ctx, f, logs, "up", "--data-dir", dataDir, "--nats-port", natsPort, "--grpc-addr", "127.0.0.1:0",
 		"--deploy", f.spec, "--deploy", coldSpec)
 	if err != nil {
 		_ = os.RemoveAll(dataDir)
@@ -238,7 +238,7 @@ func startSluice(ctx context.Context, f benchFlags, logs io.Writer, args ...stri
 // through it, and reports its resident set after each: the activator keeps
 // nothing per request once it is queued, so the figure stays flat.
 func benchActivatorMemory(ctx context.Context, f benchFlags, natsAddr string, logs io.Writer) ([]benchRow, error) {
-	url, pid, stop, err := startSluice(ctx, f, logs, "activator", "--nats-url", "nats://"+natsAddr)
+	url, pid, stop, err := startSluice(ctx, f, logs, "activator", "--nats-url", "nats://"+natsAddr, "--grpc-addr", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}

@@ -36,7 +36,7 @@ func newRegistry() *prometheus.Registry {
 }
 
 func newActivatorCommand(g *globals) *cobra.Command {
-	var addr string
+	var addr, grpcAddr string
 	cfg := activator.DefaultConfig()
 	sinks := activator.DefaultSinkConfig()
 	cmd := &cobra.Command{
@@ -53,22 +53,42 @@ func newActivatorCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			listener, err := net.Listen("tcp", addr)
+			listeners, err := listen(addr, grpcAddr)
 			if err != nil {
 				return err
 			}
-			return runActivator(cmd.Context(), js, listener, cfg, sinks, log)
+			return runActivator(cmd.Context(), js, listeners, cfg, sinks, log)
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", ":8080", "HTTP listen address")
+	cmd.Flags().StringVar(&grpcAddr, "grpc-addr", ":8081", "gRPC listen address (Open Inference Protocol; off when empty)")
 	cmd.Flags().Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body accepted (413 above)")
 	addSinkFlags(cmd.Flags(), &sinks)
 	return cmd
 }
 
 // runActivator serves the activator and the catalog view it reads, until ctx ends.
-func runActivator(ctx context.Context, js jetstream.JetStream, listener net.Listener, cfg activator.Config, sinks activator.SinkConfig, log *slog.Logger) error {
-	return withRegistry(ctx, js, activatorPart(js, listener, cfg, newRegistry(), log), sinksPart(js, sinks, log))
+func runActivator(ctx context.Context, js jetstream.JetStream, listeners activatorListeners, cfg activator.Config, sinks activator.SinkConfig, log *slog.Logger) error {
+	return withRegistry(ctx, js, activatorPart(js, listeners, cfg, newRegistry(), log), sinksPart(js, sinks, log))
+}
+
+// activatorListeners are where the activator serves HTTP and, unless nil, gRPC.
+type activatorListeners struct{ http, grpc net.Listener }
+
+// listen opens the activator's listeners; an empty grpcAddr serves no gRPC.
+func listen(httpAddr, grpcAddr string) (activatorListeners, error) {
+	var listeners activatorListeners
+	var err error
+	if listeners.http, err = net.Listen("tcp", httpAddr); err != nil {
+		return listeners, err
+	}
+	if grpcAddr != "" {
+		if listeners.grpc, err = net.Listen("tcp", grpcAddr); err != nil {
+			listeners.http.Close()
+			return listeners, fmt.Errorf("gRPC: %w", err)
+		}
+	}
+	return listeners, nil
 }
 
 // part is one component that runs on the catalog view until ctx ends.
@@ -113,14 +133,17 @@ func sinksPart(js jetstream.JetStream, cfg activator.SinkConfig, log *slog.Logge
 	}
 }
 
-// activatorPart serves the activator on listener.
-func activatorPart(js jetstream.JetStream, listener net.Listener, cfg activator.Config, reg *prometheus.Registry, log *slog.Logger) part {
+// activatorPart serves the activator on its listeners.
+func activatorPart(js jetstream.JetStream, listeners activatorListeners, cfg activator.Config, reg *prometheus.Registry, log *slog.Logger) part {
 	return func(ctx context.Context, registry *functions.Registry) error {
 		server, err := activator.New(js.Conn(), registry, cfg, reg, log)
 		if err != nil {
 			return err
 		}
-		return server.Run(ctx, listener)
+		if listeners.grpc != nil {
+			server.ListenGRPC(listeners.grpc)
+		}
+		return server.Run(ctx, listeners.http)
 	}
 }
 

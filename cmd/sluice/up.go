@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +24,7 @@ import (
 type upFlags struct {
 	dataDir     string
 	addr        string
+	grpcAddr    string
 	natsHost    string
 	natsPort    int
 	deploy      []string
@@ -50,6 +50,7 @@ func newUpCommand(g *globals) *cobra.Command {
 	flags := cmd.Flags()
 	flags.StringVar(&f.dataDir, "data-dir", ".data", "directory for JetStream's storage and the model cache")
 	flags.StringVar(&f.addr, "addr", ":8080", "HTTP listen address of the activator")
+	flags.StringVar(&f.grpcAddr, "grpc-addr", ":8081", "gRPC listen address of the activator (Open Inference Protocol; off when empty)")
 	flags.StringVar(&f.natsHost, "nats-host", "127.0.0.1", "listen host of the embedded NATS server")
 	flags.IntVar(&f.natsPort, "nats-port", 4222, "listen port of the embedded NATS server (-1: any free port)")
 	flags.StringArrayVar(&f.deploy, "deploy", nil, "Function YAML to deploy at start (repeatable)")
@@ -93,7 +94,7 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 	if err := deployAll(ctx, js, f.deploy, log); err != nil {
 		return err
 	}
-	listener, err := net.Listen("tcp", f.addr)
+	listeners, err := listen(f.addr, f.grpcAddr)
 	if err != nil {
 		return err
 	}
@@ -102,16 +103,16 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 		return err
 	}
 	defer processes.Close() // after the activator has answered every request in flight
-	return serveUp(ctx, js, listener, processes, f.sinks, log)
+	return serveUp(ctx, js, listeners, processes, f.sinks, log)
 }
 
 // serveUp runs the activator and the autoscaler, which starts and stops
 // worker processes with the queue depth, until ctx ends.
-func serveUp(ctx context.Context, js jetstream.JetStream, listener net.Listener, processes *autoscaler.ProcessScaler, sinks activator.SinkConfig, log *slog.Logger) error {
+func serveUp(ctx context.Context, js jetstream.JetStream, listeners activatorListeners, processes *autoscaler.ProcessScaler, sinks activator.SinkConfig, log *slog.Logger) error {
 	reg := newRegistry()
 	autoscale := autoscalePart(js, processes, autoscaler.DefaultConfig(), reg, log)
-	log.Info("sluice is up", "http", listener.Addr().String())
-	return withRegistry(ctx, js, autoscale, activatorPart(js, listener, activator.DefaultConfig(), reg, log), sinksPart(js, sinks, log))
+	log.Info("sluice is up", "http", listeners.http.Addr().String())
+	return withRegistry(ctx, js, autoscale, activatorPart(js, listeners, activator.DefaultConfig(), reg, log), sinksPart(js, sinks, log))
 }
 
 // workerProcesses starts `sluice worker` for a revision, as a child of this process.
