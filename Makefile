@@ -18,6 +18,10 @@ KWOK_VERSION := v0.8.0
 KUBE_BIN     := .cache/kube/$(KUBE_VERSION)/bin
 export SLUICE_KUBE_BIN := $(abspath $(KUBE_BIN))
 
+GRPCURL_VERSION := v1.9.4
+GRPCURL := .cache/grpcurl/$(GRPCURL_VERSION)/grpcurl
+export SLUICE_GRPCURL := $(abspath $(GRPCURL))
+
 ONNX_TESTDATA := /usr/share/libonnx-testdata/data
 export SLUICE_ONNX_TESTDATA := $(ONNX_TESTDATA)
 
@@ -27,7 +31,7 @@ DEMO_SPEC  := deploy/demo/iris.yaml
 
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.cache/*') go.mod go.sum
 
-.PHONY: help deps kube-bins build run test conformance bench vet clean
+.PHONY: help deps kube-bins grpcurl build run test conformance bench vet clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -43,6 +47,11 @@ kube-bins: $(KUBE_BIN)/VERSION ## build etcd, kube-apiserver, controller-manager
 $(KUBE_BIN)/VERSION: e2e/kubebin/go.mod e2e/kubebin/etcd/go.mod e2e/kubebin/build.sh
 	@KUBE_BIN=$(abspath $(KUBE_BIN)) KUBE_VERSION=$(KUBE_VERSION) KWOK_VERSION=$(KWOK_VERSION) e2e/kubebin/build.sh
 
+grpcurl: $(GRPCURL) ## build grpcurl, which the gRPC tests call as a user would
+
+$(GRPCURL):
+	GOBIN=$(abspath $(dir $(GRPCURL))) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
 build: $(BIN) ## build bin/sluice
 
 $(BIN): $(GO_SOURCES)
@@ -54,7 +63,7 @@ $(DEMO_MODEL): $(BIN) $(DEMO_CSV)
 run: deps $(BIN) $(DEMO_MODEL) ## start the embedded platform with the iris demo on $(ADDR)
 	$(BIN) up --data-dir $(DATA_DIR) --addr $(ADDR) --deploy $(DEMO_SPEC)
 
-test: deps kube-bins ## run every test against the real nats-server, ONNX Runtime and Kubernetes control plane
+test: deps kube-bins grpcurl ## run every test against the real nats-server, ONNX Runtime and Kubernetes control plane
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 10m ./...
 
