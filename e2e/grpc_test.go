@@ -20,13 +20,7 @@ import (
 // grpcAddr reads the activator's gRPC address from the platform's log.
 func grpcAddr(t *testing.T, p *platform) string {
 	t.Helper()
-	for _, line := range strings.Split(p.logs.String(), "\n") {
-		if _, after, ok := strings.Cut(line, `msg="activator listening for gRPC" addr=`); ok {
-			return strings.Fields(after)[0]
-		}
-	}
-	t.Fatalf("no gRPC address in the log:\n%s", p.logs.String())
-	return ""
+	return p.logged(t, `msg="activator listening for gRPC" addr=`)
 }
 
 // grpcurl runs grpcurl, built by `make grpcurl`, against addr: with flags,

@@ -192,12 +192,18 @@ func TestQuickStart(t *testing.T) {
 // natsURL reads the embedded server's URL from the platform's log.
 func natsURL(t *testing.T, p *platform) string {
 	t.Helper()
+	return p.logged(t, `msg="nats listening" url=`)
+}
+
+// logged returns the word after marker in the platform's log.
+func (p *platform) logged(t *testing.T, marker string) string {
+	t.Helper()
 	for _, line := range strings.Split(p.logs.String(), "\n") {
-		if _, after, ok := strings.Cut(line, `msg="nats listening" url=`); ok {
+		if _, after, ok := strings.Cut(line, marker); ok {
 			return strings.Fields(after)[0]
 		}
 	}
-	t.Fatalf("no NATS URL in the log:\n%s", p.logs.String())
+	t.Fatalf("no %s in the log:\n%s", marker, p.logs.String())
 	return ""
 }
 
