@@ -80,6 +80,7 @@ bench: deps $(BIN) $(DEMO_MODEL) ## ONNX Runtime, platform and autoscaler benchm
 	$(GO) test -run '^$$' -bench 'Tick1000Functions' -benchtime 5x ./autoscaler/
 	SLUICE_BATCH_ROWS=1000000 $(GO) test -run '^$$' -bench 'BatchScoring' -benchtime 1x ./e2e/
 	$(GO) test -run '^$$' -bench 'ClientText' -benchtime 3x ./functions/batch/
+	$(GO) test -run '^$$' -bench 'LargeTensor' -benchtime 3x ./e2e/
 
 vet: ## go vet
 	$(GO) vet ./...

@@ -29,8 +29,8 @@ func (a *Activator) decodeInfer(header http.Header, body []byte, fn *functions.F
 		return 0, nil, err
 	}
 	var req *events.InferenceRequest
-	if binary {
-		req, err = events.DecodeInferenceRequestBinary(body, headerLength, a.cfg.Limits)
+	if binary { // the worker reads the elements: the activator checks sizes and shapes
+		req, err = events.CheckInferenceRequestBinary(body, headerLength, a.cfg.Limits)
 	} else {
 		req, err = events.DecodeInferenceRequest(body, a.cfg.Limits)
 	}

@@ -49,7 +49,7 @@ func (b *syncBuffer) String() string {
 }
 
 // sluice runs a client subcommand and returns its standard output.
-func sluice(t *testing.T, args ...string) string {
+func sluice(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(binary, args...).CombinedOutput()
 	require.NoError(t, err, "sluice %s:\n%s", strings.Join(args, " "), out)
@@ -57,7 +57,7 @@ func sluice(t *testing.T, args ...string) string {
 }
 
 // startPlatform trains the demo model, writes its Function and runs `sluice up`.
-func startPlatform(t *testing.T, extraArgs ...string) *platform {
+func startPlatform(t testing.TB, extraArgs ...string) *platform {
 	t.Helper()
 	dir := t.TempDir()
 	out := sluice(t, "train", "--input", "../deploy/demo/iris.csv", "--output", filepath.Join(dir, "iris.onnx"))
@@ -94,7 +94,7 @@ func startPlatform(t *testing.T, extraArgs ...string) *platform {
 
 const irisRequest = `{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2,6.7,3.0,5.2,2.3]}]}`
 
-func (p *platform) post(t *testing.T, path, body string, header http.Header) (int, []byte) {
+func (p *platform) post(t testing.TB, path, body string, header http.Header) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, p.url+path, strings.NewReader(body))
 	require.NoError(t, err)
@@ -190,13 +190,13 @@ func TestQuickStart(t *testing.T) {
 }
 
 // natsURL reads the embedded server's URL from the platform's log.
-func natsURL(t *testing.T, p *platform) string {
+func natsURL(t testing.TB, p *platform) string {
 	t.Helper()
 	return p.logged(t, `msg="nats listening" url=`)
 }
 
 // logged returns the word after marker in the platform's log.
-func (p *platform) logged(t *testing.T, marker string) string {
+func (p *platform) logged(t testing.TB, marker string) string {
 	t.Helper()
 	for _, line := range strings.Split(p.logs.String(), "\n") {
 		if _, after, ok := strings.Cut(line, marker); ok {

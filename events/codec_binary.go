@@ -58,6 +58,19 @@ func DecodeInferenceRequestBinary(body []byte, headerLength int64, limits Limits
 	return decodeBinary(body, headerLength, limits, "inputs", (*decoder).request)
 }
 
+// CheckInferenceRequestBinary reads a request as DecodeInferenceRequestBinary
+// does, and checks every size, shape and limit the same way, but leaves the
+// Data of its binary inputs of fixed-size datatypes nil: the elements are not
+// read, so a BOOL byte other than 0 or 1 goes unnoticed. It is for a caller
+// that checks a request against a model's signature and passes the body on
+// as it came, to a decoder that reads the elements.
+func CheckInferenceRequestBinary(body []byte, headerLength int64, limits Limits) (*InferenceRequest, error) {
+	return decodeBinary(body, headerLength, limits, "inputs", func(d *decoder) (*InferenceRequest, error) {
+		d.tail.headerOnly = true
+		return d.request()
+	})
+}
+
 // DecodeInferenceResponseBinary reads an infer response in the binary
 // tensor data extension, as AppendInferenceResponseBinary writes it: the
 // first headerLength bytes of body are the JSON inference header, the rest
@@ -117,6 +130,9 @@ func checkHeaderLength(headerLength int64, bodyLength int) *FieldError {
 type binaryTail struct {
 	buf []byte
 	pos int
+	// headerOnly leaves the elements of fixed-size datatypes unread
+	// (CheckInferenceRequestBinary).
+	headerOnly bool
 }
 
 // take returns the next size bytes, or a problem when fewer remain.
@@ -182,11 +198,13 @@ func (td *tensorDecoder) finishBinary() (Tensor, error) {
 	if problem != "" {
 		return Tensor{}, &FieldError{Field: sizeField, Problem: problem}
 	}
-	data, err := kind.decode(raw, elements, td.path)
-	if err != nil {
-		return Tensor{}, err
+	if !td.d.tail.headerOnly || kind.elementSize() == 0 {
+		data, err := kind.decode(raw, elements, td.path)
+		if err != nil {
+			return Tensor{}, err
+		}
+		td.tensor.Data = data
 	}
-	td.tensor.Data = data
 	delete(td.tensor.Parameters, paramBinaryDataSize)
 	if len(td.tensor.Parameters) == 0 {
 		td.tensor.Parameters = nil

@@ -447,3 +447,17 @@ func TestDecodeInferenceResponseBinaryErrors(t *testing.T) {
 	_, err = DecodeInferenceResponseBinary(body, 0, DefaultLimits())
 	requireFieldError(t, err, HeaderInferenceHeaderContentLength, "raw binary")
 }
+
+func TestCheckInferenceRequestBinary(t *testing.T) {
+	body, headerLength := binaryRequest(`{"inputs":[`+binaryInput("x", "FP32", "[2]", 8)+`,`+binaryInput("s", "BYTES", "[1]", 6)+`]}`,
+		append(le([]float32{1, 2}), strs("ab")...))
+	req, err := CheckInferenceRequestBinary(body, headerLength, DefaultLimits())
+	require.NoError(t, err)
+	require.Nil(t, req.Inputs[0].Data, "fixed-size elements are left unread")
+	require.Equal(t, []int64{2}, req.Inputs[0].Shape)
+	require.Equal(t, []string{"ab"}, req.Inputs[1].Data)
+
+	short, shortLength := binaryRequest(`{"inputs":[`+binaryInput("x", "FP32", "[2]", 4)+`]}`, le([]float32{1}))
+	_, err = CheckInferenceRequestBinary(short, shortLength, DefaultLimits())
+	requireFieldError(t, err, "inputs[0].parameters.binary_data_size", "")
+}

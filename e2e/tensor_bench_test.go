@@ -1,0 +1,153 @@
+package e2e
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions/onnxfile"
+	"sluice.dev/sluice/worker/onnx"
+)
+
+// cnnModel writes a small convolutional network over a 1×3×320×320 FP32
+// image, the size of a text-detection model's input: two 3×3 convolutions
+// of 16 channels with ReLU and a 1×1 convolution to one sigmoid channel,
+// about 280 million multiply-adds, and returns the model.
+func cnnModel(tb testing.TB) []byte {
+	tb.Helper()
+	random := rand.New(rand.NewPCG(1, 2))
+	weights := func(name string, dims ...int64) onnxfile.Initializer {
+		count := int64(1)
+		for _, d := range dims {
+			count *= d
+		}
+		values := make([]float32, count)
+		for i := range values {
+			values[i] = float32(random.NormFloat64()) * 0.1
+		}
+		return onnxfile.Initializer{Name: name, Dims: dims, Values: values}
+	}
+	conv := func(in, w, b, out string, kernel int64) onnxfile.Node {
+		pad := kernel / 2
+		return onnxfile.Node{OpType: "Conv", Inputs: []string{in, w, b}, Outputs: []string{out}, Attributes: []onnxfile.Attribute{
+			onnxfile.IntsAttribute("kernel_shape", kernel, kernel), onnxfile.IntsAttribute("pads", pad, pad, pad, pad)}}
+	}
+	model, err := onnxfile.Model{Graph: onnxfile.Graph{
+		Nodes: []onnxfile.Node{
+			conv("image", "w1", "b1", "c1", 3), {OpType: "Relu", Inputs: []string{"c1"}, Outputs: []string{"r1"}},
+			conv("r1", "w2", "b2", "c2", 3), {OpType: "Relu", Inputs: []string{"c2"}, Outputs: []string{"r2"}},
+			conv("r2", "w3", "b3", "c3", 1), {OpType: "Sigmoid", Inputs: []string{"c3"}, Outputs: []string{"map"}},
+		},
+		Initializers: []onnxfile.Initializer{
+			weights("w1", 16, 3, 3, 3), weights("b1", 16), weights("w2", 16, 16, 3, 3), weights("b2", 16), weights("w3", 1, 16, 1, 1), weights("b3", 1),
+		},
+		Inputs:  []onnxfile.ValueInfo{{Name: "image", Datatype: events.FP32, Shape: []int64{-1, 3, 320, 320}}},
+		Outputs: []onnxfile.ValueInfo{{Name: "map", Datatype: events.FP32, Shape: []int64{-1, 1, 320, 320}}},
+	}}.Marshal()
+	require.NoError(tb, err)
+	return model
+}
+
+// BenchmarkLargeTensor sends one 1×3×320×320 FP32 image at a time through a
+// CNN on the platform (`sluice up` as its own process), as binary tensors and
+// as JSON, and runs the same model in this process with ONNX Runtime (one
+// thread each, as the worker): the figures are p50s of the same run, and the
+// overhead of each path over in-process inference.
+func BenchmarkLargeTensor(b *testing.B) {
+	const requests = 30
+	dir := b.TempDir()
+	model := cnnModel(b)
+	require.NoError(b, os.WriteFile(filepath.Join(dir, "cnn.onnx"), model, 0o644))
+	spec := filepath.Join(dir, "cnn.yaml")
+	require.NoError(b, os.WriteFile(spec, []byte("apiVersion: sluice.dev/v1alpha1\nkind: Function\nmetadata: {name: cnn}\nspec:\n  model: {path: ./cnn.onnx}\n  scaling: {scaleToZeroAfter: 10m}\n"), 0o644))
+	p := startPlatform(b, "--deploy", spec)
+
+	image := make([]float32, 3*320*320)
+	for i := range image {
+		image[i] = rand.Float32()
+	}
+	input, err := events.NewTensor("image", []int64{1, 3, 320, 320}, image)
+	require.NoError(b, err)
+	request := &events.InferenceRequest{Inputs: []events.Tensor{input}}
+
+	require.NoError(b, onnx.Init(""), "ONNX Runtime is required: run `make deps`")
+	signature, err := onnxfile.ReadSignature(model)
+	require.NoError(b, err)
+	session, err := onnx.Load(model, signature, onnx.DefaultSessionConfig())
+	require.NoError(b, err)
+	defer session.Close()
+
+	binaryBody, headerLength, err := events.AppendInferenceRequestBinary(nil, &events.InferenceRequest{Inputs: request.Inputs, Parameters: map[string]any{"binary_data_output": true}}, func(string) bool { return true })
+	require.NoError(b, err)
+	jsonBody, err := events.AppendInferenceRequest(nil, request)
+	require.NoError(b, err)
+	binaryHeader := http.Header{"Content-Type": {"application/octet-stream"}, events.HeaderInferenceHeaderContentLength: {strconv.Itoa(headerLength)}}
+	jsonHeader := http.Header{"Content-Type": {"application/json"}}
+
+	for b.Loop() {
+		inProcess := p50(b, requests, func() error {
+			_, err := session.Run(request.Inputs)
+			return err
+		})
+		overBinary := p50(b, requests, func() error { return p.infer(binaryBody, binaryHeader) })
+		overJSON := p50(b, requests, func() error { return p.infer(jsonBody, jsonHeader) })
+		b.ReportMetric(float64(inProcess.Microseconds())/1000, "in-process-ms")
+		b.ReportMetric(float64(overBinary.Microseconds())/1000, "binary-ms")
+		b.ReportMetric(float64(overJSON.Microseconds())/1000, "json-ms")
+		b.ReportMetric(100*float64(overBinary-inProcess)/float64(inProcess), "binary-overhead-%")
+		b.ReportMetric(100*float64(overJSON-inProcess)/float64(inProcess), "json-overhead-%")
+	}
+}
+
+// p50 runs call n times, one at a time, and returns the median duration.
+func p50(tb testing.TB, n int, call func() error) time.Duration {
+	tb.Helper()
+	require.NoError(tb, call()) // warm
+	durations := make([]time.Duration, n)
+	for i := range durations {
+		start := time.Now()
+		require.NoError(tb, call())
+		durations[i] = time.Since(start)
+	}
+	slices.Sort(durations)
+	return durations[n/2]
+}
+
+// infer posts a request to the cnn function and reads the whole answer.
+func (p *platform) infer(body []byte, header http.Header) error {
+	req, err := http.NewRequest(http.MethodPost, p.url+"/v2/models/cnn/infer", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header = header
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return &statusError{code: resp.StatusCode, body: answer}
+	}
+	return nil
+}
+
+type statusError struct {
+	code int
+	body []byte
+}
+
+func (e *statusError) Error() string { return strconv.Itoa(e.code) + " " + string(e.body) }
