@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
@@ -21,8 +25,8 @@ import (
 
 // cnnModel writes a small convolutional network over a 1×3×320×320 FP32
 // image, the size of a text-detection model's input: two 3×3 convolutions
-// of 16 channels with ReLU and a 1×1 convolution to one sigmoid channel,
-// about 280 million multiply-adds, and returns the model.
+// of 32 channels with ReLU and a 1×1 convolution to one sigmoid channel,
+// about a billion multiply-adds, and returns the model.
 func cnnModel(tb testing.TB) []byte {
 	tb.Helper()
 	random := rand.New(rand.NewPCG(1, 2))
@@ -49,7 +53,7 @@ func cnnModel(tb testing.TB) []byte {
 			conv("r2", "w3", "b3", "c3", 1), {OpType: "Sigmoid", Inputs: []string{"c3"}, Outputs: []string{"map"}},
 		},
 		Initializers: []onnxfile.Initializer{
-			weights("w1", 16, 3, 3, 3), weights("b1", 16), weights("w2", 16, 16, 3, 3), weights("b2", 16), weights("w3", 1, 16, 1, 1), weights("b3", 1),
+			weights("w1", 32, 3, 3, 3), weights("b1", 32), weights("w2", 32, 32, 3, 3), weights("b2", 32), weights("w3", 1, 32, 1, 1), weights("b3", 1),
 		},
 		Inputs:  []onnxfile.ValueInfo{{Name: "image", Datatype: events.FP32, Shape: []int64{-1, 3, 320, 320}}},
 		Outputs: []onnxfile.ValueInfo{{Name: "map", Datatype: events.FP32, Shape: []int64{-1, 1, 320, 320}}},
@@ -101,12 +105,86 @@ func BenchmarkLargeTensor(b *testing.B) {
 		})
 		overBinary := p50(b, requests, func() error { return p.infer(binaryBody, binaryHeader) })
 		overJSON := p50(b, requests, func() error { return p.infer(jsonBody, jsonHeader) })
+		floor := transportFloor(b, natsURL(b, p), requests, binaryBody, 1*320*320*4+200)
 		b.ReportMetric(float64(inProcess.Microseconds())/1000, "in-process-ms")
 		b.ReportMetric(float64(overBinary.Microseconds())/1000, "binary-ms")
 		b.ReportMetric(float64(overJSON.Microseconds())/1000, "json-ms")
 		b.ReportMetric(100*float64(overBinary-inProcess)/float64(inProcess), "binary-overhead-%")
 		b.ReportMetric(100*float64(overJSON-inProcess)/float64(inProcess), "json-overhead-%")
+		b.ReportMetric(float64(floor.Microseconds())/1000, "transport-floor-ms")
 	}
+}
+
+// transportFloor is the p50 of what the bytes of one binary call cross
+// without the platform: the request over loopback HTTP to a handler that
+// publishes it to a JetStream work queue on the platform's own nats-server
+// (file storage), a pull consumer on another connection that takes it and
+// publishes an answer of answerBytes to the caller's inbox, and that answer
+// back over HTTP. No decoding, no model: the floor of the design on this
+// machine, measured in the same run as the platform.
+func transportFloor(tb testing.TB, url string, n int, request []byte, answerBytes int) time.Duration {
+	tb.Helper()
+	ctx := tb.Context()
+	caller, err := nats.Connect(url)
+	require.NoError(tb, err)
+	defer caller.Close()
+	server, err := nats.Connect(url)
+	require.NoError(tb, err)
+	defer server.Close()
+	js, err := jetstream.New(caller)
+	require.NoError(tb, err)
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "FLOOR", Subjects: []string{"floor.req"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
+	require.NoError(tb, err)
+	defer js.DeleteStream(context.Background(), "FLOOR")
+	serverJS, err := jetstream.New(server)
+	require.NoError(tb, err)
+	consumer, err := serverJS.CreateOrUpdateConsumer(ctx, "FLOOR", jetstream.ConsumerConfig{Durable: "floor", AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(tb, err)
+	answer := make([]byte, answerBytes)
+	consume, err := consumer.Consume(func(msg jetstream.Msg) {
+		_ = server.Publish(msg.Headers().Get("Reply-To"), answer)
+		_ = msg.Ack()
+	})
+	require.NoError(tb, err)
+	defer consume.Stop()
+
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		inbox := caller.NewRespInbox()
+		sub, err := caller.SubscribeSync(inbox)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer sub.Unsubscribe()
+		msg := nats.NewMsg("floor.req")
+		msg.Data, msg.Header = body, nats.Header{"Reply-To": {inbox}}
+		if _, err := js.PublishMsg(r.Context(), msg); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		reply, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusGatewayTimeout)
+			return
+		}
+		_, _ = w.Write(reply.Data)
+	})
+	front := httptest.NewServer(handler)
+	defer front.Close()
+	return p50(tb, n, func() error {
+		resp, err := http.Post(front.URL, "application/octet-stream", bytes.NewReader(request))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	})
 }
 
 // p50 runs call n times, one at a time, and returns the median duration.
