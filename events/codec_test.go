@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -325,4 +326,37 @@ func BenchmarkAppendInferenceResponse(b *testing.B) {
 		}
 	}
 	b.SetBytes(int64(len(dst)))
+}
+
+// BenchmarkJSONImage decodes and encodes one 1×3×320×320 FP32 image as JSON,
+// the size of a text-detection model's input; MB/s is of JSON text.
+func BenchmarkJSONImage(b *testing.B) {
+	random := rand.New(rand.NewPCG(3, 4))
+	data := make([]float32, 3*320*320)
+	for i := range data {
+		data[i] = random.Float32()
+	}
+	image := &InferenceRequest{Inputs: []Tensor{{Name: "image", Shape: []int64{1, 3, 320, 320}, Datatype: FP32, Data: data}}}
+	body, err := AppendInferenceRequest(nil, image)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("decode", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			if _, err := DecodeInferenceRequest(body, DefaultLimits()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encode", func(b *testing.B) {
+		resp := &InferenceResponse{ModelName: "cnn", Outputs: image.Inputs}
+		var dst []byte
+		for b.Loop() {
+			if dst, err = AppendInferenceResponse(dst[:0], resp); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.SetBytes(int64(len(dst)))
+	})
 }
