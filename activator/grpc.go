@@ -156,7 +156,7 @@ func (s grpcService) infer(ctx context.Context, req *inference.ModelInferRequest
 	if err != nil {
 		return nil, err
 	}
-	if _, _, err := s.a.decodeInfer(binaryHeader(headerLength), body, fn); err != nil {
+	if _, _, _, err := s.a.decodeInfer(binaryHeader(headerLength), body, fn); err != nil {
 		return nil, err
 	}
 	id, err := grpcRequestID(ctx)

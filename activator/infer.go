@@ -31,7 +31,7 @@ func (a *Activator) serveInfer(w http.ResponseWriter, r *http.Request, name stri
 	if err != nil {
 		return "", writeError(w, err)
 	}
-	headerLength, binaryOutputs, err := a.decodeInfer(r.Header, body, fn)
+	body, headerLength, binaryOutputs, err := a.decodeInfer(r.Header, body, fn)
 	if err != nil {
 		return "", writeError(w, err)
 	}

@@ -103,9 +103,31 @@ func printDeadLetter(out io.Writer, letter events.DeadLetter) error {
 			fmt.Fprintf(out, "  %s: %s\n", key, value)
 		}
 	}
-	fmt.Fprintln(out, "body:")
-	_, err := fmt.Fprintf(out, "%s\n", letter.Data)
+	body, title := letter.Data, "body:"
+	if plain := binaryAsJSON(letter); plain != nil {
+		body, title = plain, "body (binary tensors, shown as JSON):"
+	}
+	fmt.Fprintln(out, title)
+	_, err := fmt.Fprintf(out, "%s\n", body)
 	return err
+}
+
+// binaryAsJSON is the request of a dead letter in the binary tensor data
+// extension written as plain JSON, or nil when it is not one.
+func binaryAsJSON(letter events.DeadLetter) []byte {
+	length, err := events.InferenceHeaderLengthOf(letter.Header)
+	if err != nil || length == 0 {
+		return nil
+	}
+	req, err := events.DecodeInferenceRequestBinary(letter.Data, length, events.DefaultLimits())
+	if err != nil {
+		return nil
+	}
+	plain, err := events.AppendInferenceRequest(nil, req)
+	if err != nil {
+		return nil
+	}
+	return plain
 }
 
 func newDLQReplayCommand(g *globals) *cobra.Command {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -86,4 +87,16 @@ func TestDLQCommands(t *testing.T) {
 	letters, err = events.ListDeadLetters(ctx, js, "")
 	require.NoError(t, err)
 	require.Empty(t, letters)
+}
+
+func TestDeadLetterInBinaryIsShownAsJSON(t *testing.T) {
+	input, err := events.NewTensor("input", []int64{1, 2}, []float32{1.5, 2})
+	require.NoError(t, err)
+	body, headerLength, err := events.AppendInferenceRequestBinary(nil, &events.InferenceRequest{ID: "r1", Inputs: []events.Tensor{input}}, func(string) bool { return true })
+	require.NoError(t, err)
+	letter := events.DeadLetter{Seq: 1, Function: "iris", Data: body, Header: nats.Header{"Ce-Oipheaderlength": {strconv.Itoa(headerLength)}}}
+	var out bytes.Buffer
+	require.NoError(t, printDeadLetter(&out, letter))
+	require.Contains(t, out.String(), "body (binary tensors, shown as JSON):\n")
+	require.Contains(t, out.String(), `"data":[1.5,2]`)
 }
