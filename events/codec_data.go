@@ -280,6 +280,9 @@ func parseFP32(s *scanner) (float32, error) {
 	if err != nil {
 		return 0, err
 	}
+	if v, ok := exactFloat(token, maxFraction32, below32); ok {
+		return float32(v), nil
+	}
 	v, err := strconv.ParseFloat(string(token), 32)
 	if err != nil {
 		return 0, overflows(token, FP32)
@@ -294,6 +297,9 @@ func parseFP64(s *scanner) (float64, error) {
 	token, _, err := number(s, FP64)
 	if err != nil {
 		return 0, err
+	}
+	if v, ok := exactFloat(token, maxFraction64, below64); ok {
+		return v, nil
 	}
 	v, err := strconv.ParseFloat(string(token), 64)
 	if err != nil {
