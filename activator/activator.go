@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 )
 
@@ -26,7 +27,7 @@ type Config struct {
 	// MaxBodyBytes bounds a request body; larger ones get 413 before they are read.
 	MaxBodyBytes int64
 	// Limits bound the tensors of a request.
-	Limits events.Limits
+	Limits oip.Limits
 	// ShutdownTimeout bounds the drain of in-flight requests on shutdown; 0
 	// waits as long as the longest request timeout of any deployed function.
 	ShutdownTimeout time.Duration
@@ -41,7 +42,7 @@ type Config struct {
 
 // DefaultConfig allows 8 MiB bodies.
 func DefaultConfig() Config {
-	return Config{MaxBodyBytes: 8 << 20, Limits: events.DefaultLimits(), MaxPending: 4096, MaxInFlight: 10_000, ResultTTL: events.DefaultResultTTL}
+	return Config{MaxBodyBytes: 8 << 20, Limits: oip.DefaultLimits(), MaxPending: 4096, MaxInFlight: 10_000, ResultTTL: events.DefaultResultTTL}
 }
 
 // Validate reports the first field that is wrong.

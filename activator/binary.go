@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 )
 
@@ -31,11 +32,11 @@ func (a *Activator) decodeInfer(header http.Header, body []byte, fn *functions.F
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	var req *events.InferenceRequest
+	var req *oip.InferenceRequest
 	if binary { // the worker reads the elements: the activator checks sizes and shapes
-		req, err = events.CheckInferenceRequestBinary(body, headerLength, a.cfg.Limits)
+		req, err = oip.CheckInferenceRequestBinary(body, headerLength, a.cfg.Limits)
 	} else {
-		req, err = events.DecodeInferenceRequest(body, a.cfg.Limits)
+		req, err = oip.DecodeInferenceRequest(body, a.cfg.Limits)
 	}
 	if err == nil {
 		err = fn.Status.Model.Signature.Check(req)
@@ -50,7 +51,7 @@ func (a *Activator) decodeInfer(header http.Header, body []byte, fn *functions.F
 	if binary {
 		return body, int(headerLength), binaryOutputs, nil
 	}
-	queued, queuedHeaderLength, err := events.AppendInferenceRequestBinary(nil, req, func(string) bool { return true })
+	queued, queuedHeaderLength, err := oip.AppendInferenceRequestBinary(nil, req, func(string) bool { return true })
 	if err != nil {
 		return nil, 0, nil, fmt.Errorf("write the request in binary: %v", err)
 	}
@@ -60,17 +61,17 @@ func (a *Activator) decodeInfer(header http.Header, body []byte, fn *functions.F
 // inferenceHeaderLength reads the header Inference-Header-Content-Length;
 // binary is false when the request has none, and so is all JSON.
 func inferenceHeaderLength(header http.Header) (length int64, binary bool, err error) {
-	name := events.HeaderInferenceHeaderContentLength
+	name := oip.HeaderInferenceHeaderContentLength
 	values, binary := header[http.CanonicalHeaderKey(name)]
 	if !binary {
 		return 0, false, nil
 	}
 	if len(values) != 1 {
-		return 0, false, &events.FieldError{Field: name, Problem: fmt.Sprintf("given %d times, want once", len(values))}
+		return 0, false, &oip.FieldError{Field: name, Problem: fmt.Sprintf("given %d times, want once", len(values))}
 	}
 	length, err = strconv.ParseInt(strings.TrimSpace(values[0]), 10, 64)
 	if err != nil {
-		return 0, false, &events.FieldError{Field: name, Problem: fmt.Sprintf("want the length in bytes of the JSON inference header, got %q", values[0])}
+		return 0, false, &oip.FieldError{Field: name, Problem: fmt.Sprintf("want the length in bytes of the JSON inference header, got %q", values[0])}
 	}
 	return length, true, nil
 }
@@ -78,7 +79,7 @@ func inferenceHeaderLength(header http.Header) (length int64, binary bool, err e
 // workerAnswerLimits bound nothing but what the worker's answer itself
 // holds: a model may give back more elements than a request may send, and
 // the decoder allocates no more than the answer's bytes can fill.
-var workerAnswerLimits = events.Limits{MaxElements: math.MaxInt64, MaxTensors: math.MaxInt}
+var workerAnswerLimits = oip.Limits{MaxElements: math.MaxInt64, MaxTensors: math.MaxInt}
 
 // writeAnswer writes the worker's answer to a call, and returns the status it
 // wrote: a binary answer as it is, a JSON one with the outputs that
@@ -91,12 +92,12 @@ func writeAnswer(w http.ResponseWriter, reply *nats.Msg, binaryOutputs func(name
 	if headerLength > 0 || binaryOutputs == nil {
 		return writeBody(w, reply.Data, int(headerLength))
 	}
-	resp, err := events.DecodeInferenceResponse(reply.Data, workerAnswerLimits)
+	resp, err := oip.DecodeInferenceResponse(reply.Data, workerAnswerLimits)
 	if err != nil {
 		// Not the caller's fault: no %w, so it is not mapped to 400.
 		return writeError(w, fmt.Errorf("read the worker's answer: %v", err))
 	}
-	body, bodyHeaderLength, err := events.AppendInferenceResponseBinary(nil, resp, binaryOutputs)
+	body, bodyHeaderLength, err := oip.AppendInferenceResponseBinary(nil, resp, binaryOutputs)
 	if err != nil {
 		return writeError(w, fmt.Errorf("write the answer in binary: %v", err))
 	}
@@ -107,7 +108,7 @@ func writeAnswer(w http.ResponseWriter, reply *nats.Msg, binaryOutputs func(name
 // tensor data extension when its JSON header is headerLength bytes long.
 func writeBody(w http.ResponseWriter, body []byte, headerLength int) int {
 	if headerLength > 0 {
-		w.Header().Set(events.HeaderInferenceHeaderContentLength, strconv.Itoa(headerLength))
+		w.Header().Set(oip.HeaderInferenceHeaderContentLength, strconv.Itoa(headerLength))
 		w.Header().Set("Content-Type", events.ContentTypeBinary)
 	} else {
 		w.Header().Set("Content-Type", events.ContentTypeJSON)

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // irisRow is the row of irisBody as the binary tensor data extension lays it out.
@@ -229,9 +230,9 @@ func requireQueuedInBinary(t *testing.T, body string, request jetstream.Msg) {
 	headerLength, err := events.InferenceHeaderLengthOf(request.Headers())
 	require.NoError(t, err)
 	require.Positive(t, headerLength)
-	queued, err := events.DecodeInferenceRequestBinary(request.Data(), headerLength, events.DefaultLimits())
+	queued, err := oip.DecodeInferenceRequestBinary(request.Data(), headerLength, oip.DefaultLimits())
 	require.NoError(t, err)
-	sent, err := events.DecodeInferenceRequest([]byte(body), events.DefaultLimits())
+	sent, err := oip.DecodeInferenceRequest([]byte(body), oip.DefaultLimits())
 	require.NoError(t, err)
 	require.Equal(t, sent, queued)
 }

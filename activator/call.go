@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 )
 
@@ -124,7 +125,7 @@ const (
 // checkLength refuses a value over max bytes with a 400 naming field.
 func checkLength(field, value string, max int) error {
 	if len(value) > max {
-		return &events.FieldError{Field: field, Problem: fmt.Sprintf("%d bytes, at most %d", len(value), max)}
+		return &oip.FieldError{Field: field, Problem: fmt.Sprintf("%d bytes, at most %d", len(value), max)}
 	}
 	return nil
 }

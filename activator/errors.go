@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 )
 
@@ -38,7 +38,7 @@ func (e *workerError) Error() string { return e.message }
 
 // status is the one place that maps an error to an HTTP status.
 func status(err error) int {
-	var field *events.FieldError
+	var field *oip.FieldError
 	var worker *workerError
 	switch {
 	case errors.As(err, &worker):

@@ -19,6 +19,7 @@ import (
 
 	"sluice.dev/sluice/activator/inference"
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // This file serves the Open Inference Protocol over gRPC
@@ -112,7 +113,7 @@ func (s grpcService) ModelMetadata(ctx context.Context, req *inference.ModelMeta
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	tensors := func(specs []events.TensorSpec) []*inference.ModelMetadataResponse_TensorMetadata {
+	tensors := func(specs []oip.TensorSpec) []*inference.ModelMetadataResponse_TensorMetadata {
 		out := make([]*inference.ModelMetadataResponse_TensorMetadata, len(specs))
 		for i, spec := range specs {
 			out[i] = &inference.ModelMetadataResponse_TensorMetadata{Name: spec.Name, Datatype: string(spec.Datatype), Shape: spec.Shape}
@@ -187,7 +188,7 @@ func (s grpcService) infer(ctx context.Context, req *inference.ModelInferRequest
 // binaryHeader is the HTTP header of a body in the binary tensor data
 // extension whose JSON header is headerLength bytes long.
 func binaryHeader(headerLength int) http.Header {
-	return http.Header{http.CanonicalHeaderKey(events.HeaderInferenceHeaderContentLength): {fmt.Sprint(headerLength)}}
+	return http.Header{http.CanonicalHeaderKey(oip.HeaderInferenceHeaderContentLength): {fmt.Sprint(headerLength)}}
 }
 
 // grpcRequestID is the idempotency-key of the call's metadata, or a new id.
@@ -248,7 +249,7 @@ func grpcError(err error) error {
 func binaryRequest(req *inference.ModelInferRequest) ([]byte, int, error) {
 	raw := req.GetRawInputContents()
 	if len(raw) > 0 && len(raw) != len(req.GetInputs()) {
-		return nil, 0, &events.FieldError{Field: "raw_input_contents", Problem: fmt.Sprintf("holds %d tensors for %d inputs", len(raw), len(req.GetInputs()))}
+		return nil, 0, &oip.FieldError{Field: "raw_input_contents", Problem: fmt.Sprintf("holds %d tensors for %d inputs", len(raw), len(req.GetInputs()))}
 	}
 	parameters, err := fromInferParameters(req.GetParameters())
 	if err != nil {
@@ -262,7 +263,7 @@ func binaryRequest(req *inference.ModelInferRequest) ([]byte, int, error) {
 		data := []byte(nil)
 		switch {
 		case len(raw) > 0 && input.GetContents() != nil:
-			return nil, 0, &events.FieldError{Field: field + ".contents", Problem: "given with raw_input_contents: use one or the other"}
+			return nil, 0, &oip.FieldError{Field: field + ".contents", Problem: "given with raw_input_contents: use one or the other"}
 		case len(raw) > 0:
 			data = raw[i]
 		default:
@@ -288,7 +289,7 @@ func binaryRequest(req *inference.ModelInferRequest) ([]byte, int, error) {
 	}
 	body, err := json.Marshal(head)
 	if err != nil {
-		return nil, 0, &events.FieldError{Field: "parameters", Problem: err.Error()}
+		return nil, 0, &oip.FieldError{Field: "parameters", Problem: err.Error()}
 	}
 	return append(body, tail...), len(body), nil
 }
@@ -333,7 +334,7 @@ func fromInferParameters(parameters map[string]*inference.InferParameter) (map[s
 		case *inference.InferParameter_StringParam:
 			out[name] = choice.StringParam
 		default:
-			return nil, &events.FieldError{Field: "parameters." + name, Problem: "holds no value"}
+			return nil, &oip.FieldError{Field: "parameters." + name, Problem: "holds no value"}
 		}
 	}
 	return out, nil

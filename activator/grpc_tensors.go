@@ -7,7 +7,7 @@ import (
 	"math"
 
 	"sluice.dev/sluice/activator/inference"
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // typedContents writes an input's typed contents as the little-endian bytes
@@ -16,11 +16,11 @@ import (
 func typedContents(field string, input *inference.ModelInferRequest_InferInputTensor) ([]byte, error) {
 	contents := input.GetContents()
 	if contents == nil {
-		return nil, &events.FieldError{Field: field + ".contents", Problem: "missing: give contents or raw_input_contents"}
+		return nil, &oip.FieldError{Field: field + ".contents", Problem: "missing: give contents or raw_input_contents"}
 	}
 	field += ".contents"
-	switch events.Datatype(input.GetDatatype()) {
-	case events.Bool:
+	switch oip.Datatype(input.GetDatatype()) {
+	case oip.Bool:
 		out := make([]byte, len(contents.GetBoolContents()))
 		for i, v := range contents.GetBoolContents() {
 			if v {
@@ -28,44 +28,44 @@ func typedContents(field string, input *inference.ModelInferRequest_InferInputTe
 			}
 		}
 		return out, nil
-	case events.Int8:
+	case oip.Int8:
 		return fixedInts(field+".int_contents", contents.GetIntContents(), 1, math.MinInt8, math.MaxInt8)
-	case events.Int16:
+	case oip.Int16:
 		return fixedInts(field+".int_contents", contents.GetIntContents(), 2, math.MinInt16, math.MaxInt16)
-	case events.Int32:
+	case oip.Int32:
 		return fixedInts(field+".int_contents", contents.GetIntContents(), 4, math.MinInt32, math.MaxInt32)
-	case events.Int64:
+	case oip.Int64:
 		return fixedInts(field+".int64_contents", contents.GetInt64Contents(), 8, math.MinInt64, math.MaxInt64)
-	case events.Uint8:
+	case oip.Uint8:
 		return fixedUints(field+".uint_contents", contents.GetUintContents(), 1, math.MaxUint8)
-	case events.Uint16:
+	case oip.Uint16:
 		return fixedUints(field+".uint_contents", contents.GetUintContents(), 2, math.MaxUint16)
-	case events.Uint32:
+	case oip.Uint32:
 		return fixedUints(field+".uint_contents", contents.GetUintContents(), 4, math.MaxUint32)
-	case events.Uint64:
+	case oip.Uint64:
 		return fixedUints(field+".uint64_contents", contents.GetUint64Contents(), 8, math.MaxUint64)
-	case events.FP32:
+	case oip.FP32:
 		out := make([]byte, 0, 4*len(contents.GetFp32Contents()))
 		for _, v := range contents.GetFp32Contents() {
 			out = binary.LittleEndian.AppendUint32(out, math.Float32bits(v))
 		}
 		return out, nil
-	case events.FP64:
+	case oip.FP64:
 		out := make([]byte, 0, 8*len(contents.GetFp64Contents()))
 		for _, v := range contents.GetFp64Contents() {
 			out = binary.LittleEndian.AppendUint64(out, math.Float64bits(v))
 		}
 		return out, nil
-	case events.Bytes:
+	case oip.Bytes:
 		var out []byte
 		for _, v := range contents.GetBytesContents() {
 			out = append(binary.LittleEndian.AppendUint32(out, uint32(len(v))), v...)
 		}
 		return out, nil
-	case events.FP16:
-		return nil, &events.FieldError{Field: field, Problem: "FP16 has no typed contents: send it in raw_input_contents"}
+	case oip.FP16:
+		return nil, &oip.FieldError{Field: field, Problem: "FP16 has no typed contents: send it in raw_input_contents"}
 	}
-	return nil, &events.FieldError{Field: field[:len(field)-len(".contents")] + ".datatype", Problem: fmt.Sprintf("unknown %q", input.GetDatatype())}
+	return nil, &oip.FieldError{Field: field[:len(field)-len(".contents")] + ".datatype", Problem: fmt.Sprintf("unknown %q", input.GetDatatype())}
 }
 
 // fixedInts writes signed integers of size bytes, each within [low, high].
@@ -73,7 +73,7 @@ func fixedInts[T int32 | int64](field string, values []T, size int, low, high in
 	out := make([]byte, 0, size*len(values))
 	for i, v := range values {
 		if int64(v) < low || int64(v) > high {
-			return nil, &events.FieldError{Field: fmt.Sprintf("%s[%d]", field, i), Problem: fmt.Sprintf("%d is out of range", v)}
+			return nil, &oip.FieldError{Field: fmt.Sprintf("%s[%d]", field, i), Problem: fmt.Sprintf("%d is out of range", v)}
 		}
 		out = binary.LittleEndian.AppendUint64(out, uint64(v))[:len(out)+size]
 	}
@@ -85,7 +85,7 @@ func fixedUints[T uint32 | uint64](field string, values []T, size int, high uint
 	out := make([]byte, 0, size*len(values))
 	for i, v := range values {
 		if uint64(v) > high {
-			return nil, &events.FieldError{Field: fmt.Sprintf("%s[%d]", field, i), Problem: fmt.Sprintf("%d is out of range", v)}
+			return nil, &oip.FieldError{Field: fmt.Sprintf("%s[%d]", field, i), Problem: fmt.Sprintf("%d is out of range", v)}
 		}
 		out = binary.LittleEndian.AppendUint64(out, uint64(v))[:len(out)+size]
 	}

@@ -18,6 +18,7 @@ import (
 
 	"sluice.dev/sluice/activator/inference"
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 )
 
@@ -49,16 +50,16 @@ func irisInferRequest(raw bool) *inference.ModelInferRequest {
 }
 
 // answerBinary plays the worker for one request with a binary answer of one label.
-func (p *platform) answerBinary(t *testing.T) *events.InferenceRequest {
+func (p *platform) answerBinary(t *testing.T) *oip.InferenceRequest {
 	t.Helper()
 	request := takeRequest(t, p.js)
 	ev, err := events.ReadEvent(t.Context(), request.Headers(), request.Data())
 	require.NoError(t, err)
-	decoded, _, err := events.DecodeRequestData(ev, events.DefaultLimits())
+	decoded, _, err := events.DecodeRequestData(ev, oip.DefaultLimits())
 	require.NoError(t, err)
-	label, err := events.NewTensor("label", []int64{1}, []int64{2})
+	label, err := oip.NewTensor("label", []int64{1}, []int64{2})
 	require.NoError(t, err)
-	body, headerLength, err := events.AppendInferenceResponseBinary(nil, &events.InferenceResponse{ModelName: "iris", ModelVersion: "1", ID: decoded.ID, Outputs: []events.Tensor{label}}, func(string) bool { return true })
+	body, headerLength, err := oip.AppendInferenceResponseBinary(nil, &oip.InferenceResponse{ModelName: "iris", ModelVersion: "1", ID: decoded.ID, Outputs: []oip.Tensor{label}}, func(string) bool { return true })
 	require.NoError(t, err)
 	replyData(t, p.js, request, 0, body, headerLength)
 	require.NoError(t, request.Ack())

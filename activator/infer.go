@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 )
 
@@ -73,11 +74,11 @@ func (a *Activator) modelMetadata(w http.ResponseWriter, r *http.Request) {
 
 // modelInfo is a model's metadata, for REST and gRPC alike.
 type modelInfo struct {
-	Name     string              `json:"name"`
-	Versions []string            `json:"versions"`
-	Platform string              `json:"platform"`
-	Inputs   []events.TensorSpec `json:"inputs"`
-	Outputs  []events.TensorSpec `json:"outputs"`
+	Name     string           `json:"name"`
+	Versions []string         `json:"versions"`
+	Platform string           `json:"platform"`
+	Inputs   []oip.TensorSpec `json:"inputs"`
+	Outputs  []oip.TensorSpec `json:"outputs"`
 	// State and Reason say why a revision's model cannot run.
 	State  functions.RevisionState `json:"state,omitempty"`
 	Reason string                  `json:"reason,omitempty"`

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions/onnxfile"
 )
 
@@ -207,7 +208,7 @@ func TestModelMetadata(t *testing.T) {
 	require.NoError(t, err)
 	signature, err := onnxfile.ReadSignature(model)
 	require.NoError(t, err)
-	require.Equal(t, []events.TensorSpec{{Name: "input", Datatype: events.FP32, Shape: []int64{-1, 4}}}, signature.Inputs)
+	require.Equal(t, []oip.TensorSpec{{Name: "input", Datatype: oip.FP32, Shape: []int64{-1, 4}}}, signature.Inputs)
 	require.NotEmpty(t, signature.Outputs)
 	for _, output := range signature.Outputs {
 		require.Equal(t, int64(-1), output.Shape[0], "output %q: the batch dimension is -1", output.Name)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions/onnxfile"
 )
 
@@ -20,8 +20,8 @@ func opset6Add(t *testing.T, dir string) string {
 	t.Helper()
 	model, err := onnxfile.Model{OpsetVersion: 6, Graph: onnxfile.Graph{
 		Nodes:   []onnxfile.Node{{OpType: "Add", Inputs: []string{"x", "x"}, Outputs: []string{"y"}}},
-		Inputs:  []onnxfile.ValueInfo{{Name: "x", Datatype: events.FP32, Shape: []int64{-1, 4}}},
-		Outputs: []onnxfile.ValueInfo{{Name: "y", Datatype: events.FP32, Shape: []int64{-1, 4}}},
+		Inputs:  []onnxfile.ValueInfo{{Name: "x", Datatype: oip.FP32, Shape: []int64{-1, 4}}},
+		Outputs: []onnxfile.ValueInfo{{Name: "y", Datatype: oip.FP32, Shape: []int64{-1, 4}}},
 	}}.Marshal()
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "add.onnx"), model, 0o644))

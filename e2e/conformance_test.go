@@ -29,7 +29,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"sluice.dev/sluice/activator/inference"
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions/onnxfile"
 	"sluice.dev/sluice/worker/onnx"
 )
@@ -181,7 +181,7 @@ spec:
 	if err != nil {
 		return verdictFail, err.Error()
 	}
-	var answers [][]events.Tensor
+	var answers [][]oip.Tensor
 	var notes []string
 	for _, binary := range []bool{false, true} {
 		got, err := p.inferTensors(function, inputs, binary)
@@ -213,7 +213,7 @@ spec:
 
 // runtimeVerdict decides about answers that differ from the reference by
 // running the model in-process with ONNX Runtime, twice.
-func runtimeVerdict(dir string, signature events.Signature, inputs []events.Tensor, answers [][]events.Tensor, mismatch string) (string, string) {
+func runtimeVerdict(dir string, signature oip.Signature, inputs []oip.Tensor, answers [][]oip.Tensor, mismatch string) (string, string) {
 	model, err := os.ReadFile(filepath.Join(dir, "model.onnx"))
 	if err != nil {
 		return verdictFail, err.Error()
@@ -226,7 +226,7 @@ func runtimeVerdict(dir string, signature events.Signature, inputs []events.Tens
 	// As many runs as the platform's worker made: a model whose outputs
 	// depend on how often its session ran (a seeded Dropout in training
 	// mode) shows it.
-	var first []events.Tensor
+	var first []oip.Tensor
 	random := false
 	for range max(len(answers), 2) {
 		run, err := session.Run(inputs)
@@ -258,13 +258,13 @@ func (p *platform) deleteFunction(t *testing.T, function string) {
 }
 
 // signature reads a function's model metadata.
-func (p *platform) signature(function string) (events.Signature, error) {
+func (p *platform) signature(function string) (oip.Signature, error) {
 	resp, err := http.Get(p.url + "/v2/models/" + function)
 	if err != nil {
-		return events.Signature{}, err
+		return oip.Signature{}, err
 	}
 	defer resp.Body.Close()
-	var signature events.Signature
+	var signature oip.Signature
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(resp.Body)
 		return signature, fmt.Errorf("model metadata: %d %s", resp.StatusCode, body)
@@ -273,8 +273,8 @@ func (p *platform) signature(function string) (events.Signature, error) {
 }
 
 // readTestTensors reads test_data_set_0/<role>_<i>.pb for each spec, named as the spec.
-func readTestTensors(dir, role string, specs []events.TensorSpec) ([]events.Tensor, error) {
-	tensors := make([]events.Tensor, len(specs))
+func readTestTensors(dir, role string, specs []oip.TensorSpec) ([]oip.Tensor, error) {
+	tensors := make([]oip.Tensor, len(specs))
 	for i, spec := range specs {
 		message, err := os.ReadFile(filepath.Join(dir, "test_data_set_0", fmt.Sprintf("%s_%d.pb", role, i)))
 		if err != nil {
@@ -294,21 +294,21 @@ var errTooLargeAsJSON = errors.New("over the body limit as JSON")
 
 // inferTensors posts inputs to the function as JSON, or all in binary asking
 // for binary outputs, and returns the outputs.
-func (p *platform) inferTensors(function string, inputs []events.Tensor, binary bool) ([]events.Tensor, error) {
-	request := &events.InferenceRequest{Inputs: inputs}
+func (p *platform) inferTensors(function string, inputs []oip.Tensor, binary bool) ([]oip.Tensor, error) {
+	request := &oip.InferenceRequest{Inputs: inputs}
 	header := http.Header{"Content-Type": {"application/json"}}
 	var body []byte
 	var err error
 	if binary {
 		request.Parameters = map[string]any{"binary_data_output": true}
 		var headerLength int
-		body, headerLength, err = events.AppendInferenceRequestBinary(nil, request, func(string) bool { return true })
+		body, headerLength, err = oip.AppendInferenceRequestBinary(nil, request, func(string) bool { return true })
 		if headerLength > 0 { // else no input: the body is plain JSON
 			header.Set("Content-Type", "application/octet-stream")
-			header.Set(events.HeaderInferenceHeaderContentLength, strconv.Itoa(headerLength))
+			header.Set(oip.HeaderInferenceHeaderContentLength, strconv.Itoa(headerLength))
 		}
 	} else {
-		body, err = events.AppendInferenceRequest(nil, request)
+		body, err = oip.AppendInferenceRequest(nil, request)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("encode the request: %w", err)
@@ -334,12 +334,12 @@ func (p *platform) inferTensors(function string, inputs []events.Tensor, binary 
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%d %s", resp.StatusCode, bytes.TrimSpace(answer))
 	}
-	var response *events.InferenceResponse
-	if length := resp.Header.Get(events.HeaderInferenceHeaderContentLength); length != "" {
+	var response *oip.InferenceResponse
+	if length := resp.Header.Get(oip.HeaderInferenceHeaderContentLength); length != "" {
 		headerLength, _ := strconv.ParseInt(length, 10, 64)
-		response, err = events.DecodeInferenceResponseBinary(answer, headerLength, events.DefaultLimits())
+		response, err = oip.DecodeInferenceResponseBinary(answer, headerLength, oip.DefaultLimits())
 	} else {
-		response, err = events.DecodeInferenceResponse(answer, events.DefaultLimits())
+		response, err = oip.DecodeInferenceResponse(answer, oip.DefaultLimits())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("decode the answer: %w", err)
@@ -349,11 +349,11 @@ func (p *platform) inferTensors(function string, inputs []events.Tensor, binary 
 
 // inferGRPC sends inputs to the function through OIP gRPC, each in
 // raw_input_contents, and returns the outputs read from raw_output_contents.
-func (p *conformancePlatform) inferGRPC(function string, inputs []events.Tensor) ([]events.Tensor, error) {
+func (p *conformancePlatform) inferGRPC(function string, inputs []oip.Tensor) ([]oip.Tensor, error) {
 	req := &inference.ModelInferRequest{ModelName: function}
 	for _, input := range inputs {
 		// The binary extension's bytes of one tensor are its raw contents.
-		body, headerLength, err := events.AppendInferenceRequestBinary(nil, &events.InferenceRequest{Inputs: []events.Tensor{input}}, func(string) bool { return true })
+		body, headerLength, err := oip.AppendInferenceRequestBinary(nil, &oip.InferenceRequest{Inputs: []oip.Tensor{input}}, func(string) bool { return true })
 		if err != nil {
 			return nil, err
 		}
@@ -387,7 +387,7 @@ func (p *conformancePlatform) inferGRPC(function string, inputs []events.Tensor)
 	if err != nil {
 		return nil, err
 	}
-	decoded, err := events.DecodeInferenceResponseBinary(append(header, tail...), int64(len(header)), events.DefaultLimits())
+	decoded, err := oip.DecodeInferenceResponseBinary(append(header, tail...), int64(len(header)), oip.DefaultLimits())
 	if err != nil {
 		return nil, fmt.Errorf("decode the answer: %w", err)
 	}
@@ -424,7 +424,7 @@ func floats(data any) []float64 {
 
 // compareTensors reports the first difference between want and got, by
 // position: name, datatype, shape and, unless shapesOnly, the elements.
-func compareTensors(want, got []events.Tensor, shapesOnly bool) string {
+func compareTensors(want, got []oip.Tensor, shapesOnly bool) string {
 	if len(want) != len(got) {
 		return fmt.Sprintf("%d outputs, want %d", len(got), len(want))
 	}
@@ -476,4 +476,3 @@ func clip(data any) string {
 	}
 	return shown
 }
-

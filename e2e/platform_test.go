@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // platform is a running `sluice up` with the iris demo deployed.
@@ -286,10 +287,10 @@ func TestAsyncPrediction(t *testing.T) {
 // synchronously, and asynchronously from GET /v1/requests/{id}.
 func TestBinaryCloudEvent(t *testing.T) {
 	p := startPlatform(t)
-	req, err := events.DecodeInferenceRequest([]byte(irisRequest), events.DefaultLimits())
+	req, err := oip.DecodeInferenceRequest([]byte(irisRequest), oip.DefaultLimits())
 	require.NoError(t, err)
 	req.Parameters = map[string]any{"binary_data_output": true}
-	body, headerLength, err := events.AppendInferenceRequestBinary(nil, req, func(string) bool { return true })
+	body, headerLength, err := oip.AppendInferenceRequestBinary(nil, req, func(string) bool { return true })
 	require.NoError(t, err)
 	header := func(id string) http.Header {
 		return http.Header{
@@ -301,9 +302,9 @@ func TestBinaryCloudEvent(t *testing.T) {
 		t.Helper()
 		length, err := strconv.ParseInt(headerLength, 10, 64)
 		require.NoError(t, err, "the answer's header length")
-		resp, err := events.DecodeInferenceResponseBinary(body, length, events.DefaultLimits())
+		resp, err := oip.DecodeInferenceResponseBinary(body, length, oip.DefaultLimits())
 		require.NoError(t, err)
-		plain, err := events.AppendInferenceResponse(nil, resp)
+		plain, err := oip.AppendInferenceResponse(nil, resp)
 		require.NoError(t, err)
 		requireIrisAnswer(t, plain)
 	}
@@ -318,7 +319,7 @@ func TestBinaryCloudEvent(t *testing.T) {
 	requireBinaryResult := func(t *testing.T, location string) {
 		t.Helper()
 		result, resultHeader := p.awaitResponse(t, location)
-		requireBinary(t, http.StatusOK, result, resultHeader, events.HeaderInferenceHeaderContentLength)
+		requireBinary(t, http.StatusOK, result, resultHeader, oip.HeaderInferenceHeaderContentLength)
 	}
 
 	code, answer, answerHeader := p.postBinary(t, "/", body, header("bin-1"))
@@ -331,13 +332,13 @@ func TestBinaryCloudEvent(t *testing.T) {
 	requireBinaryResult(t, "/v1/requests/bin-2?source=%2Ftest")
 
 	// The same request over OIP REST, as Triton's HTTP client sends it.
-	oip := http.Header{events.HeaderInferenceHeaderContentLength: {strconv.Itoa(headerLength)}, "Content-Type": {events.ContentTypeBinary}}
-	code, answer, answerHeader = p.postBinary(t, "/v2/models/iris/infer", body, oip)
-	requireBinary(t, code, answer, answerHeader, events.HeaderInferenceHeaderContentLength)
+	triton := http.Header{oip.HeaderInferenceHeaderContentLength: {strconv.Itoa(headerLength)}, "Content-Type": {events.ContentTypeBinary}}
+	code, answer, answerHeader = p.postBinary(t, "/v2/models/iris/infer", body, triton)
+	requireBinary(t, code, answer, answerHeader, oip.HeaderInferenceHeaderContentLength)
 
-	oip.Set("Prefer", "respond-async")
-	oip.Set("Idempotency-Key", "bin-3")
-	code, answer, _ = p.postBinary(t, "/v2/models/iris/infer", body, oip)
+	triton.Set("Prefer", "respond-async")
+	triton.Set("Idempotency-Key", "bin-3")
+	code, answer, _ = p.postBinary(t, "/v2/models/iris/infer", body, triton)
 	require.Equal(t, http.StatusAccepted, code, "%s", answer)
 	requireBinaryResult(t, "/v1/requests/bin-3")
 
@@ -345,7 +346,7 @@ func TestBinaryCloudEvent(t *testing.T) {
 	// synchronously and from GET.
 	jsonAsking := `{"parameters":{"binary_data_output":true},` + irisRequest[1:]
 	code, answer, answerHeader = p.postBinary(t, "/v2/models/iris/infer", []byte(jsonAsking), http.Header{"Content-Type": {"application/json"}})
-	requireBinary(t, code, answer, answerHeader, events.HeaderInferenceHeaderContentLength)
+	requireBinary(t, code, answer, answerHeader, oip.HeaderInferenceHeaderContentLength)
 	code, answer = p.post(t, "/v2/models/iris/infer", jsonAsking, http.Header{"Prefer": {"respond-async"}, "Idempotency-Key": {"bin-4"}})
 	require.Equal(t, http.StatusAccepted, code, "%s", answer)
 	requireBinaryResult(t, "/v1/requests/bin-4")

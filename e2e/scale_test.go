@@ -22,6 +22,7 @@ import (
 	"sluice.dev/sluice/autoscaler"
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/events/natstest"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 	"sluice.dev/sluice/functions/train"
 )
@@ -145,7 +146,7 @@ func checkOne(url string, classifier *train.Classifier, row []float32) string {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Sprintf("%d: %s", resp.StatusCode, answer)
 	}
-	decoded, err := events.DecodeInferenceResponse(answer, events.DefaultLimits())
+	decoded, err := oip.DecodeInferenceResponse(answer, oip.DefaultLimits())
 	if err != nil {
 		return err.Error()
 	}

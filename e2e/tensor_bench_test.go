@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions/onnxfile"
 	"sluice.dev/sluice/worker/onnx"
 )
@@ -55,8 +55,8 @@ func cnnModel(tb testing.TB) []byte {
 		Initializers: []onnxfile.Initializer{
 			weights("w1", 32, 3, 3, 3), weights("b1", 32), weights("w2", 32, 32, 3, 3), weights("b2", 32), weights("w3", 1, 32, 1, 1), weights("b3", 1),
 		},
-		Inputs:  []onnxfile.ValueInfo{{Name: "image", Datatype: events.FP32, Shape: []int64{-1, 3, 320, 320}}},
-		Outputs: []onnxfile.ValueInfo{{Name: "map", Datatype: events.FP32, Shape: []int64{-1, 1, 320, 320}}},
+		Inputs:  []onnxfile.ValueInfo{{Name: "image", Datatype: oip.FP32, Shape: []int64{-1, 3, 320, 320}}},
+		Outputs: []onnxfile.ValueInfo{{Name: "map", Datatype: oip.FP32, Shape: []int64{-1, 1, 320, 320}}},
 	}}.Marshal()
 	require.NoError(tb, err)
 	return model
@@ -80,9 +80,9 @@ func BenchmarkLargeTensor(b *testing.B) {
 	for i := range image {
 		image[i] = rand.Float32()
 	}
-	input, err := events.NewTensor("image", []int64{1, 3, 320, 320}, image)
+	input, err := oip.NewTensor("image", []int64{1, 3, 320, 320}, image)
 	require.NoError(b, err)
-	request := &events.InferenceRequest{Inputs: []events.Tensor{input}}
+	request := &oip.InferenceRequest{Inputs: []oip.Tensor{input}}
 
 	require.NoError(b, onnx.Init(""), "ONNX Runtime is required: run `make deps`")
 	signature, err := onnxfile.ReadSignature(model)
@@ -91,11 +91,11 @@ func BenchmarkLargeTensor(b *testing.B) {
 	require.NoError(b, err)
 	defer session.Close()
 
-	binaryBody, headerLength, err := events.AppendInferenceRequestBinary(nil, &events.InferenceRequest{Inputs: request.Inputs, Parameters: map[string]any{"binary_data_output": true}}, func(string) bool { return true })
+	binaryBody, headerLength, err := oip.AppendInferenceRequestBinary(nil, &oip.InferenceRequest{Inputs: request.Inputs, Parameters: map[string]any{"binary_data_output": true}}, func(string) bool { return true })
 	require.NoError(b, err)
-	jsonBody, err := events.AppendInferenceRequest(nil, request)
+	jsonBody, err := oip.AppendInferenceRequest(nil, request)
 	require.NoError(b, err)
-	binaryHeader := http.Header{"Content-Type": {"application/octet-stream"}, events.HeaderInferenceHeaderContentLength: {strconv.Itoa(headerLength)}}
+	binaryHeader := http.Header{"Content-Type": {"application/octet-stream"}, oip.HeaderInferenceHeaderContentLength: {strconv.Itoa(headerLength)}}
 	jsonHeader := http.Header{"Content-Type": {"application/json"}}
 
 	for b.Loop() {

@@ -6,6 +6,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/types"
 	"github.com/nats-io/nats.go"
+
+	"sluice.dev/sluice/events/oip"
 )
 
 // An infer request or response travels in a CloudEvent's data as plain JSON
@@ -65,22 +67,22 @@ func InferenceHeaderLengthOf(header nats.Header) (int64, error) {
 func headerLength(value any) (int64, error) {
 	length, err := types.ToInteger(value)
 	if err != nil || length <= 0 {
-		return 0, &FieldError{Field: ExtensionHeaderLength, Problem: fmt.Sprintf("want the length in bytes of the JSON inference header, got %v", value)}
+		return 0, &oip.FieldError{Field: ExtensionHeaderLength, Problem: fmt.Sprintf("want the length in bytes of the JSON inference header, got %v", value)}
 	}
 	return int64(length), nil
 }
 
 // DecodeRequestData reads the infer request in ev's data, JSON or binary,
 // and reports whether it came in binary.
-func DecodeRequestData(ev *event.Event, limits Limits) (req *InferenceRequest, binary bool, err error) {
+func DecodeRequestData(ev *event.Event, limits oip.Limits) (req *oip.InferenceRequest, binary bool, err error) {
 	headerLength, err := InferenceHeaderLength(ev)
 	if err != nil {
 		return nil, false, err
 	}
 	if headerLength == 0 {
-		req, err = DecodeInferenceRequest(ev.Data(), limits)
+		req, err = oip.DecodeInferenceRequest(ev.Data(), limits)
 		return req, false, err
 	}
-	req, err = DecodeInferenceRequestBinary(ev.Data(), headerLength, limits)
+	req, err = oip.DecodeInferenceRequestBinary(ev.Data(), headerLength, limits)
 	return req, true, err
 }

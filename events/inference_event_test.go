@@ -9,15 +9,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // A request in the binary tensor data extension travels through a NATS
 // message with its header length as an attribute, and comes back the same.
 func TestBinaryRequestDataTravelsInAnEvent(t *testing.T) {
-	req := &events.InferenceRequest{ID: "r", Inputs: []events.Tensor{{Name: "x", Shape: []int64{1, 2}, Datatype: events.FP32, Data: []float32{1, 2}}}}
-	body, headerLength, err := events.AppendInferenceRequestBinary(nil, req, func(string) bool { return true })
+	req := &oip.InferenceRequest{ID: "r", Inputs: []oip.Tensor{{Name: "x", Shape: []int64{1, 2}, Datatype: oip.FP32, Data: []float32{1, 2}}}}
+	body, headerLength, err := oip.AppendInferenceRequestBinary(nil, req, func(string) bool { return true })
 	require.NoError(t, err)
-	plain, err := events.AppendInferenceRequest(nil, req)
+	plain, err := oip.AppendInferenceRequest(nil, req)
 	require.NoError(t, err)
 	for _, tt := range []struct {
 		name         string
@@ -42,7 +43,7 @@ func TestBinaryRequestDataTravelsInAnEvent(t *testing.T) {
 			fromHeader, err := events.InferenceHeaderLengthOf(msg.Header)
 			require.NoError(t, err)
 			require.EqualValues(t, tt.headerLength, fromHeader, "read from the headers alone")
-			got, binary, err := events.DecodeRequestData(back, events.DefaultLimits())
+			got, binary, err := events.DecodeRequestData(back, oip.DefaultLimits())
 			require.NoError(t, err)
 			require.Equal(t, tt.headerLength > 0, binary)
 			require.Equal(t, req, got)

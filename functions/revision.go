@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"slices"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // RevisionState says whether a revision's model has been seen to load into an
@@ -28,7 +28,7 @@ var ErrModelCannotRun = errors.New("model cannot run")
 // ModelChecker loads a model once, to learn before a revision takes traffic
 // whether ONNX Runtime runs it; the error is ONNX Runtime's own.
 type ModelChecker interface {
-	CheckModel(model []byte, signature events.Signature, runtime RuntimeSpec) error
+	CheckModel(model []byte, signature oip.Signature, runtime RuntimeSpec) error
 }
 
 // Serving returns the revision that takes a request: the named version if

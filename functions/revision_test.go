@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 )
 
@@ -55,7 +55,7 @@ func TestServing(t *testing.T) {
 // checkerFunc is a ModelChecker that refuses what refuse says to.
 type checkerFunc func(model []byte) error
 
-func (f checkerFunc) CheckModel(model []byte, _ events.Signature, _ functions.RuntimeSpec) error {
+func (f checkerFunc) CheckModel(model []byte, _ oip.Signature, _ functions.RuntimeSpec) error {
 	return f(model)
 }
 

@@ -11,7 +11,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // APIVersion and Kind identify the Function resource.
@@ -131,10 +131,10 @@ func (s Status) FindRevision(name string) (RevisionStatus, bool) {
 // ModelVersion is one ONNX file in the model store.
 type ModelVersion struct {
 	// Object is the name of the file in the model store.
-	Object    string           `json:"object"`
-	SHA256    string           `json:"sha256"`
-	Size      int64            `json:"size"`
-	Signature events.Signature `json:"signature"`
+	Object    string        `json:"object"`
+	SHA256    string        `json:"sha256"`
+	Size      int64         `json:"size"`
+	Signature oip.Signature `json:"signature"`
 }
 
 // Duration is a time.Duration written as "30s" in YAML and JSON.

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // TestAnswerLargerThanANATSMessage: an answer over what one NATS message
@@ -55,7 +56,7 @@ func TestAnswerLargerThanANATSMessage(t *testing.T) {
 	require.NotEmpty(t, result.Object)
 	stored, err := events.ReadAnswer(t.Context(), p.js, result.Object, false)
 	require.NoError(t, err)
-	resp, err := events.DecodeInferenceResponse(stored, events.DefaultLimits())
+	resp, err := oip.DecodeInferenceResponse(stored, oip.DefaultLimits())
 	require.NoError(t, err)
 	require.Equal(t, []int64{int64(rowCount), 3}, resp.Outputs[0].Shape)
 	p.streamEmpty(t)

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions/train"
 )
 
@@ -291,17 +292,17 @@ func irisAnswerBody(t *testing.T, rows [][]float32) []byte {
 		probabilities, labels, names = append(probabilities, want...), append(labels, int64(label)), append(names, classes[label])
 	}
 	n := int64(len(rows))
-	var outputs []events.Tensor
+	var outputs []oip.Tensor
 	for _, output := range []struct {
 		name  string
 		shape []int64
 		data  any
 	}{{train.ProbabilitiesName, []int64{n, int64(len(classes))}, probabilities}, {train.LabelName, []int64{n}, labels}, {train.ClassName, []int64{n}, names}} {
-		tensor, err := events.NewTensor(output.name, output.shape, output.data)
+		tensor, err := oip.NewTensor(output.name, output.shape, output.data)
 		require.NoError(t, err)
 		outputs = append(outputs, tensor)
 	}
-	body, err := events.AppendInferenceResponse(nil, &events.InferenceResponse{ModelName: "iris", Outputs: outputs})
+	body, err := oip.AppendInferenceResponse(nil, &oip.InferenceResponse{ModelName: "iris", Outputs: outputs})
 	require.NoError(t, err)
 	return body
 }

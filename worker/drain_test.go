@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions/train"
 	"sluice.dev/sluice/worker"
 )
@@ -179,7 +180,7 @@ type gate struct {
 	once    sync.Once
 }
 
-func (g *gate) Run(inputs []events.Tensor) ([]events.Tensor, error) {
+func (g *gate) Run(inputs []oip.Tensor) ([]oip.Tensor, error) {
 	g.once.Do(func() { close(g.entered) })
 	<-g.opened
 	return g.model.Run(inputs)

@@ -5,7 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 func jobOf(t *testing.T, name string, shape []int64) *job {
@@ -14,9 +14,9 @@ func jobOf(t *testing.T, name string, shape []int64) *job {
 	for _, d := range shape {
 		elements *= d
 	}
-	tensor, err := events.NewTensor(name, shape, make([]float32, elements))
+	tensor, err := oip.NewTensor(name, shape, make([]float32, elements))
 	require.NoError(t, err)
-	return &job{req: &events.InferenceRequest{Inputs: []events.Tensor{tensor}}}
+	return &job{req: &oip.InferenceRequest{Inputs: []oip.Tensor{tensor}}}
 }
 
 func TestGroupByShapeStacksWhatFitsTogether(t *testing.T) {

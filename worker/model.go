@@ -6,7 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 )
 
@@ -66,4 +66,4 @@ func CannotRun(err error) Model { return cannotRun{err: err} }
 
 type cannotRun struct{ err error }
 
-func (m cannotRun) Run([]events.Tensor) ([]events.Tensor, error) { return nil, m.err }
+func (m cannotRun) Run([]oip.Tensor) ([]oip.Tensor, error) { return nil, m.err }

@@ -24,6 +24,7 @@ import (
 
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/events/natstest"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 	"sluice.dev/sluice/functions/train"
 	"sluice.dev/sluice/worker"
@@ -103,7 +104,7 @@ func deployIris(t *testing.T) *platform {
 }
 
 // signature is the deployed model's signature, as the catalog records it.
-func (p *platform) signature() events.Signature { return p.fn.Status.Model.Signature }
+func (p *platform) signature() oip.Signature { return p.fn.Status.Model.Signature }
 
 // sessions loads n ONNX Runtime sessions of the deployed model.
 func (p *platform) sessions(t *testing.T, n int) []worker.Model {
@@ -245,24 +246,24 @@ func (p *platform) publish(t *testing.T, msgs ...*nats.Msg) {
 }
 
 // body encodes an inference request.
-func body(t *testing.T, req *events.InferenceRequest) []byte {
+func body(t *testing.T, req *oip.InferenceRequest) []byte {
 	t.Helper()
-	encoded, err := events.AppendInferenceRequest(nil, req)
+	encoded, err := oip.AppendInferenceRequest(nil, req)
 	require.NoError(t, err)
 	return encoded
 }
 
 // irisRequest asks for the rows of iris starting at first, count of them, wrapping around.
-func irisRequest(t *testing.T, id string, first, count int) (*events.InferenceRequest, [][]float32) {
+func irisRequest(t *testing.T, id string, first, count int) (*oip.InferenceRequest, [][]float32) {
 	t.Helper()
 	fixture := irisFixture(t)
 	rows := make([][]float32, count)
 	for i := range rows {
 		rows[i] = fixture.rows[(first+i)%len(fixture.rows)]
 	}
-	input, err := events.NewTensor(train.InputName, []int64{int64(count), int64(len(rows[0]))}, slices.Concat(rows...))
+	input, err := oip.NewTensor(train.InputName, []int64{int64(count), int64(len(rows[0]))}, slices.Concat(rows...))
 	require.NoError(t, err)
-	return &events.InferenceRequest{ID: id, Inputs: []events.Tensor{input}}, rows
+	return &oip.InferenceRequest{ID: id, Inputs: []oip.Tensor{input}}, rows
 }
 
 // reply is a worker's answer, read as the activator reads it.
@@ -270,7 +271,7 @@ type reply struct {
 	status    string // the Sluice-Status header of an error reply
 	eventType string
 	requestID string // the requestid extension: the request event's id
-	response  *events.InferenceResponse
+	response  *oip.InferenceResponse
 	problem   string // the error of an error reply
 	// headerLength is the length of the JSON header of a binary answer, 0 for JSON.
 	headerLength int64
@@ -352,9 +353,9 @@ func parseReply(msg *nats.Msg) (reply, error) {
 	}
 	switch {
 	case ev.Type() == events.TypeInferenceResponse && r.headerLength > 0:
-		r.response, err = events.DecodeInferenceResponseBinary(ev.Data(), r.headerLength, events.DefaultLimits())
+		r.response, err = oip.DecodeInferenceResponseBinary(ev.Data(), r.headerLength, oip.DefaultLimits())
 	case ev.Type() == events.TypeInferenceResponse:
-		r.response, err = events.DecodeInferenceResponse(ev.Data(), events.DefaultLimits())
+		r.response, err = oip.DecodeInferenceResponse(ev.Data(), oip.DefaultLimits())
 	case ev.Type() == events.TypeInferenceError:
 		var problem struct{ Error string }
 		err = ev.DataAs(&problem)
@@ -384,9 +385,9 @@ func requireIrisAnswer(t *testing.T, r reply, rows [][]float32) {
 	}
 }
 
-func outputNamed(t *testing.T, outputs []events.Tensor, name string) events.Tensor {
+func outputNamed(t *testing.T, outputs []oip.Tensor, name string) oip.Tensor {
 	t.Helper()
-	index := slices.IndexFunc(outputs, func(tensor events.Tensor) bool { return tensor.Name == name })
+	index := slices.IndexFunc(outputs, func(tensor oip.Tensor) bool { return tensor.Name == name })
 	require.GreaterOrEqual(t, index, 0, "output %q missing", name)
 	return outputs[index]
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // job is one request of a batch, from its message to its settlement.
@@ -28,11 +29,11 @@ type job struct {
 	// recorded is the answer an earlier delivery recorded, which this one
 	// announces again instead of running the request again.
 	recorded *events.Result
-	req      *events.InferenceRequest
+	req      *oip.InferenceRequest
 	// binaryOutputs names the outputs a binary request wants in binary; nil
 	// answers in JSON.
 	binaryOutputs func(name string) bool
-	outputs       []events.Tensor
+	outputs       []oip.Tensor
 	// headerLength is the length of the answer's JSON header when it is binary.
 	headerLength int
 	// answerObject names the object of the answers store that holds an
@@ -84,12 +85,12 @@ func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
 	ev, err := events.ReadEvent(context.Background(), msg.Headers(), msg.Data())
 	if err != nil {
 		// The message itself is wrong, so it is the caller's error: 400.
-		j.err = events.Permanent(&events.FieldError{Field: "message", Problem: err.Error()})
+		j.err = events.Permanent(&oip.FieldError{Field: "message", Problem: err.Error()})
 		return j
 	}
 	j.eventID, j.source = ev.ID(), ev.Source()
 	if ev.Type() != events.TypeInferenceRequest {
-		j.err = events.Permanent(&events.FieldError{Field: "type", Problem: fmt.Sprintf("want %q, got %q", events.TypeInferenceRequest, ev.Type())})
+		j.err = events.Permanent(&oip.FieldError{Field: "type", Problem: fmt.Sprintf("want %q, got %q", events.TypeInferenceRequest, ev.Type())})
 		return j
 	}
 	if j.record && j.delivered > 1 {
@@ -101,7 +102,7 @@ func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
 		j.err = events.Permanent(fmt.Errorf("gave up after %d deliveries, the last never settled: its worker stopped, ran past the ack wait, or could not store the dead letter", w.maxDeliver))
 		return j
 	}
-	req, _, err := events.DecodeRequestData(ev, events.DefaultLimits())
+	req, _, err := events.DecodeRequestData(ev, oip.DefaultLimits())
 	if err == nil {
 		err = w.signature.Check(req)
 	}
@@ -123,13 +124,13 @@ func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
 // to be over MaxAnswerBytes: when every output has the batch dimension first
 // and sizes for the others, the answer holds at least rows times the bytes
 // of one row of each fixed-size output, in binary.
-func (w *Worker) checkAnswerSize(req *events.InferenceRequest) error {
+func (w *Worker) checkAnswerSize(req *oip.InferenceRequest) error {
 	if !w.stackable {
 		return nil
 	}
 	var rowBytes int64
 	for _, spec := range w.signature.Outputs {
-		if len(req.Outputs) > 0 && !slices.ContainsFunc(req.Outputs, func(o events.RequestedOutput) bool { return o.Name == spec.Name }) {
+		if len(req.Outputs) > 0 && !slices.ContainsFunc(req.Outputs, func(o oip.RequestedOutput) bool { return o.Name == spec.Name }) {
 			continue
 		}
 		size := int64(spec.Datatype.Size())
@@ -149,7 +150,7 @@ func (w *Worker) checkAnswerSize(req *events.InferenceRequest) error {
 // maxStackedElements bounds the input elements of one stacked model run:
 // as many as one request may send, so a batch of large requests does not
 // become one huge tensor.
-var maxStackedElements = events.DefaultLimits().MaxElements
+var maxStackedElements = oip.DefaultLimits().MaxElements
 
 // groupByShape puts together the requests whose inputs have the same names,
 // datatypes and dimensions but the first, so they can be stacked along it,
@@ -178,7 +179,7 @@ func groupByShape(jobs []*job) [][]*job {
 
 // shapeKey names what inputs must share to be stacked: names, datatypes and
 // every dimension but the first. Inputs with a scalar are not stackable.
-func shapeKey(inputs []events.Tensor) (string, bool) {
+func shapeKey(inputs []oip.Tensor) (string, bool) {
 	key := make([]byte, 0, 64)
 	for _, t := range inputs {
 		if len(t.Shape) == 0 {
@@ -214,15 +215,15 @@ func (w *Worker) run(model Model, group []*job) {
 
 func (w *Worker) runStacked(model Model, group []*job) error {
 	first := group[0].req.Inputs
-	inputs := make([]events.Tensor, len(first))
-	parts := make([]events.Tensor, len(group))
+	inputs := make([]oip.Tensor, len(first))
+	parts := make([]oip.Tensor, len(group))
 	rows := make([]int64, len(group))
 	for i, input := range first {
 		for k, j := range group {
-			parts[k], _ = events.FindTensor(j.req.Inputs, input.Name)
+			parts[k], _ = oip.FindTensor(j.req.Inputs, input.Name)
 			rows[k] = parts[k].Shape[0]
 		}
-		stacked, err := events.ConcatRows(parts)
+		stacked, err := oip.ConcatRows(parts)
 		if err != nil {
 			return err
 		}
@@ -232,14 +233,14 @@ func (w *Worker) runStacked(model Model, group []*job) error {
 	if err != nil {
 		return err
 	}
-	split := make([][]events.Tensor, len(outputs))
+	split := make([][]oip.Tensor, len(outputs))
 	for i, output := range outputs {
-		if split[i], err = events.SplitRows(output, rows); err != nil {
+		if split[i], err = oip.SplitRows(output, rows); err != nil {
 			return err
 		}
 	}
 	for k, j := range group {
-		j.outputs = make([]events.Tensor, len(outputs))
+		j.outputs = make([]oip.Tensor, len(outputs))
 		for i := range outputs {
 			j.outputs[i] = split[i][k]
 		}

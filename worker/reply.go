@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 )
 
@@ -33,7 +34,7 @@ func (w *Worker) finish(j *job) {
 	var body []byte
 	if j.err == nil {
 		var err error
-		if body, j.headerLength, err = events.AppendInferenceResponseBinary(nil, w.response(j), j.binaryOutputs); err != nil {
+		if body, j.headerLength, err = oip.AppendInferenceResponseBinary(nil, w.response(j), j.binaryOutputs); err != nil {
 			j.err = events.Permanent(fmt.Errorf("encode the answer: %w", err))
 		}
 	}
@@ -249,7 +250,7 @@ func (w *Worker) finishRecorded(j *job) {
 // input the model cannot take, 413 for an answer over the limit, 503 when the
 // model cannot run at all, 500 for anything else.
 func statusOf(err error) int {
-	var field *events.FieldError
+	var field *oip.FieldError
 	switch {
 	case errors.As(err, &field):
 		return http.StatusBadRequest
@@ -295,16 +296,16 @@ func (w *Worker) record(j *job, body []byte) error {
 	return w.announce(j, body)
 }
 
-func (w *Worker) response(j *job) *events.InferenceResponse {
+func (w *Worker) response(j *job) *oip.InferenceResponse {
 	outputs := j.outputs
 	if len(j.req.Outputs) > 0 {
-		outputs = make([]events.Tensor, 0, len(j.req.Outputs))
+		outputs = make([]oip.Tensor, 0, len(j.req.Outputs))
 		for _, want := range j.req.Outputs {
-			output, _ := events.FindTensor(j.outputs, want.Name)
+			output, _ := oip.FindTensor(j.outputs, want.Name)
 			outputs = append(outputs, output)
 		}
 	}
-	return &events.InferenceResponse{
+	return &oip.InferenceResponse{
 		ModelName:    w.cfg.Function,
 		ModelVersion: w.cfg.Revision,
 		ID:           j.req.ID,

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 	"sluice.dev/sluice/worker"
 )
@@ -69,7 +70,7 @@ func TestWorkerRefusesBadInput(t *testing.T) {
 			name: "unknown requested output",
 			msg: func(t *testing.T, id string) *nats.Msg {
 				req, _ := irisRequest(t, id, 0, 1)
-				req.Outputs = []events.RequestedOutput{{Name: "nope"}}
+				req.Outputs = []oip.RequestedOutput{{Name: "nope"}}
 				return requestMsg(t, p.fn, id, body(t, req), in.subject, time.Now().Add(time.Minute))
 			},
 			want: `outputs[0].name: model has no output "nope"`, requestID: true,
@@ -141,9 +142,9 @@ func TestWorkerDropsExpiredRequests(t *testing.T) {
 	waiting := subscribe(t, p.client)
 	// The expired request holds a row no other request has.
 	marker := float32(99)
-	input, err := events.NewTensor("input", []int64{1, 4}, []float32{marker, marker, marker, marker})
+	input, err := oip.NewTensor("input", []int64{1, 4}, []float32{marker, marker, marker, marker})
 	require.NoError(t, err)
-	expiredBody := body(t, &events.InferenceRequest{Inputs: []events.Tensor{input}})
+	expiredBody := body(t, &oip.InferenceRequest{Inputs: []oip.Tensor{input}})
 	req, rows := irisRequest(t, "in-time", 10, 2)
 
 	tests := []struct {

@@ -17,12 +17,13 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // Model runs a batch of inputs through a loaded model. One Model is used by
 // one goroutine at a time.
 type Model interface {
-	Run(inputs []events.Tensor) ([]events.Tensor, error)
+	Run(inputs []oip.Tensor) ([]oip.Tensor, error)
 }
 
 // Config sets the identity of the revision served and how requests are batched.
@@ -85,7 +86,7 @@ type Worker struct {
 	nc        *nats.Conn
 	consumer  jetstream.Consumer
 	models    []Model
-	signature events.Signature
+	signature oip.Signature
 	cfg       Config
 	metrics   *metrics
 	log       *slog.Logger
@@ -103,7 +104,7 @@ type Worker struct {
 func (w *Worker) Ready() <-chan struct{} { return w.ready }
 
 // New returns a Worker that takes requests from consumer and answers on nc.
-func New(nc *nats.Conn, consumer jetstream.Consumer, models []Model, signature events.Signature, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Worker, error) {
+func New(nc *nats.Conn, consumer jetstream.Consumer, models []Model, signature oip.Signature, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -251,7 +252,7 @@ func maxDeliver(consumer jetstream.Consumer) int {
 // stackable reports whether the model has inputs and every input and output
 // has a first dimension of any size: only then do stacked requests get their
 // own rows back.
-func stackable(signature events.Signature) bool {
+func stackable(signature oip.Signature) bool {
 	if len(signature.Inputs) == 0 {
 		return false
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions/onnxfile"
 	"sluice.dev/sluice/functions/train"
 	"sluice.dev/sluice/worker"
@@ -136,7 +137,7 @@ type recorder struct {
 	runs  [][]int64
 }
 
-func (r *recorder) Run(inputs []events.Tensor) ([]events.Tensor, error) {
+func (r *recorder) Run(inputs []oip.Tensor) ([]oip.Tensor, error) {
 	r.mu.Lock()
 	r.runs = append(r.runs, slices.Clone(inputs[0].Shape))
 	r.mu.Unlock()
@@ -161,10 +162,10 @@ func echoModel(t *testing.T) []byte {
 				{OpType: "ReduceSum", Name: "sum", Inputs: []string{"x"}, Outputs: []string{"total"},
 					Attributes: []onnxfile.Attribute{onnxfile.IntsAttribute("axes", 1), onnxfile.IntAttribute("keepdims", 0)}},
 			},
-			Inputs: []onnxfile.ValueInfo{{Name: "x", Datatype: events.FP32, Shape: []int64{-1, -1}}},
+			Inputs: []onnxfile.ValueInfo{{Name: "x", Datatype: oip.FP32, Shape: []int64{-1, -1}}},
 			Outputs: []onnxfile.ValueInfo{
-				{Name: "y", Datatype: events.FP32, Shape: []int64{-1, -1}},
-				{Name: "total", Datatype: events.FP32, Shape: []int64{-1}},
+				{Name: "y", Datatype: oip.FP32, Shape: []int64{-1, -1}},
+				{Name: "total", Datatype: oip.FP32, Shape: []int64{-1}},
 			},
 		},
 	}.Marshal()
@@ -196,9 +197,9 @@ func TestWorkerRunsEachTrailingShapeSeparately(t *testing.T) {
 			data[j] = next
 		}
 		want[id] = data
-		x, err := events.NewTensor("x", shape, data)
+		x, err := oip.NewTensor("x", shape, data)
 		require.NoError(t, err)
-		msgs = append(msgs, requestMsg(t, p.fn, id, body(t, &events.InferenceRequest{ID: id, Inputs: []events.Tensor{x}}), in.subject, time.Now().Add(time.Minute)))
+		msgs = append(msgs, requestMsg(t, p.fn, id, body(t, &oip.InferenceRequest{ID: id, Inputs: []oip.Tensor{x}}), in.subject, time.Now().Add(time.Minute)))
 	}
 	p.publish(t, msgs...)
 	model := &recorder{model: p.sessions(t, 1)[0]}
@@ -257,7 +258,7 @@ func TestWorkerReturnsRequestedOutputs(t *testing.T) {
 			id := fmt.Sprintf("request-%d", i)
 			req, rows := irisRequest(t, id, 50*i, 3)
 			for _, name := range test.outputs {
-				req.Outputs = append(req.Outputs, events.RequestedOutput{Name: name})
+				req.Outputs = append(req.Outputs, oip.RequestedOutput{Name: name})
 			}
 			p.publish(t, requestMsg(t, p.fn, id, body(t, req), in.subject, time.Now().Add(time.Minute)))
 			r := in.next(t)
@@ -312,12 +313,12 @@ func TestConfigValidate(t *testing.T) {
 				return
 			}
 			require.ErrorContains(t, err, test.want)
-			_, err = worker.New(nil, nil, []worker.Model{&recorder{}}, events.Signature{}, cfg, prometheus.NewRegistry(), slog.Default())
+			_, err = worker.New(nil, nil, []worker.Model{&recorder{}}, oip.Signature{}, cfg, prometheus.NewRegistry(), slog.Default())
 			require.ErrorContains(t, err, test.want, "New validates its Config")
 		})
 	}
 	t.Run("no models", func(t *testing.T) {
-		_, err := worker.New(nil, nil, nil, events.Signature{}, valid, prometheus.NewRegistry(), slog.Default())
+		_, err := worker.New(nil, nil, nil, oip.Signature{}, valid, prometheus.NewRegistry(), slog.Default())
 		require.ErrorContains(t, err, "at least one model")
 	})
 }
@@ -341,7 +342,7 @@ func TestWorkerAnswersBinaryRequestsInBinary(t *testing.T) {
 		data, headerLength := body(t, req), 0
 		if id == "binary" {
 			var err error
-			data, headerLength, err = events.AppendInferenceRequestBinary(nil, req, func(string) bool { return true })
+			data, headerLength, err = oip.AppendInferenceRequestBinary(nil, req, func(string) bool { return true })
 			require.NoError(t, err)
 			require.Positive(t, headerLength)
 		}

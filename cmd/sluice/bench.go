@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions/onnxfile"
 	"sluice.dev/sluice/worker/onnx"
 )
@@ -114,7 +114,7 @@ func benchRuntime(f benchFlags) ([]benchRow, error) {
 		start := time.Now()
 		for time.Since(start) < min(f.duration/2, 3*time.Second) {
 			begin := time.Now()
-			if _, err := session.Run([]events.Tensor{input}); err != nil {
+			if _, err := session.Run([]oip.Tensor{input}); err != nil {
 				return nil, err
 			}
 			latencies.Add(time.Since(begin))
@@ -130,12 +130,12 @@ func benchRuntime(f benchFlags) ([]benchRow, error) {
 	return rows, nil
 }
 
-func randomInput(name string, batch int, features int64) (events.Tensor, error) {
+func randomInput(name string, batch int, features int64) (oip.Tensor, error) {
 	data := make([]float32, int64(batch)*features)
 	for i := range data {
 		data[i] = 1 + 6*rand.Float32()
 	}
-	return events.NewTensor(name, []int64{int64(batch), features}, data)
+	return oip.NewTensor(name, []int64{int64(batch), features}, data)
 }
 
 // benchPlatform starts `sluice up` in its own process and loads it at each concurrency.

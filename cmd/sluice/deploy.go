@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 	"sluice.dev/sluice/worker/onnx"
 )
@@ -27,7 +28,7 @@ func newDeployCommand(g *globals) *cobra.Command {
 			return g.withCatalog(cmd.Context(), func(js jetstream.JetStream, catalog *functions.Catalog) error {
 				deployer := functions.NewDeployer(js, catalog, events.DefaultQueueConfig())
 				if err := onnx.Init(""); err == nil {
-					deployer.WithChecker(onnx.Checker{})
+					deployer.WithChecker(sessionChecker{})
 				} else {
 					fmt.Fprintf(cmd.ErrOrStderr(), "models are not loaded before they take traffic here (%v); the first worker will\n", err)
 				}
@@ -47,6 +48,22 @@ func newDeployCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringArrayVarP(&files, "file", "f", nil, "Function YAML file (repeatable)")
 	_ = cmd.MarkFlagRequired("file")
 	return cmd
+}
+
+// sessionChecker loads a model once into an ONNX Runtime session, on one CPU
+// thread, and closes it: the CPU provider runs every operator CUDA does, so a
+// model for device gpu is checked there too.
+type sessionChecker struct{}
+
+var _ functions.ModelChecker = sessionChecker{}
+
+// CheckModel returns ONNX Runtime's error when the model does not load.
+func (sessionChecker) CheckModel(model []byte, signature oip.Signature, _ functions.RuntimeSpec) error {
+	session, err := onnx.Load(model, signature, onnx.DefaultSessionConfig())
+	if err != nil {
+		return err
+	}
+	return session.Close()
 }
 
 // reportDeployed says what a deploy did, and fails when the new revision's

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 )
 
@@ -119,11 +120,11 @@ func binaryAsJSON(letter events.DeadLetter) []byte {
 	if err != nil || length == 0 {
 		return nil
 	}
-	req, err := events.DecodeInferenceRequestBinary(letter.Data, length, events.DefaultLimits())
+	req, err := oip.DecodeInferenceRequestBinary(letter.Data, length, oip.DefaultLimits())
 	if err != nil {
 		return nil
 	}
-	plain, err := events.AppendInferenceRequest(nil, req)
+	plain, err := oip.AppendInferenceRequest(nil, req)
 	if err != nil {
 		return nil
 	}

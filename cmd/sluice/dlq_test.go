@@ -13,6 +13,7 @@ import (
 
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/events/natstest"
+	"sluice.dev/sluice/events/oip"
 )
 
 // sluice runs the CLI against srvURL and returns what it printed.
@@ -90,9 +91,9 @@ func TestDLQCommands(t *testing.T) {
 }
 
 func TestDeadLetterInBinaryIsShownAsJSON(t *testing.T) {
-	input, err := events.NewTensor("input", []int64{1, 2}, []float32{1.5, 2})
+	input, err := oip.NewTensor("input", []int64{1, 2}, []float32{1.5, 2})
 	require.NoError(t, err)
-	body, headerLength, err := events.AppendInferenceRequestBinary(nil, &events.InferenceRequest{ID: "r1", Inputs: []events.Tensor{input}}, func(string) bool { return true })
+	body, headerLength, err := oip.AppendInferenceRequestBinary(nil, &oip.InferenceRequest{ID: "r1", Inputs: []oip.Tensor{input}}, func(string) bool { return true })
 	require.NoError(t, err)
 	letter := events.DeadLetter{Seq: 1, Function: "iris", Data: body, Header: nats.Header{"Ce-Oipheaderlength": {strconv.Itoa(headerLength)}}}
 	var out bytes.Buffer

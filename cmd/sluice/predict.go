@@ -16,7 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // predictFlags are the settings of `sluice predict`.
@@ -92,7 +92,7 @@ func (f predictFlags) requestBody(client *http.Client, name string) ([]byte, err
 	if err != nil {
 		return nil, fmt.Errorf("--data: %w", err)
 	}
-	var meta struct{ Inputs []events.TensorSpec }
+	var meta struct{ Inputs []oip.TensorSpec }
 	resp, err := client.Get(f.modelURL(name))
 	if err != nil {
 		return nil, err
@@ -171,11 +171,11 @@ func decodeAnswer(resp *http.Response, out any) error {
 // printAnswer writes an OIP answer as a table: a line per row of the batch,
 // a column per output.
 func printAnswer(out io.Writer, body []byte) error {
-	answer, err := events.DecodeInferenceResponse(body, events.DefaultLimits())
+	answer, err := oip.DecodeInferenceResponse(body, oip.DefaultLimits())
 	if err != nil {
 		return fmt.Errorf("answer: %w", err)
 	}
-	columns := make([][]events.Tensor, len(answer.Outputs))
+	columns := make([][]oip.Tensor, len(answer.Outputs))
 	rows := -1
 	for i, output := range answer.Outputs {
 		if len(output.Shape) == 0 {
@@ -185,7 +185,7 @@ func printAnswer(out io.Writer, body []byte) error {
 		for r := range ones {
 			ones[r] = 1
 		}
-		if columns[i], err = events.SplitRows(output, ones); err != nil {
+		if columns[i], err = oip.SplitRows(output, ones); err != nil {
 			return err
 		}
 		rows = max(rows, int(output.Shape[0]))
@@ -207,7 +207,7 @@ func printAnswer(out io.Writer, body []byte) error {
 	return table.Flush()
 }
 
-func formatCell(column []events.Tensor, row int) string {
+func formatCell(column []oip.Tensor, row int) string {
 	if row >= len(column) {
 		return ""
 	}

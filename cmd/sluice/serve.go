@@ -24,6 +24,7 @@ import (
 	"sluice.dev/sluice/activator"
 	"sluice.dev/sluice/autoscaler"
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 	"sluice.dev/sluice/worker"
 	"sluice.dev/sluice/worker/onnx"
@@ -327,7 +328,7 @@ func openSessions(model []byte, revision functions.RevisionStatus, count int) ([
 }
 
 // newWorker opens the revision's consumer and returns its worker.
-func newWorker(ctx context.Context, js jetstream.JetStream, fn *functions.Function, revision string, signature events.Signature, models []worker.Model, f workerFlags, reg prometheus.Registerer, log *slog.Logger) (*worker.Worker, error) {
+func newWorker(ctx context.Context, js jetstream.JetStream, fn *functions.Function, revision string, signature oip.Signature, models []worker.Model, f workerFlags, reg prometheus.Registerer, log *slog.Logger) (*worker.Worker, error) {
 	consumer, err := js.Consumer(ctx, events.StreamName(f.function), events.ConsumerName(revision))
 	if err != nil {
 		return nil, fmt.Errorf("consumer of %s revision %s: %w", f.function, revision, err)

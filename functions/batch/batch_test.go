@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 func readAll(t *testing.T, format, text string, features int) []Row {
@@ -87,8 +87,8 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestAutoRowsKeepsRequestsSmall(t *testing.T) {
-	require.Equal(t, 4096, autoRows(input{datatype: events.FP32, features: 4}), "iris: the cap")
-	require.Equal(t, 655, autoRows(input{datatype: events.FP32, features: 100}))
-	require.Equal(t, 64, autoRows(input{datatype: events.FP64, features: 10_000}), "the floor")
-	require.Equal(t, 4096, autoRows(input{datatype: events.Int64, features: 0}), "any feature count")
+	require.Equal(t, 4096, autoRows(input{datatype: oip.FP32, features: 4}), "iris: the cap")
+	require.Equal(t, 655, autoRows(input{datatype: oip.FP32, features: 100}))
+	require.Equal(t, 64, autoRows(input{datatype: oip.FP64, features: 10_000}), "the floor")
+	require.Equal(t, 4096, autoRows(input{datatype: oip.Int64, features: 0}), "any feature count")
 }

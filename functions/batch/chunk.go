@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // chunk is RowsPerRequest consecutive input rows and the request that
@@ -113,21 +113,21 @@ func (c *chunk) resolved() bool {
 // input is the function's first input, which the rows fill.
 type input struct {
 	name     string
-	datatype events.Datatype
+	datatype oip.Datatype
 	features int // 0: any count
 }
 
 // inputOf reads the first input of a model signature.
-func inputOf(signature events.Signature) (input, error) {
+func inputOf(signature oip.Signature) (input, error) {
 	if len(signature.Inputs) == 0 {
 		return input{}, fmt.Errorf("the model has no inputs")
 	}
 	spec := signature.Inputs[0]
 	if len(spec.Shape) != 2 {
-		return input{}, fmt.Errorf("input %q has shape %s: batch scoring takes rank-2 inputs [rows, features]", spec.Name, events.FormatShape(spec.Shape))
+		return input{}, fmt.Errorf("input %q has shape %s: batch scoring takes rank-2 inputs [rows, features]", spec.Name, oip.FormatShape(spec.Shape))
 	}
 	switch spec.Datatype {
-	case events.FP32, events.FP64, events.Int32, events.Int64:
+	case oip.FP32, oip.FP64, oip.Int32, oip.Int64:
 	default:
 		return input{}, fmt.Errorf("input %q is %s: batch scoring takes FP32, FP64, INT32 or INT64", spec.Name, spec.Datatype)
 	}
@@ -138,11 +138,11 @@ func inputOf(signature events.Signature) (input, error) {
 func (in input) check(features []float64) error {
 	var low, high float64
 	switch in.datatype {
-	case events.Int32:
+	case oip.Int32:
 		low, high = math.MinInt32, math.MaxInt32
-	case events.Int64:
+	case oip.Int64:
 		low, high = -(1 << 53), 1<<53 // integers a float64 holds exactly
-	case events.FP32:
+	case oip.FP32:
 		for i, v := range features {
 			if math.Abs(v) > math.MaxFloat32 {
 				return fmt.Errorf("feature %d: %g does not fit FP32", i+1, v)
@@ -164,19 +164,19 @@ func (in input) check(features []float64) error {
 // tensor data extension, asking for every output in binary; it returns the
 // body and the length of its JSON inference header.
 func (c *chunk) request(in input) ([]byte, int, error) {
-	tensor := events.Tensor{Name: in.name, Shape: []int64{int64(c.good), int64(c.features)}, Datatype: in.datatype, Data: typed(c.values, in.datatype)}
-	req := &events.InferenceRequest{ID: c.id, Inputs: []events.Tensor{tensor}, Parameters: map[string]any{"binary_data_output": true}}
-	return events.AppendInferenceRequestBinary(nil, req, func(string) bool { return true })
+	tensor := oip.Tensor{Name: in.name, Shape: []int64{int64(c.good), int64(c.features)}, Datatype: in.datatype, Data: typed(c.values, in.datatype)}
+	req := &oip.InferenceRequest{ID: c.id, Inputs: []oip.Tensor{tensor}, Parameters: map[string]any{"binary_data_output": true}}
+	return oip.AppendInferenceRequestBinary(nil, req, func(string) bool { return true })
 }
 
 // typed converts values to the data slice of datatype.
-func typed(values []float64, datatype events.Datatype) any {
+func typed(values []float64, datatype oip.Datatype) any {
 	switch datatype {
-	case events.FP32:
+	case oip.FP32:
 		return convert[float32](values)
-	case events.Int32:
+	case oip.Int32:
 		return convert[int32](values)
-	case events.Int64:
+	case oip.Int64:
 		return convert[int64](values)
 	}
 	return values
@@ -192,7 +192,7 @@ func convert[T float32 | int32 | int64](values []float64) []T {
 
 // answerLimits bound nothing but what the answer itself holds: the decoder
 // allocates no more than its bytes can fill.
-var answerLimits = events.Limits{MaxElements: math.MaxInt64, MaxTensors: math.MaxInt}
+var answerLimits = oip.Limits{MaxElements: math.MaxInt64, MaxTensors: math.MaxInt}
 
 // render appends one output line per row of the chunk, from its skip'th
 // row: {"row":…,"id":…,"outputs":{…}} or {"row":…,"id":…,"line":…,"error":"…"}.
@@ -237,7 +237,7 @@ func (c *chunk) render(dst []byte) (out []byte, scored, failed int) {
 // rowOutputs writes the outputs of one row as a JSON object.
 type rowOutputs struct {
 	names   [][]byte // as JSON strings
-	writers []*events.RowWriter
+	writers []*oip.RowWriter
 }
 
 // append writes `,"outputs":{"name":value,…}` for row i of the answer.
@@ -261,19 +261,19 @@ func (c *chunk) outputs() (rowOutputs, error) {
 	if c.err != nil || c.good == 0 {
 		return rowOutputs{}, c.err
 	}
-	var response *events.InferenceResponse
+	var response *oip.InferenceResponse
 	var err error
 	if c.headerLength > 0 {
-		response, err = events.DecodeInferenceResponseBinary(c.result, int64(c.headerLength), answerLimits)
+		response, err = oip.DecodeInferenceResponseBinary(c.result, int64(c.headerLength), answerLimits)
 	} else {
-		response, err = events.DecodeInferenceResponse(c.result, answerLimits)
+		response, err = oip.DecodeInferenceResponse(c.result, answerLimits)
 	}
 	if err != nil {
 		return rowOutputs{}, fmt.Errorf("the function's answer: %w", err)
 	}
-	o := rowOutputs{names: make([][]byte, len(response.Outputs)), writers: make([]*events.RowWriter, len(response.Outputs))}
+	o := rowOutputs{names: make([][]byte, len(response.Outputs)), writers: make([]*oip.RowWriter, len(response.Outputs))}
 	for k, output := range response.Outputs {
-		if o.writers[k], err = events.NewRowWriter(output); err != nil {
+		if o.writers[k], err = oip.NewRowWriter(output); err != nil {
 			return rowOutputs{}, fmt.Errorf("the function's answer: %w", err)
 		}
 		if rows := o.writers[k].Rows(); rows != c.good {

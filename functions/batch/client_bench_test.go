@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // BenchmarkClientText measures what the batch client does to every row
@@ -32,7 +32,7 @@ func benchmarkClientText(b *testing.B, format string) {
 	writeBenchRows(b, path, format, rows)
 	answer, headerLength := irisAnswer(b, perRequest)
 	lastAnswer, lastHeaderLength := irisAnswer(b, rows%perRequest)
-	in := input{name: "input", datatype: events.FP32, features: 4}
+	in := input{name: "input", datatype: oip.FP32, features: 4}
 	b.ResetTimer()
 	for range b.N {
 		file, err := os.Open(path)
@@ -112,17 +112,17 @@ func irisAnswer(tb testing.TB, rows int) ([]byte, int) {
 		labels[i] = int64(i % 3)
 		names[i] = classes[i%3]
 	}
-	var outputs []events.Tensor
+	var outputs []oip.Tensor
 	for _, t := range []struct {
 		name  string
 		shape []int64
 		data  any
 	}{{"probabilities", []int64{int64(rows), 3}, probabilities}, {"label", []int64{int64(rows)}, labels}, {"class", []int64{int64(rows)}, names}} {
-		tensor, err := events.NewTensor(t.name, t.shape, t.data)
+		tensor, err := oip.NewTensor(t.name, t.shape, t.data)
 		require.NoError(tb, err)
 		outputs = append(outputs, tensor)
 	}
-	body, headerLength, err := events.AppendInferenceResponseBinary(nil, &events.InferenceResponse{ModelName: "iris", Outputs: outputs}, func(string) bool { return true })
+	body, headerLength, err := oip.AppendInferenceResponseBinary(nil, &oip.InferenceResponse{ModelName: "iris", Outputs: outputs}, func(string) bool { return true })
 	require.NoError(tb, err)
 	return body, headerLength
 }

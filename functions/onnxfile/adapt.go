@@ -6,7 +6,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // Port is how one input or output of a model crosses into ONNX Runtime once
@@ -30,7 +30,7 @@ type Port struct {
 // has a type for.
 type Adapted struct {
 	// Signature is the original model's, as ReadSignature reads it.
-	Signature events.Signature
+	Signature oip.Signature
 	// Model is the rewritten model, or the original when nothing needed it.
 	Model []byte
 	// Inputs and Outputs follow the order of the signature.
@@ -127,7 +127,7 @@ func (r *graphRewrite) changed() bool { return len(r.inputs)+len(r.outputs)+len(
 // placeholder adds an input that no node reads.
 func (r *graphRewrite) placeholder() string {
 	name := r.fresh("sluice.placeholder")
-	r.added = append(r.added, ValueInfo{Name: name, Datatype: events.Bool, Shape: []int64{1}})
+	r.added = append(r.added, ValueInfo{Name: name, Datatype: oip.Bool, Shape: []int64{1}})
 	return name
 }
 
@@ -142,8 +142,8 @@ func (r *graphRewrite) fresh(base string) string {
 }
 
 // input rewrites one graph input when it is a scalar or FP16.
-func (r *graphRewrite) input(spec events.TensorSpec) Port {
-	port := Port{Name: spec.Name, Scalar: spec.Shape != nil && len(spec.Shape) == 0, FP16: spec.Datatype == events.FP16}
+func (r *graphRewrite) input(spec oip.TensorSpec) Port {
+	port := Port{Name: spec.Name, Scalar: spec.Shape != nil && len(spec.Shape) == 0, FP16: spec.Datatype == oip.FP16}
 	if !port.Scalar && !port.FP16 {
 		return port
 	}
@@ -160,7 +160,7 @@ func (r *graphRewrite) input(spec events.TensorSpec) Port {
 		value = next
 	}
 	if port.FP16 {
-		fed.Datatype = events.FP32
+		fed.Datatype = oip.FP32
 		r.first = append(r.first, Node{OpType: "Cast", Inputs: []string{value}, Outputs: []string{spec.Name}, Attributes: []Attribute{IntAttribute("to", int64(elementFloat16))}})
 	}
 	r.inputs[spec.Name] = []ValueInfo{fed}
@@ -168,8 +168,8 @@ func (r *graphRewrite) input(spec events.TensorSpec) Port {
 }
 
 // output rewrites one graph output when it is a scalar, of unknown rank or FP16.
-func (r *graphRewrite) output(spec events.TensorSpec) Port {
-	port := Port{Name: spec.Name, Scalar: spec.Shape != nil && len(spec.Shape) == 0, FP16: spec.Datatype == events.FP16}
+func (r *graphRewrite) output(spec oip.TensorSpec) Port {
+	port := Port{Name: spec.Name, Scalar: spec.Shape != nil && len(spec.Shape) == 0, FP16: spec.Datatype == oip.FP16}
 	unknownRank := spec.Shape == nil
 	if _, done := r.outputs[spec.Name]; done || (!port.Scalar && !port.FP16 && !unknownRank) {
 		if done {
@@ -180,7 +180,7 @@ func (r *graphRewrite) output(spec events.TensorSpec) Port {
 	given := ValueInfo{Datatype: spec.Datatype, Shape: spec.Shape}
 	value := spec.Name
 	if port.FP16 {
-		given.Datatype = events.FP32
+		given.Datatype = oip.FP32
 		cast := r.fresh(spec.Name + ":sluice.fp32")
 		r.last = append(r.last, Node{OpType: "Cast", Inputs: []string{value}, Outputs: []string{cast}, Attributes: []Attribute{IntAttribute("to", int64(elementFloat))}})
 		value = cast
@@ -199,7 +199,7 @@ func (r *graphRewrite) output(spec events.TensorSpec) Port {
 		r.last = append(r.last,
 			Node{OpType: "Reshape", Inputs: []string{value, r.constant(-1)}, Outputs: []string{flat}},
 			Node{OpType: "Shape", Inputs: []string{spec.Name}, Outputs: []string{port.Shape}})
-		outputs = append(outputs, ValueInfo{Name: port.Shape, Datatype: events.Int64, Shape: []int64{-1}})
+		outputs = append(outputs, ValueInfo{Name: port.Shape, Datatype: oip.Int64, Shape: []int64{-1}})
 		value = flat
 	}
 	given.Name, port.Name = value, value

@@ -5,7 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 func TestAdapt(t *testing.T) {
@@ -32,12 +32,12 @@ func TestAdapt(t *testing.T) {
 		require.Equal(t, []Port{{Name: "y:sluice.out", Scalar: true, FP16: true}, {Name: "z:sluice.out", Shape: "z:sluice.shape"}}, adapted.Outputs)
 		signature, err := ReadSignature(adapted.Model)
 		require.NoError(t, err)
-		require.Equal(t, events.Signature{
-			Inputs: []events.TensorSpec{{Name: "x:sluice.in", Datatype: events.FP32, Shape: []int64{1}}},
-			Outputs: []events.TensorSpec{
-				{Name: "y:sluice.out", Datatype: events.FP32, Shape: []int64{1}},
-				{Name: "z:sluice.out", Datatype: events.Int64, Shape: []int64{-1}},
-				{Name: "z:sluice.shape", Datatype: events.Int64, Shape: []int64{-1}},
+		require.Equal(t, oip.Signature{
+			Inputs: []oip.TensorSpec{{Name: "x:sluice.in", Datatype: oip.FP32, Shape: []int64{1}}},
+			Outputs: []oip.TensorSpec{
+				{Name: "y:sluice.out", Datatype: oip.FP32, Shape: []int64{1}},
+				{Name: "z:sluice.out", Datatype: oip.Int64, Shape: []int64{-1}},
+				{Name: "z:sluice.shape", Datatype: oip.Int64, Shape: []int64{-1}},
 			},
 		}, signature)
 		original, err := ReadSignature(model)
@@ -53,6 +53,6 @@ func TestAdapt(t *testing.T) {
 		require.Equal(t, "sluice.placeholder", adapted.Placeholder)
 		signature, err := ReadSignature(adapted.Model)
 		require.NoError(t, err)
-		require.Equal(t, []events.TensorSpec{{Name: "sluice.placeholder", Datatype: events.Bool, Shape: []int64{1}}}, signature.Inputs)
+		require.Equal(t, []oip.TensorSpec{{Name: "sluice.placeholder", Datatype: oip.Bool, Shape: []int64{1}}}, signature.Inputs)
 	})
 }

@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 func FuzzReadSignature(f *testing.F) {
@@ -19,10 +19,10 @@ func FuzzReadSignature(f *testing.F) {
 			}},
 			Initializers: []Initializer{{Name: "W", Dims: []int64{2}, Values: []float32{1, 2}}},
 			Inputs: []ValueInfo{
-				{Name: "x", Datatype: events.FP32, Shape: []int64{-1, 2}},
-				{Name: "W", Datatype: events.FP32, Shape: []int64{2}},
+				{Name: "x", Datatype: oip.FP32, Shape: []int64{-1, 2}},
+				{Name: "W", Datatype: oip.FP32, Shape: []int64{2}},
 			},
-			Outputs: []ValueInfo{{Name: "y", Datatype: events.FP32, Shape: []int64{-1, 2}}},
+			Outputs: []ValueInfo{{Name: "y", Datatype: oip.FP32, Shape: []int64{-1, 2}}},
 		},
 	}.Marshal()
 	require.NoError(f, err)

@@ -16,7 +16,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // Defaults used by Model.Marshal when a version is left at zero. ONNX
@@ -137,20 +137,20 @@ const (
 
 // datatypeOfElement maps the ONNX element types the platform serves to
 // Open Inference Protocol datatypes.
-var datatypeOfElement = map[elementType]events.Datatype{
-	elementFloat:   events.FP32,
-	elementUint8:   events.Uint8,
-	elementInt8:    events.Int8,
-	elementUint16:  events.Uint16,
-	elementInt16:   events.Int16,
-	elementInt32:   events.Int32,
-	elementInt64:   events.Int64,
-	elementString:  events.Bytes,
-	elementBool:    events.Bool,
-	elementFloat16: events.FP16,
-	elementDouble:  events.FP64,
-	elementUint32:  events.Uint32,
-	elementUint64:  events.Uint64,
+var datatypeOfElement = map[elementType]oip.Datatype{
+	elementFloat:   oip.FP32,
+	elementUint8:   oip.Uint8,
+	elementInt8:    oip.Int8,
+	elementUint16:  oip.Uint16,
+	elementInt16:   oip.Int16,
+	elementInt32:   oip.Int32,
+	elementInt64:   oip.Int64,
+	elementString:  oip.Bytes,
+	elementBool:    oip.Bool,
+	elementFloat16: oip.FP16,
+	elementDouble:  oip.FP64,
+	elementUint32:  oip.Uint32,
+	elementUint64:  oip.Uint64,
 }
 
 // elementNames names the ONNX element types for error messages.
@@ -190,7 +190,7 @@ func (element elementType) String() string {
 }
 
 // elementOfDatatype is the reverse of datatypeOfElement.
-func elementOfDatatype(datatype events.Datatype) (elementType, bool) {
+func elementOfDatatype(datatype oip.Datatype) (elementType, bool) {
 	for element, candidate := range datatypeOfElement {
 		if candidate == datatype {
 			return element, true

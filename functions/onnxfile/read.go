@@ -5,7 +5,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // ReadSignature returns the inputs and outputs of the model's graph, in the
@@ -22,10 +22,10 @@ import (
 //
 // Bytes that are not a well-formed model give an error wrapping
 // ErrMalformed; ReadSignature never panics.
-func ReadSignature(model []byte) (events.Signature, error) {
+func ReadSignature(model []byte) (oip.Signature, error) {
 	fields, err := readModel(model)
 	if err != nil {
-		return events.Signature{}, err
+		return oip.Signature{}, err
 	}
 	return readGraphSignature(fields.graph)
 }
@@ -114,7 +114,7 @@ func readMetadataEntry(entry []byte, metadata map[string]string) error {
 
 // readGraphSignature reads the inputs, outputs and initializer names of a
 // GraphProto and builds the signature from them.
-func readGraphSignature(graph []byte) (events.Signature, error) {
+func readGraphSignature(graph []byte) (oip.Signature, error) {
 	var inputs, outputs [][]byte
 	initializers := map[string]bool{}
 	err := walk(graph, func(current field) error {
@@ -141,16 +141,16 @@ func readGraphSignature(graph []byte) (events.Signature, error) {
 		return nil
 	})
 	if err != nil {
-		return events.Signature{}, fmt.Errorf("read graph: %w", err)
+		return oip.Signature{}, fmt.Errorf("read graph: %w", err)
 	}
 	if len(outputs) == 0 {
-		return events.Signature{}, fmt.Errorf("%w: the graph has no outputs", ErrMalformed)
+		return oip.Signature{}, fmt.Errorf("%w: the graph has no outputs", ErrMalformed)
 	}
-	signature := events.Signature{Inputs: []events.TensorSpec{}, Outputs: []events.TensorSpec{}}
+	signature := oip.Signature{Inputs: []oip.TensorSpec{}, Outputs: []oip.TensorSpec{}}
 	for index, input := range inputs {
 		spec, err := readValueInfo(input, "input", index)
 		if err != nil {
-			return events.Signature{}, err
+			return oip.Signature{}, err
 		}
 		if !initializers[spec.Name] {
 			signature.Inputs = append(signature.Inputs, spec)
@@ -159,7 +159,7 @@ func readGraphSignature(graph []byte) (events.Signature, error) {
 	for index, output := range outputs {
 		spec, err := readValueInfo(output, "output", index)
 		if err != nil {
-			return events.Signature{}, err
+			return oip.Signature{}, err
 		}
 		signature.Outputs = append(signature.Outputs, spec)
 	}
@@ -204,8 +204,8 @@ func readSparseTensorName(sparse []byte) (string, error) {
 
 // readValueInfo reads one ValueInfoProto of the graph's inputs or outputs;
 // role and index name it in errors until its name is known.
-func readValueInfo(valueInfo []byte, role string, index int) (events.TensorSpec, error) {
-	var spec events.TensorSpec
+func readValueInfo(valueInfo []byte, role string, index int) (oip.TensorSpec, error) {
+	var spec oip.TensorSpec
 	var valueType []byte
 	hasType := false
 	err := walk(valueInfo, func(current field) error {
@@ -225,23 +225,23 @@ func readValueInfo(valueInfo []byte, role string, index int) (events.TensorSpec,
 		return nil
 	})
 	if err != nil {
-		return events.TensorSpec{}, fmt.Errorf("%s %d: %w", role, index, err)
+		return oip.TensorSpec{}, fmt.Errorf("%s %d: %w", role, index, err)
 	}
 	if spec.Name == "" {
-		return events.TensorSpec{}, fmt.Errorf("%w: %s %d has no name", ErrMalformed, role, index)
+		return oip.TensorSpec{}, fmt.Errorf("%w: %s %d has no name", ErrMalformed, role, index)
 	}
 	if !hasType {
-		return events.TensorSpec{}, fmt.Errorf("%w: %s %q has no type", ErrMalformed, role, spec.Name)
+		return oip.TensorSpec{}, fmt.Errorf("%w: %s %q has no type", ErrMalformed, role, spec.Name)
 	}
 	spec.Datatype, spec.Shape, err = readType(valueType)
 	if err != nil {
-		return events.TensorSpec{}, fmt.Errorf("%s %q: %w", role, spec.Name, err)
+		return oip.TensorSpec{}, fmt.Errorf("%s %q: %w", role, spec.Name, err)
 	}
 	return spec, nil
 }
 
 // readType reads a TypeProto, which must hold a tensor type.
-func readType(valueType []byte) (events.Datatype, []int64, error) {
+func readType(valueType []byte) (oip.Datatype, []int64, error) {
 	var tensor []byte
 	var kind protowire.Number
 	err := walk(valueType, func(current field) error {
@@ -277,7 +277,7 @@ func readType(valueType []byte) (events.Datatype, []int64, error) {
 }
 
 // readTensorType reads a TypeProto.Tensor: its element type and shape.
-func readTensorType(tensor []byte) (events.Datatype, []int64, error) {
+func readTensorType(tensor []byte) (oip.Datatype, []int64, error) {
 	var element elementType
 	var shape []byte
 	hasShape := false

@@ -7,7 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // The helpers below build onnx.proto messages by hand, so that tests can
@@ -60,17 +60,17 @@ func modelOf(graphFields ...[]byte) []byte {
 var outputY = tensorValue(graphOutput, "y", elementFloat, "N", int64(1))
 
 func TestReadSignatureCrafted(t *testing.T) {
-	outputs := []events.TensorSpec{{Name: "y", Datatype: events.FP32, Shape: []int64{-1, 1}}}
+	outputs := []oip.TensorSpec{{Name: "y", Datatype: oip.FP32, Shape: []int64{-1, 1}}}
 	tests := []struct {
 		name  string
 		model []byte
-		want  events.Signature
+		want  oip.Signature
 	}{
 		{
 			name:  "dim_param, missing and negative dims are dynamic",
 			model: modelOf(tensorValue(graphInput, "x", elementFloat, "batch", nil, int64(-5), int64(3)), outputY),
-			want: events.Signature{
-				Inputs:  []events.TensorSpec{{Name: "x", Datatype: events.FP32, Shape: []int64{-1, -1, -1, 3}}},
+			want: oip.Signature{
+				Inputs:  []oip.TensorSpec{{Name: "x", Datatype: oip.FP32, Shape: []int64{-1, -1, -1, 3}}},
 				Outputs: outputs,
 			},
 		},
@@ -84,8 +84,8 @@ func TestReadSignatureCrafted(t *testing.T) {
 				messageField(graphInitializer, varintField(tensorDims, 3), stringField(tensorName, "W")),
 				messageField(graphSparseInitializer, messageField(sparseTensorValues, stringField(tensorName, "S"))),
 			),
-			want: events.Signature{
-				Inputs:  []events.TensorSpec{{Name: "x", Datatype: events.FP64, Shape: []int64{-1, 3}}},
+			want: oip.Signature{
+				Inputs:  []oip.TensorSpec{{Name: "x", Datatype: oip.FP64, Shape: []int64{-1, 3}}},
 				Outputs: outputs,
 			},
 		},
@@ -95,8 +95,8 @@ func TestReadSignatureCrafted(t *testing.T) {
 				messageField(modelGraph, tensorValue(graphInput, "x", elementString, int64(2))),
 				messageField(modelGraph, outputY),
 			),
-			want: events.Signature{
-				Inputs:  []events.TensorSpec{{Name: "x", Datatype: events.Bytes, Shape: []int64{2}}},
+			want: oip.Signature{
+				Inputs:  []oip.TensorSpec{{Name: "x", Datatype: oip.Bytes, Shape: []int64{2}}},
 				Outputs: outputs,
 			},
 		},
@@ -108,7 +108,7 @@ func TestReadSignatureCrafted(t *testing.T) {
 				protowire.AppendGroup(protowire.AppendTag(nil, 97, protowire.StartGroupType), 97, varintField(1, 1)),
 				modelOf(outputY, stringField(graphName, "g"), varintField(40, 1)),
 			),
-			want: events.Signature{Inputs: []events.TensorSpec{}, Outputs: outputs},
+			want: oip.Signature{Inputs: []oip.TensorSpec{}, Outputs: outputs},
 		},
 	}
 	for _, test := range tests {
@@ -210,8 +210,8 @@ func TestReadSignatureErrors(t *testing.T) {
 
 func TestReadSignatureOfEveryPrefixDoesNotPanic(t *testing.T) {
 	model, err := Model{Graph: Graph{
-		Inputs:  []ValueInfo{{Name: "x", Datatype: events.FP32, Shape: []int64{-1, 3}}},
-		Outputs: []ValueInfo{{Name: "y", Datatype: events.Int64, Shape: []int64{-1}}},
+		Inputs:  []ValueInfo{{Name: "x", Datatype: oip.FP32, Shape: []int64{-1, 3}}},
+		Outputs: []ValueInfo{{Name: "y", Datatype: oip.Int64, Shape: []int64{-1}}},
 		Nodes:   []Node{{OpType: "ArgMax", Inputs: []string{"x"}, Outputs: []string{"y"}, Attributes: []Attribute{IntAttribute("axis", 1)}}},
 	}}.Marshal()
 	require.NoError(t, err)

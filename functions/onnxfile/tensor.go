@@ -8,7 +8,7 @@ import (
 	"github.com/x448/float16"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // Field numbers of TensorProto that only ReadTensor needs.
@@ -43,34 +43,34 @@ type tensorFields struct {
 // TensorProto is (which may be no name). Its data may be in raw_data or in the typed fields.
 // Element types without an Open Inference Protocol datatype give an error
 // wrapping ErrUnsupported, as do tensors whose data is stored outside the file.
-func ReadTensor(message []byte) (events.Tensor, error) {
+func ReadTensor(message []byte) (oip.Tensor, error) {
 	var fields tensorFields
 	err := walk(message, fields.visit)
 	if err != nil {
-		return events.Tensor{}, fmt.Errorf("read tensor: %w", err)
+		return oip.Tensor{}, fmt.Errorf("read tensor: %w", err)
 	}
 	if fields.external {
-		return events.Tensor{}, fmt.Errorf("%w: tensor %q keeps its data in an external file", ErrUnsupported, fields.name)
+		return oip.Tensor{}, fmt.Errorf("%w: tensor %q keeps its data in an external file", ErrUnsupported, fields.name)
 	}
 	datatype, ok := datatypeOfElement[fields.element]
 	if !ok {
-		return events.Tensor{}, fmt.Errorf("%w: tensor %q has element type %v", ErrUnsupported, fields.name, fields.element)
+		return oip.Tensor{}, fmt.Errorf("%w: tensor %q has element type %v", ErrUnsupported, fields.name, fields.element)
 	}
 	elements := int64(1)
 	for _, size := range fields.dims {
 		if size < 0 || (size > 0 && elements > math.MaxInt32/size) {
-			return events.Tensor{}, fmt.Errorf("%w: tensor %q has dims %v", ErrMalformed, fields.name, fields.dims)
+			return oip.Tensor{}, fmt.Errorf("%w: tensor %q has dims %v", ErrMalformed, fields.name, fields.dims)
 		}
 		elements *= size
 	}
 	data, err := fields.data(datatype, int(elements))
 	if err != nil {
-		return events.Tensor{}, fmt.Errorf("tensor %q: %w", fields.name, err)
+		return oip.Tensor{}, fmt.Errorf("tensor %q: %w", fields.name, err)
 	}
 	if fields.dims == nil {
 		fields.dims = []int64{}
 	}
-	return events.Tensor{Name: fields.name, Shape: fields.dims, Datatype: datatype, Data: data}, nil
+	return oip.Tensor{Name: fields.name, Shape: fields.dims, Datatype: datatype, Data: data}, nil
 }
 
 // visit collects one field of a TensorProto.
@@ -164,8 +164,8 @@ func (current field) fixed(size int, what string) ([]uint64, error) {
 }
 
 // data returns the tensor's elements as the typed slice of datatype.
-func (t *tensorFields) data(datatype events.Datatype, elements int) (any, error) {
-	if datatype == events.Bytes {
+func (t *tensorFields) data(datatype oip.Datatype, elements int) (any, error) {
+	if datatype == oip.Bytes {
 		return counted(t.strings, elements)
 	}
 	if t.hasRaw {
@@ -175,9 +175,9 @@ func (t *tensorFields) data(datatype events.Datatype, elements int) (any, error)
 		return fromRaw(datatype, t.raw), nil
 	}
 	switch datatype {
-	case events.FP32:
+	case oip.FP32:
 		return counted(t.floats, elements)
-	case events.FP64:
+	case oip.FP64:
 		return counted(t.doubles, elements)
 	}
 	values, err := counted(t.varints, elements)
@@ -200,7 +200,7 @@ func counted[T any](values []T, elements int) ([]T, error) {
 
 // fromRaw reads little-endian raw_data as datatype's slice; its length has
 // been checked.
-func fromRaw(datatype events.Datatype, raw []byte) any {
+func fromRaw(datatype oip.Datatype, raw []byte) any {
 	size := datatype.Size()
 	values := make([]uint64, len(raw)/size)
 	for i := range values {
@@ -217,9 +217,9 @@ func fromRaw(datatype events.Datatype, raw []byte) any {
 		}
 	}
 	switch datatype {
-	case events.FP32:
+	case oip.FP32:
 		return convert(values, func(v uint64) float32 { return math.Float32frombits(uint32(v)) })
-	case events.FP64:
+	case oip.FP64:
 		return convert(values, math.Float64frombits)
 	}
 	return fromVarints(datatype, values)
@@ -228,27 +228,27 @@ func fromRaw(datatype events.Datatype, raw []byte) any {
 // fromVarints converts integers as TensorProto's int32_data, int64_data and
 // uint64_data hold them (and raw bits of the same width) to datatype's slice.
 // FLOAT16 elements are their bits, as in int32_data.
-func fromVarints(datatype events.Datatype, values []uint64) any {
+func fromVarints(datatype oip.Datatype, values []uint64) any {
 	switch datatype {
-	case events.Bool:
+	case oip.Bool:
 		return convert(values, func(v uint64) bool { return v != 0 })
-	case events.Uint8:
+	case oip.Uint8:
 		return convert(values, func(v uint64) uint8 { return uint8(v) })
-	case events.Uint16:
+	case oip.Uint16:
 		return convert(values, func(v uint64) uint16 { return uint16(v) })
-	case events.Uint32:
+	case oip.Uint32:
 		return convert(values, func(v uint64) uint32 { return uint32(v) })
-	case events.Uint64:
+	case oip.Uint64:
 		return values
-	case events.Int8:
+	case oip.Int8:
 		return convert(values, func(v uint64) int8 { return int8(v) })
-	case events.Int16:
+	case oip.Int16:
 		return convert(values, func(v uint64) int16 { return int16(v) })
-	case events.Int32:
+	case oip.Int32:
 		return convert(values, func(v uint64) int32 { return int32(v) })
-	case events.Int64:
+	case oip.Int64:
 		return convert(values, func(v uint64) int64 { return int64(v) })
-	case events.FP16:
+	case oip.FP16:
 		return convert(values, func(v uint64) float16.Float16 { return float16.Float16(uint16(v)) })
 	}
 	panic("onnxfile: no integer form for " + datatype)

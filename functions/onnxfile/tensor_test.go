@@ -10,7 +10,7 @@ import (
 	"github.com/x448/float16"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // packed is a packed repeated varint field.
@@ -34,47 +34,47 @@ func TestReadTensor(t *testing.T) {
 	tests := []struct {
 		name    string
 		message []byte
-		want    events.Tensor
+		want    oip.Tensor
 	}{
 		{
 			name:    "FP32 in raw_data, dims unpacked",
 			message: slices.Concat(varintField(tensorDims, 2), varintField(tensorDims, 1), varintField(tensorDataType, int64(elementFloat)), stringField(tensorName, "x"), appendBytesField(nil, tensorRawData, raw(1.5, -2))),
-			want:    events.Tensor{Name: "x", Shape: []int64{2, 1}, Datatype: events.FP32, Data: []float32{1.5, -2}},
+			want:    oip.Tensor{Name: "x", Shape: []int64{2, 1}, Datatype: oip.FP32, Data: []float32{1.5, -2}},
 		},
 		{
 			name:    "FP32 in float_data, dims packed",
 			message: slices.Concat(packed(tensorDims, 1, 2), varintField(tensorDataType, int64(elementFloat)), appendBytesField(nil, tensorFloatData, raw(3, 4))),
-			want:    events.Tensor{Shape: []int64{1, 2}, Datatype: events.FP32, Data: []float32{3, 4}},
+			want:    oip.Tensor{Shape: []int64{1, 2}, Datatype: oip.FP32, Data: []float32{3, 4}},
 		},
 		{
 			name:    "INT8 in int32_data",
 			message: slices.Concat(packed(tensorDims, 3), varintField(tensorDataType, int64(elementInt8)), packed(tensorInt32Data, -1, 127, -128)),
-			want:    events.Tensor{Shape: []int64{3}, Datatype: events.Int8, Data: []int8{-1, 127, -128}},
+			want:    oip.Tensor{Shape: []int64{3}, Datatype: oip.Int8, Data: []int8{-1, 127, -128}},
 		},
 		{
 			name:    "FLOAT16 bits in int32_data",
 			message: slices.Concat(packed(tensorDims, 1), varintField(tensorDataType, int64(elementFloat16)), packed(tensorInt32Data, int64(half))),
-			want:    events.Tensor{Shape: []int64{1}, Datatype: events.FP16, Data: []float16.Float16{half}},
+			want:    oip.Tensor{Shape: []int64{1}, Datatype: oip.FP16, Data: []float16.Float16{half}},
 		},
 		{
 			name:    "UINT64 in uint64_data",
 			message: slices.Concat(packed(tensorDims, 1), varintField(tensorDataType, int64(elementUint64)), packed(tensorUint64Data, -1)),
-			want:    events.Tensor{Shape: []int64{1}, Datatype: events.Uint64, Data: []uint64{math.MaxUint64}},
+			want:    oip.Tensor{Shape: []int64{1}, Datatype: oip.Uint64, Data: []uint64{math.MaxUint64}},
 		},
 		{
 			name:    "a scalar BOOL in raw_data",
 			message: slices.Concat(varintField(tensorDataType, int64(elementBool)), appendBytesField(nil, tensorRawData, []byte{1})),
-			want:    events.Tensor{Shape: []int64{}, Datatype: events.Bool, Data: []bool{true}},
+			want:    oip.Tensor{Shape: []int64{}, Datatype: oip.Bool, Data: []bool{true}},
 		},
 		{
 			name:    "STRING",
 			message: slices.Concat(packed(tensorDims, 2), varintField(tensorDataType, int64(elementString)), stringField(tensorStringData, "a"), stringField(tensorStringData, "")),
-			want:    events.Tensor{Shape: []int64{2}, Datatype: events.Bytes, Data: []string{"a", ""}},
+			want:    oip.Tensor{Shape: []int64{2}, Datatype: oip.Bytes, Data: []string{"a", ""}},
 		},
 		{
 			name:    "no elements",
 			message: slices.Concat(packed(tensorDims, 0, 3), varintField(tensorDataType, int64(elementString))),
-			want:    events.Tensor{Shape: []int64{0, 3}, Datatype: events.Bytes, Data: []string{}},
+			want:    oip.Tensor{Shape: []int64{0, 3}, Datatype: oip.Bytes, Data: []string{}},
 		},
 	}
 	for _, test := range tests {

@@ -9,7 +9,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // Model is an ONNX model to write: one graph, the versions of the operator
@@ -123,7 +123,7 @@ type Initializer struct {
 // shape (unknown rank); an empty one writes a scalar.
 type ValueInfo struct {
 	Name     string
-	Datatype events.Datatype
+	Datatype oip.Datatype
 	Shape    []int64
 }
 

@@ -5,7 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions/onnxfile"
 )
 
@@ -30,8 +30,8 @@ func linearModel() onnxfile.Model {
 				{Name: "W", Dims: []int64{2, 3}, Values: []float32{1, 2, 3, 4, 5, 6}},
 				{Name: "b", Dims: []int64{2}, Values: []float32{0.5, -0.5}},
 			},
-			Inputs:  []onnxfile.ValueInfo{{Name: "input", Datatype: events.FP32, Shape: []int64{-1, 3}}},
-			Outputs: []onnxfile.ValueInfo{{Name: "output", Datatype: events.FP32, Shape: []int64{-1, 2}}},
+			Inputs:  []onnxfile.ValueInfo{{Name: "input", Datatype: oip.FP32, Shape: []int64{-1, 3}}},
+			Outputs: []onnxfile.ValueInfo{{Name: "output", Datatype: oip.FP32, Shape: []int64{-1, 2}}},
 		},
 	}
 }
@@ -40,21 +40,21 @@ func TestMarshalRoundTrip(t *testing.T) {
 	tests := []struct {
 		name   string
 		edit   func(model *onnxfile.Model)
-		inputs []events.TensorSpec
+		inputs []oip.TensorSpec
 	}{
 		{
 			name:   "dynamic batch",
 			edit:   func(*onnxfile.Model) {},
-			inputs: []events.TensorSpec{{Name: "input", Datatype: events.FP32, Shape: []int64{-1, 3}}},
+			inputs: []oip.TensorSpec{{Name: "input", Datatype: oip.FP32, Shape: []int64{-1, 3}}},
 		},
 		{
 			name: "initializers listed as inputs are left out",
 			edit: func(model *onnxfile.Model) {
 				model.Graph.Inputs = append(model.Graph.Inputs,
-					onnxfile.ValueInfo{Name: "W", Datatype: events.FP32, Shape: []int64{2, 3}},
-					onnxfile.ValueInfo{Name: "b", Datatype: events.FP32, Shape: []int64{2}})
+					onnxfile.ValueInfo{Name: "W", Datatype: oip.FP32, Shape: []int64{2, 3}},
+					onnxfile.ValueInfo{Name: "b", Datatype: oip.FP32, Shape: []int64{2}})
 			},
-			inputs: []events.TensorSpec{{Name: "input", Datatype: events.FP32, Shape: []int64{-1, 3}}},
+			inputs: []oip.TensorSpec{{Name: "input", Datatype: oip.FP32, Shape: []int64{-1, 3}}},
 		},
 		{
 			name: "every datatype, scalar and unknown rank",
@@ -65,17 +65,17 @@ func TestMarshalRoundTrip(t *testing.T) {
 						onnxfile.ValueInfo{Name: spec.Name, Datatype: spec.Datatype, Shape: spec.Shape})
 				}
 				model.Graph.Inputs = append(model.Graph.Inputs,
-					onnxfile.ValueInfo{Name: "scalar", Datatype: events.Int64, Shape: []int64{}},
-					onnxfile.ValueInfo{Name: "any rank", Datatype: events.FP32})
+					onnxfile.ValueInfo{Name: "scalar", Datatype: oip.Int64, Shape: []int64{}},
+					onnxfile.ValueInfo{Name: "any rank", Datatype: oip.FP32})
 			},
 			inputs: append(everyDatatype([]int64{-1, 0, 7, -1}),
-				events.TensorSpec{Name: "scalar", Datatype: events.Int64, Shape: []int64{}},
-				events.TensorSpec{Name: "any rank", Datatype: events.FP32}),
+				oip.TensorSpec{Name: "scalar", Datatype: oip.Int64, Shape: []int64{}},
+				oip.TensorSpec{Name: "any rank", Datatype: oip.FP32}),
 		},
 		{
 			name:   "no inputs",
 			edit:   func(model *onnxfile.Model) { model.Graph.Inputs = nil },
-			inputs: []events.TensorSpec{},
+			inputs: []oip.TensorSpec{},
 		},
 	}
 	for _, test := range tests {
@@ -87,9 +87,9 @@ func TestMarshalRoundTrip(t *testing.T) {
 
 			signature, err := onnxfile.ReadSignature(encoded)
 			require.NoError(t, err)
-			require.Equal(t, events.Signature{
+			require.Equal(t, oip.Signature{
 				Inputs:  test.inputs,
-				Outputs: []events.TensorSpec{{Name: "output", Datatype: events.FP32, Shape: []int64{-1, 2}}},
+				Outputs: []oip.TensorSpec{{Name: "output", Datatype: oip.FP32, Shape: []int64{-1, 2}}},
 			}, signature)
 
 			metadata, err := onnxfile.ReadMetadata(encoded)
@@ -100,14 +100,14 @@ func TestMarshalRoundTrip(t *testing.T) {
 }
 
 // everyDatatype is one spec of each datatype, named after it.
-func everyDatatype(shape []int64) []events.TensorSpec {
-	var specs []events.TensorSpec
-	for _, datatype := range []events.Datatype{
-		events.Bool, events.Uint8, events.Uint16, events.Uint32, events.Uint64,
-		events.Int8, events.Int16, events.Int32, events.Int64,
-		events.FP16, events.FP32, events.FP64, events.Bytes,
+func everyDatatype(shape []int64) []oip.TensorSpec {
+	var specs []oip.TensorSpec
+	for _, datatype := range []oip.Datatype{
+		oip.Bool, oip.Uint8, oip.Uint16, oip.Uint32, oip.Uint64,
+		oip.Int8, oip.Int16, oip.Int32, oip.Int64,
+		oip.FP16, oip.FP32, oip.FP64, oip.Bytes,
 	} {
-		specs = append(specs, events.TensorSpec{Name: string(datatype), Datatype: datatype, Shape: shape})
+		specs = append(specs, oip.TensorSpec{Name: string(datatype), Datatype: datatype, Shape: shape})
 	}
 	return specs
 }

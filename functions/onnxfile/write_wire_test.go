@@ -6,7 +6,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 )
 
 // The reader only reads what serving needs, so these tests check what the
@@ -50,8 +50,8 @@ func labelModel() Model {
 					StringAttribute("default_string", ""),
 				},
 			}},
-			Inputs:  []ValueInfo{{Name: "label", Datatype: events.Int64, Shape: []int64{-1}}},
-			Outputs: []ValueInfo{{Name: "class", Datatype: events.Bytes, Shape: []int64{-1}}},
+			Inputs:  []ValueInfo{{Name: "label", Datatype: oip.Int64, Shape: []int64{-1}}},
+			Outputs: []ValueInfo{{Name: "class", Datatype: oip.Bytes, Shape: []int64{-1}}},
 		},
 	}
 }
@@ -134,9 +134,9 @@ func TestMarshalBytesIsString(t *testing.T) {
 
 	signature, err := ReadSignature(encoded)
 	require.NoError(t, err)
-	require.Equal(t, events.Signature{
-		Inputs:  []events.TensorSpec{{Name: "label", Datatype: events.Int64, Shape: []int64{-1}}},
-		Outputs: []events.TensorSpec{{Name: "class", Datatype: events.Bytes, Shape: []int64{-1}}},
+	require.Equal(t, oip.Signature{
+		Inputs:  []oip.TensorSpec{{Name: "label", Datatype: oip.Int64, Shape: []int64{-1}}},
+		Outputs: []oip.TensorSpec{{Name: "class", Datatype: oip.Bytes, Shape: []int64{-1}}},
 	}, signature)
 }
 

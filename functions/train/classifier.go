@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"slices"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions/onnxfile"
 )
 
@@ -128,11 +128,11 @@ func (classifier *Classifier) graph() onnxfile.Graph {
 			{Name: "feature_mean", Dims: []int64{width}, Values: toFloat32(classifier.mean)},
 			{Name: "feature_scale", Dims: []int64{width}, Values: toFloat32(classifier.scale)},
 		},
-		Inputs: []onnxfile.ValueInfo{{Name: InputName, Datatype: events.FP32, Shape: []int64{-1, width}}},
+		Inputs: []onnxfile.ValueInfo{{Name: InputName, Datatype: oip.FP32, Shape: []int64{-1, width}}},
 		Outputs: []onnxfile.ValueInfo{
-			{Name: ProbabilitiesName, Datatype: events.FP32, Shape: []int64{-1, int64(len(classifier.classes))}},
-			{Name: LabelName, Datatype: events.Int64, Shape: []int64{-1}},
-			{Name: ClassName, Datatype: events.Bytes, Shape: []int64{-1}},
+			{Name: ProbabilitiesName, Datatype: oip.FP32, Shape: []int64{-1, int64(len(classifier.classes))}},
+			{Name: LabelName, Datatype: oip.Int64, Shape: []int64{-1}},
+			{Name: ClassName, Datatype: oip.Bytes, Shape: []int64{-1}},
 		},
 	}
 	previous := "standardized"

@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions/onnxfile"
 	"sluice.dev/sluice/functions/train"
 )
@@ -39,12 +39,12 @@ func TestClassifierONNX(t *testing.T) {
 
 			signature, err := onnxfile.ReadSignature(model)
 			require.NoError(t, err)
-			require.Equal(t, events.Signature{
-				Inputs: []events.TensorSpec{{Name: train.InputName, Datatype: events.FP32, Shape: []int64{-1, 4}}},
-				Outputs: []events.TensorSpec{
-					{Name: train.ProbabilitiesName, Datatype: events.FP32, Shape: []int64{-1, 3}},
-					{Name: train.LabelName, Datatype: events.Int64, Shape: []int64{-1}},
-					{Name: train.ClassName, Datatype: events.Bytes, Shape: []int64{-1}},
+			require.Equal(t, oip.Signature{
+				Inputs: []oip.TensorSpec{{Name: train.InputName, Datatype: oip.FP32, Shape: []int64{-1, 4}}},
+				Outputs: []oip.TensorSpec{
+					{Name: train.ProbabilitiesName, Datatype: oip.FP32, Shape: []int64{-1, 3}},
+					{Name: train.LabelName, Datatype: oip.Int64, Shape: []int64{-1}},
+					{Name: train.ClassName, Datatype: oip.Bytes, Shape: []int64{-1}},
 				},
 			}, signature)
 

@@ -11,8 +11,7 @@ import (
 
 	ort "github.com/yalue/onnxruntime_go"
 
-	"sluice.dev/sluice/events"
-	"sluice.dev/sluice/functions"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions/onnxfile"
 )
 
@@ -118,7 +117,7 @@ func (c SessionConfig) Validate() error {
 // one shared session does not).
 type Session struct {
 	session   *ort.DynamicAdvancedSession
-	signature events.Signature
+	signature oip.Signature
 	// inputs and outputs say how each tensor of the signature crosses into
 	// ONNX Runtime (see onnxfile.Adapt); outputs of unknown rank add a
 	// shape output to the session's outputs, after the signature's.
@@ -129,7 +128,7 @@ type Session struct {
 
 // Load creates a session for model, whose inputs and outputs are signature's.
 // Init must have succeeded first.
-func Load(model []byte, signature events.Signature, cfg SessionConfig) (*Session, error) {
+func Load(model []byte, signature oip.Signature, cfg SessionConfig) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -204,10 +203,10 @@ func appendCUDA(options *ort.SessionOptions, device int) error {
 
 // sameTensors reports the first input or output whose name, datatype or
 // rank differs between the model's signature and the one given.
-func sameTensors(model, given events.Signature) error {
+func sameTensors(model, given oip.Signature) error {
 	for _, list := range []struct {
 		role         string
-		model, given []events.TensorSpec
+		model, given []oip.TensorSpec
 	}{{"inputs", model.Inputs, given.Inputs}, {"outputs", model.Outputs, given.Outputs}} {
 		if len(list.model) != len(list.given) {
 			return fmt.Errorf("the model has %d %s, the signature %d", len(list.model), list.role, len(list.given))
@@ -216,7 +215,7 @@ func sameTensors(model, given events.Signature) error {
 			other := list.given[i]
 			if spec.Name != other.Name || spec.Datatype != other.Datatype || len(spec.Shape) != len(other.Shape) || (spec.Shape == nil) != (other.Shape == nil) {
 				return fmt.Errorf("%s[%d] is %s %s %s in the model, %s %s %s in the signature", list.role, i,
-					spec.Name, spec.Datatype, events.FormatShape(spec.Shape), other.Name, other.Datatype, events.FormatShape(other.Shape))
+					spec.Name, spec.Datatype, oip.FormatShape(spec.Shape), other.Name, other.Datatype, oip.FormatShape(other.Shape))
 			}
 		}
 	}
@@ -236,21 +235,4 @@ func (s *Session) Close() error {
 }
 
 // Signature is the model's inputs and outputs.
-func (s *Session) Signature() events.Signature { return s.signature }
-
-// Checker loads models once, on one CPU thread, to learn whether ONNX Runtime
-// runs them: `sluice deploy` checks a new revision's model with it before the
-// revision takes traffic. A model for the CUDA provider is checked on the CPU
-// provider, which runs every operator CUDA does.
-type Checker struct{}
-
-var _ functions.ModelChecker = Checker{}
-
-// CheckModel loads model into a session and closes it; the error is ONNX Runtime's.
-func (Checker) CheckModel(model []byte, signature events.Signature, _ functions.RuntimeSpec) error {
-	session, err := Load(model, signature, DefaultSessionConfig())
-	if err != nil {
-		return err
-	}
-	return session.Close()
-}
+func (s *Session) Signature() oip.Signature { return s.signature }

@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions/onnxfile"
 	"sluice.dev/sluice/functions/train"
 	"sluice.dev/sluice/worker/onnx"
@@ -28,7 +28,7 @@ func initRuntime(t testing.TB) {
 type iris struct {
 	classifier *train.Classifier
 	model      []byte
-	signature  events.Signature
+	signature  oip.Signature
 	rows       [][]float32
 }
 
@@ -57,7 +57,7 @@ func irisFixture(t testing.TB) *iris {
 }
 
 // loadSession creates a session with the default configuration, closed when the test ends.
-func loadSession(t testing.TB, model []byte, signature events.Signature) *onnx.Session {
+func loadSession(t testing.TB, model []byte, signature oip.Signature) *onnx.Session {
 	t.Helper()
 	initRuntime(t)
 	session, err := onnx.Load(model, signature, onnx.DefaultSessionConfig())
@@ -67,17 +67,17 @@ func loadSession(t testing.TB, model []byte, signature events.Signature) *onnx.S
 }
 
 // irisInput stacks rows into the model's input tensor.
-func irisInput(t testing.TB, rows [][]float32) events.Tensor {
+func irisInput(t testing.TB, rows [][]float32) oip.Tensor {
 	t.Helper()
 	data := slices.Concat(rows...)
-	tensor, err := events.NewTensor(train.InputName, []int64{int64(len(rows)), int64(len(rows[0]))}, data)
+	tensor, err := oip.NewTensor(train.InputName, []int64{int64(len(rows)), int64(len(rows[0]))}, data)
 	require.NoError(t, err)
 	return tensor
 }
 
-func output(t testing.TB, outputs []events.Tensor, name string) events.Tensor {
+func output(t testing.TB, outputs []oip.Tensor, name string) oip.Tensor {
 	t.Helper()
-	index := slices.IndexFunc(outputs, func(tensor events.Tensor) bool { return tensor.Name == name })
+	index := slices.IndexFunc(outputs, func(tensor oip.Tensor) bool { return tensor.Name == name })
 	require.GreaterOrEqual(t, index, 0, "output %q missing from %v", name, outputs)
 	return outputs[index]
 }
@@ -97,7 +97,7 @@ func TestIrisMatchesPredictProba(t *testing.T) {
 	session := loadSession(t, fixture.model, fixture.signature)
 	require.Equal(t, fixture.signature, session.Signature())
 
-	outputs, err := session.Run([]events.Tensor{irisInput(t, fixture.rows)})
+	outputs, err := session.Run([]oip.Tensor{irisInput(t, fixture.rows)})
 	require.NoError(t, err)
 	require.Len(t, outputs, len(fixture.signature.Outputs))
 	for i, spec := range fixture.signature.Outputs {
@@ -107,15 +107,15 @@ func TestIrisMatchesPredictProba(t *testing.T) {
 
 	classes := int64(len(fixture.classifier.Classes()))
 	probabilities := output(t, outputs, train.ProbabilitiesName)
-	require.Equal(t, events.FP32, probabilities.Datatype)
+	require.Equal(t, oip.FP32, probabilities.Datatype)
 	require.Equal(t, []int64{150, classes}, probabilities.Shape)
 	labels := output(t, outputs, train.LabelName)
-	require.Equal(t, events.Int64, labels.Datatype)
+	require.Equal(t, oip.Int64, labels.Datatype)
 	require.Equal(t, []int64{150}, labels.Shape)
 
 	// The class output, when the model has one, names the label.
 	var names []string
-	if slices.ContainsFunc(outputs, func(tensor events.Tensor) bool { return tensor.Name == train.ClassName }) {
+	if slices.ContainsFunc(outputs, func(tensor oip.Tensor) bool { return tensor.Name == train.ClassName }) {
 		names = output(t, outputs, train.ClassName).Data.([]string)
 	}
 	got := probabilities.Data.([]float32)
@@ -135,12 +135,12 @@ func TestRunErrors(t *testing.T) {
 	session := loadSession(t, fixture.model, fixture.signature)
 	tests := []struct {
 		name   string
-		inputs []events.Tensor
+		inputs []oip.Tensor
 		want   []string
 	}{
 		{
 			name:   "missing input",
-			inputs: []events.Tensor{{Name: "features", Shape: []int64{1, 4}, Datatype: events.FP32, Data: []float32{1, 2, 3, 4}}},
+			inputs: []oip.Tensor{{Name: "features", Shape: []int64{1, 4}, Datatype: oip.FP32, Data: []float32{1, 2, 3, 4}}},
 			want:   []string{`input "input" missing`},
 		},
 		{
@@ -150,27 +150,27 @@ func TestRunErrors(t *testing.T) {
 		},
 		{
 			name:   "bad shape",
-			inputs: []events.Tensor{{Name: "input", Shape: []int64{1, 5}, Datatype: events.FP32, Data: []float32{1, 2, 3, 4, 5}}},
+			inputs: []oip.Tensor{{Name: "input", Shape: []int64{1, 5}, Datatype: oip.FP32, Data: []float32{1, 2, 3, 4, 5}}},
 			want:   []string{"onnx: run:", "input"},
 		},
 		{
 			name:   "bad rank",
-			inputs: []events.Tensor{{Name: "input", Shape: []int64{4}, Datatype: events.FP32, Data: []float32{1, 2, 3, 4}}},
+			inputs: []oip.Tensor{{Name: "input", Shape: []int64{4}, Datatype: oip.FP32, Data: []float32{1, 2, 3, 4}}},
 			want:   []string{"onnx: run:"},
 		},
 		{
 			name:   "wrong datatype",
-			inputs: []events.Tensor{{Name: "input", Shape: []int64{1, 4}, Datatype: events.FP64, Data: []float64{1, 2, 3, 4}}},
+			inputs: []oip.Tensor{{Name: "input", Shape: []int64{1, 4}, Datatype: oip.FP64, Data: []float64{1, 2, 3, 4}}},
 			want:   []string{"onnx: run:"},
 		},
 		{
 			name:   "fewer elements than the shape holds",
-			inputs: []events.Tensor{{Name: "input", Shape: []int64{2, 4}, Datatype: events.FP32, Data: []float32{1, 2, 3, 4}}},
+			inputs: []oip.Tensor{{Name: "input", Shape: []int64{2, 4}, Datatype: oip.FP32, Data: []float32{1, 2, 3, 4}}},
 			want:   []string{`onnx: input "input"`, "8 elements"},
 		},
 		{
 			name:   "unsupported data",
-			inputs: []events.Tensor{{Name: "input", Shape: []int64{1, 4}, Datatype: events.FP32, Data: []complex64{1, 2, 3, 4}}},
+			inputs: []oip.Tensor{{Name: "input", Shape: []int64{1, 4}, Datatype: oip.FP32, Data: []complex64{1, 2, 3, 4}}},
 			want:   []string{`onnx: input "input"`, "not supported"},
 		},
 	}
@@ -185,7 +185,7 @@ func TestRunErrors(t *testing.T) {
 		})
 	}
 	// A failed run leaves the session usable.
-	outputs, err := session.Run([]events.Tensor{irisInput(t, fixture.rows[:1])})
+	outputs, err := session.Run([]oip.Tensor{irisInput(t, fixture.rows[:1])})
 	require.NoError(t, err)
 	require.Len(t, outputs, len(fixture.signature.Outputs))
 }
@@ -196,7 +196,7 @@ func TestLoadErrors(t *testing.T) {
 	tests := []struct {
 		name      string
 		model     []byte
-		signature events.Signature
+		signature oip.Signature
 		cfg       onnx.SessionConfig
 		want      string
 	}{

@@ -9,17 +9,17 @@ import (
 	"github.com/x448/float16"
 	ort "github.com/yalue/onnxruntime_go"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions/onnxfile"
 )
 
 // Run runs the model once. inputs must hold every input of the signature,
 // in any order; the result holds every output, in signature order.
-func (s *Session) Run(inputs []events.Tensor) ([]events.Tensor, error) {
+func (s *Session) Run(inputs []oip.Tensor) ([]oip.Tensor, error) {
 	values := make([]ort.Value, len(s.signature.Inputs))
 	defer destroy(values)
 	for i, spec := range s.signature.Inputs {
-		tensor, ok := events.FindTensor(inputs, spec.Name)
+		tensor, ok := oip.FindTensor(inputs, spec.Name)
 		if !ok {
 			return nil, fmt.Errorf("onnx: input %q missing", spec.Name)
 		}
@@ -42,7 +42,7 @@ func (s *Session) Run(inputs []events.Tensor) ([]events.Tensor, error) {
 	if err := s.session.Run(values, outputs); err != nil {
 		return nil, fmt.Errorf("onnx: run: %w", err)
 	}
-	result := make([]events.Tensor, len(s.signature.Outputs))
+	result := make([]oip.Tensor, len(s.signature.Outputs))
 	shapes := outputs[len(result):]
 	for i, port := range s.outputs {
 		var shape ort.Value
@@ -70,13 +70,13 @@ func destroy(values []ort.Value) {
 
 // toValue makes the ONNX Runtime value that port takes from t: a scalar as
 // shape [1], FP16 as FP32.
-func toValue(t events.Tensor, port onnxfile.Port) (ort.Value, error) {
+func toValue(t oip.Tensor, port onnxfile.Port) (ort.Value, error) {
 	shape := ort.NewShape(t.Shape...)
 	switch {
 	case port.Scalar:
 		shape = ort.NewShape(1)
 	case len(shape) == 0:
-		return nil, &events.FieldError{Field: t.Name + ".shape", Problem: "the model does not declare this input's rank, and a scalar can only be given to an input declared rank 0"}
+		return nil, &oip.FieldError{Field: t.Name + ".shape", Problem: "the model does not declare this input's rank, and a scalar can only be given to an input declared rank 0"}
 	}
 	if data, ok := t.Data.([]float16.Float16); ok && port.FP16 {
 		widened := make([]float32, len(data))
@@ -113,7 +113,7 @@ func toValue(t events.Tensor, port onnxfile.Port) (ort.Value, error) {
 		// silently cut the element short.
 		for i, element := range data {
 			if strings.IndexByte(element, 0) >= 0 {
-				return nil, &events.FieldError{Field: fmt.Sprintf("%s.data[%d]", t.Name, i), Problem: "holds a NUL byte, which ONNX Runtime's string tensors cannot carry"}
+				return nil, &oip.FieldError{Field: fmt.Sprintf("%s.data[%d]", t.Name, i), Problem: "holds a NUL byte, which ONNX Runtime's string tensors cannot carry"}
 			}
 		}
 		tensor, err := ort.NewStringTensor(shape)
@@ -132,7 +132,7 @@ func toValue(t events.Tensor, port onnxfile.Port) (ort.Value, error) {
 // fromValue reads an output of the session back as the signature's tensor
 // called name: port says how it crossed, and shape holds the dimensions of an
 // output of unknown rank, which crossed flat.
-func fromValue(name string, value, shape ort.Value, port onnxfile.Port) (events.Tensor, error) {
+func fromValue(name string, value, shape ort.Value, port onnxfile.Port) (oip.Tensor, error) {
 	var data any
 	switch v := value.(type) {
 	case *ort.Tensor[float32]:
@@ -167,11 +167,11 @@ func fromValue(name string, value, shape ort.Value, port onnxfile.Port) (events.
 	case *ort.StringTensor:
 		contents, err := v.GetContents()
 		if err != nil {
-			return events.Tensor{}, err
+			return oip.Tensor{}, err
 		}
 		data = contents
 	default:
-		return events.Tensor{}, fmt.Errorf("output type %T is not supported", value)
+		return oip.Tensor{}, fmt.Errorf("output type %T is not supported", value)
 	}
 	dimensions := []int64(value.(interface{ GetShape() ort.Shape }).GetShape())
 	switch {
@@ -180,9 +180,9 @@ func fromValue(name string, value, shape ort.Value, port onnxfile.Port) (events.
 	case port.Shape != "":
 		given, ok := shape.(*ort.Tensor[int64])
 		if !ok {
-			return events.Tensor{}, fmt.Errorf("its shape came as %T, not INT64", shape)
+			return oip.Tensor{}, fmt.Errorf("its shape came as %T, not INT64", shape)
 		}
 		dimensions = slices.Clone(given.GetData())
 	}
-	return events.NewTensor(name, dimensions, data)
+	return oip.NewTensor(name, dimensions, data)
 }

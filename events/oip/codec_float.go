@@ -1,4 +1,4 @@
-package events
+package oip
 
 // exactFloat returns the value of a JSON number token that the scanner has
 // checked (an optional '-', digits, an optional fraction, no exponent) when

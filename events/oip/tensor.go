@@ -1,4 +1,4 @@
-package events
+package oip
 
 // Datatype is an Open Inference Protocol v2 tensor datatype.
 type Datatype string
