@@ -16,6 +16,7 @@ import (
 	"sluice.dev/sluice/activator"
 	"sluice.dev/sluice/autoscaler"
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/embedded"
 	"sluice.dev/sluice/functions"
 	"sluice.dev/sluice/worker/onnx"
 )
@@ -72,10 +73,10 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 		}
 		defer stop()
 	}
-	serverCfg := events.DefaultServerConfig()
+	serverCfg := embedded.DefaultConfig()
 	serverCfg.Host, serverCfg.Port = f.natsHost, f.natsPort
 	serverCfg.StoreDir = filepath.Join(f.dataDir, "jetstream")
-	server, err := events.StartServer(serverCfg)
+	server, err := embedded.Start(serverCfg)
 	if err != nil {
 		return err
 	}

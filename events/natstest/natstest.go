@@ -8,17 +8,17 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/embedded"
 )
 
 // Run starts a nats-server on a free loopback port with JetStream storage in a
 // temporary directory, and shuts it down when the test ends.
 func Run(t testing.TB) *server.Server {
 	t.Helper()
-	cfg := events.DefaultServerConfig()
+	cfg := embedded.DefaultConfig()
 	cfg.Port = -1
 	cfg.StoreDir = t.TempDir()
-	srv, err := events.StartServer(cfg)
+	srv, err := embedded.Start(cfg)
 	if err != nil {
 		t.Fatalf("natstest: %v", err)
 	}

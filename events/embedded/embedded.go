@@ -1,4 +1,7 @@
-package events
+// Package embedded runs the nats-server that Sluice embeds when it runs on
+// one machine (`sluice up`) and in tests (events/natstest): JetStream with
+// file storage, in this process.
+package embedded
 
 import (
 	"errors"
@@ -8,8 +11,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// ServerConfig configures the nats-server that Sluice embeds when it runs on one machine.
-type ServerConfig struct {
+// Config configures the embedded nats-server.
+type Config struct {
 	// Host and Port to listen on; Port -1 picks a free port.
 	Host string
 	Port int
@@ -21,13 +24,13 @@ type ServerConfig struct {
 	Logs bool
 }
 
-// DefaultServerConfig listens on loopback at NATS's usual port.
-func DefaultServerConfig() ServerConfig {
-	return ServerConfig{Host: "127.0.0.1", Port: 4222, MaxPayload: 8 << 20}
+// DefaultConfig listens on loopback at NATS's usual port.
+func DefaultConfig() Config {
+	return Config{Host: "127.0.0.1", Port: 4222, MaxPayload: 8 << 20}
 }
 
 // Validate reports what is wrong with the configuration.
-func (c ServerConfig) Validate() error {
+func (c Config) Validate() error {
 	if c.StoreDir == "" {
 		return errors.New("nats server: StoreDir is required for JetStream's file storage")
 	}
@@ -37,10 +40,10 @@ func (c ServerConfig) Validate() error {
 	return nil
 }
 
-// StartServer starts an embedded nats-server with JetStream on disk and waits
+// Start starts an embedded nats-server with JetStream on disk and waits
 // until it accepts connections. The caller owns it and calls Shutdown and
 // WaitForShutdown.
-func StartServer(cfg ServerConfig) (*server.Server, error) {
+func Start(cfg Config) (*server.Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
