@@ -190,14 +190,25 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 // limited answers 429 instead of taking a request past MaxInFlight.
 func (a *Activator) limited(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case a.slots <- struct{}{}:
-			defer func() { <-a.slots }()
-			next(w, r)
-		default:
-			code := writeError(w, fmt.Errorf("%w: %d requests are in flight, the most this activator holds", errOverloaded, cap(a.slots)))
+		release, err := a.takeSlot()
+		if err != nil {
+			code := writeError(w, err)
 			a.metrics.observe(a.knownName(r.PathValue("name")), code, time.Now())
+			return
 		}
+		defer release()
+		next(w, r)
+	}
+}
+
+// takeSlot holds one of the MaxInFlight slots until release is called, or
+// says the activator is overloaded (429) when none is free.
+func (a *Activator) takeSlot() (release func(), err error) {
+	select {
+	case a.slots <- struct{}{}:
+		return func() { <-a.slots }, nil
+	default:
+		return nil, fmt.Errorf("%w: %d requests are in flight, the most this activator holds", errOverloaded, cap(a.slots))
 	}
 }
 

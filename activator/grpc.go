@@ -143,12 +143,11 @@ func (s grpcService) ModelInfer(ctx context.Context, req *inference.ModelInferRe
 }
 
 func (s grpcService) infer(ctx context.Context, req *inference.ModelInferRequest) (*inference.ModelInferResponse, error) {
-	select {
-	case s.a.slots <- struct{}{}:
-		defer func() { <-s.a.slots }()
-	default:
-		return nil, fmt.Errorf("%w: %d requests are in flight, the most this activator holds", errOverloaded, cap(s.a.slots))
+	release, err := s.a.takeSlot()
+	if err != nil {
+		return nil, err
 	}
+	defer release()
 	fn, err := s.a.lookup(ctx, req.GetModelName(), req.GetModelVersion())
 	if err != nil {
 		return nil, err
