@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
@@ -23,12 +24,13 @@ import (
 // source is the CloudEvent source of the requests the activator publishes.
 const source = "/sluice/activator"
 
-// lookup finds a deployed function and the revision that takes the request
-// (functions.Status.Serving): the Function returned names that revision and
-// its model in Status.Revision and Status.Model. A function or version the
-// view does not hold yet is read from the catalog, so what a returned deploy
-// wrote answers at once.
-func (a *Activator) lookup(ctx context.Context, name, version string) (*functions.Function, error) {
+// lookup finds a deployed function and makes the request's one routing
+// decision (functions.Status.Route, by the version asked for or the traffic
+// table, with the caller's route key): the Function returned names that
+// revision and its model in Status.Revision and Status.Model. A function or
+// version the view does not hold yet is read from the catalog, so what a
+// returned deploy wrote answers at once.
+func (a *Activator) lookup(ctx context.Context, name, version, routeKey string) (*functions.Function, error) {
 	fn, ok := a.registry.Lookup(name)
 	if !ok || fn.Status.Model == nil || (version != "" && !hasRevision(fn, version)) {
 		var err error
@@ -39,7 +41,7 @@ func (a *Activator) lookup(ctx context.Context, name, version string) (*function
 	if !ok || fn.Status.Model == nil {
 		return nil, fmt.Errorf("%w: model %q is not deployed", errNotFound, name)
 	}
-	revision, err := fn.Status.Serving(version)
+	revision, err := fn.Status.Route(version, routeKey, rand.Float64())
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", name, err)
 	}

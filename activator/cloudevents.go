@@ -13,6 +13,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
 )
 
 // cloudEvent serves POST /: an inference request CloudEvent in binary or
@@ -39,7 +40,7 @@ func (a *Activator) serveCloudEvent(w http.ResponseWriter, r *http.Request) (str
 	}
 	name, _ := ev.Extensions()[events.ExtensionModel].(string)
 	version, _ := ev.Extensions()[events.ExtensionModelVersion].(string)
-	fn, err := a.lookup(r.Context(), name, version)
+	fn, err := a.lookup(r.Context(), name, version, r.Header.Get(functions.RouteKeyHeader))
 	if err != nil {
 		return name, ev.ID(), writeError(w, err)
 	}

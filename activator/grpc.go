@@ -20,6 +20,7 @@ import (
 	"sluice.dev/sluice/activator/inference"
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/events/oip"
+	"sluice.dev/sluice/functions"
 )
 
 // This file serves the Open Inference Protocol over gRPC
@@ -97,7 +98,7 @@ func (s grpcService) ServerReady(context.Context, *inference.ServerReadyRequest)
 // ModelReady is false for a model that cannot run, and NotFound for one that
 // is not deployed.
 func (s grpcService) ModelReady(ctx context.Context, req *inference.ModelReadyRequest) (*inference.ModelReadyResponse, error) {
-	_, err := s.a.lookup(ctx, req.GetName(), req.GetVersion())
+	_, err := s.a.lookup(ctx, req.GetName(), req.GetVersion(), "")
 	if err != nil && status(err) != http.StatusServiceUnavailable {
 		return nil, grpcError(err)
 	}
@@ -148,7 +149,7 @@ func (s grpcService) infer(ctx context.Context, req *inference.ModelInferRequest
 		return nil, err
 	}
 	defer release()
-	fn, err := s.a.lookup(ctx, req.GetModelName(), req.GetModelVersion())
+	fn, err := s.a.lookup(ctx, req.GetModelName(), req.GetModelVersion(), firstMetadata(ctx, strings.ToLower(functions.RouteKeyHeader)))
 	if err != nil {
 		return nil, err
 	}

@@ -24,7 +24,7 @@ func (a *Activator) infer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Activator) serveInfer(w http.ResponseWriter, r *http.Request, name string) (string, int) {
-	fn, err := a.lookup(r.Context(), name, r.PathValue("version"))
+	fn, err := a.lookup(r.Context(), name, r.PathValue("version"), r.Header.Get(functions.RouteKeyHeader))
 	if err != nil {
 		return "", writeError(w, err)
 	}
@@ -88,7 +88,7 @@ type modelInfo struct {
 // revision as a version. A model that cannot run still has its metadata,
 // with State Failed and ONNX Runtime's Reason.
 func (a *Activator) metadata(ctx context.Context, name, version string) (modelInfo, error) {
-	fn, err := a.lookup(ctx, name, version)
+	fn, err := a.lookup(ctx, name, version, "")
 	var revision functions.RevisionStatus
 	switch {
 	case errors.Is(err, functions.ErrModelCannotRun):
@@ -114,7 +114,7 @@ func (a *Activator) metadata(ctx context.Context, name, version string) (modelIn
 // to receive requests even at zero replicas: they wait in its queue; one
 // whose model cannot run is not (503, with the reason).
 func (a *Activator) modelReady(w http.ResponseWriter, r *http.Request) {
-	if _, err := a.lookup(r.Context(), r.PathValue("name"), r.PathValue("version")); err != nil {
+	if _, err := a.lookup(r.Context(), r.PathValue("name"), r.PathValue("version"), ""); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
@@ -86,4 +87,56 @@ func TestDeployedFunctionAnswersBeforeTheWatchBringsIt(t *testing.T) {
 		metadata := p.get(t, "/v2/models/"+fn.Metadata.Name)
 		require.Equal(t, http.StatusOK, metadata.status, string(metadata.body))
 	}
+}
+
+// TestTrafficSplitsAndStays: with a traffic table, requests go to its
+// revisions in proportion, and a route key keeps a caller on one.
+func TestTrafficSplitsAndStays(t *testing.T) {
+	p := startPlatform(t, newSetup())
+	catalog, err := functions.OpenCatalog(t.Context(), p.js)
+	require.NoError(t, err)
+	fn, err := catalog.Get(t.Context(), "iris")
+	require.NoError(t, err)
+	second := fn.Status.Revisions[0]
+	second.Name = "2"
+	fn.Status.Revisions = append(fn.Status.Revisions, second)
+	fn.Status.Revision = "2"
+	fn.Status.Traffic = functions.Traffic{{Revision: "1", Weight: 50}, {Revision: "2", Weight: 50}}
+	require.NoError(t, catalog.Put(t.Context(), fn))
+	_, err = events.EnsureConsumer(t.Context(), p.js, "iris", "2", events.DefaultQueueConfig())
+	require.NoError(t, err)
+	p.eventuallyStatus(t, http.MethodGet, "/v2/models/iris/versions/2/ready", http.StatusOK)
+
+	send := func(n int, header http.Header) {
+		for i := range n {
+			header := header.Clone()
+			header.Set("Prefer", "respond-async")
+			header.Set("Idempotency-Key", fmt.Sprintf("%s-%d", header.Get(functions.RouteKeyHeader), i))
+			require.Equal(t, http.StatusAccepted, p.send(t, p.newRequest(t, http.MethodPost, "/v2/models/iris/infer", header, irisBody)).status)
+		}
+	}
+	perRevision := func() map[string]uint64 {
+		stream, err := p.js.Stream(t.Context(), events.StreamName("iris"))
+		require.NoError(t, err)
+		info, err := stream.Info(t.Context(), jetstream.WithSubjectFilter(events.RequestSubjects("iris")))
+		require.NoError(t, err)
+		return info.State.Subjects
+	}
+	send(60, jsonHeader())
+	split := perRevision()
+	require.Greater(t, split[events.RequestSubject("iris", "1")], uint64(15), "%v", split)
+	require.Greater(t, split[events.RequestSubject("iris", "2")], uint64(15), "%v", split)
+
+	sticky := jsonHeader()
+	sticky.Set(functions.RouteKeyHeader, "customer-7")
+	send(20, sticky)
+	after := perRevision()
+	moved := 0
+	for subject, count := range after {
+		if count != split[subject] {
+			moved++
+			require.Equal(t, split[subject]+20, count, "every request of the key went to %s", subject)
+		}
+	}
+	require.Equal(t, 1, moved, "one revision took the key's requests: %v then %v", split, after)
 }

@@ -101,6 +101,10 @@ type Status struct {
 	// Generation counts the deploys of this Function.
 	Generation int64     `json:"generation,omitempty"`
 	UpdatedAt  time.Time `json:"updatedAt,omitzero"`
+	// Traffic, when a rollout sets it, splits requests between revisions;
+	// without it the current revision (or the one Serving falls back to)
+	// takes them all. See TrafficTable.
+	Traffic Traffic `json:"traffic,omitempty"`
 	// Revisions are the live revisions, oldest first; the last is Revision.
 	// An older one keeps its model so its workers can drain its queue.
 	Revisions []RevisionStatus `json:"revisions,omitempty"`

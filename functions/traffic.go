@@ -1,0 +1,94 @@
+package functions
+
+import (
+	"hash/fnv"
+	"slices"
+)
+
+// Traffic is how the requests of a function split between its live
+// revisions: each target takes its weight over the sum of the weights. A
+// rollout sets it in Status.Traffic; Status.TrafficTable gives the table a
+// request is routed by.
+type Traffic []TrafficTarget
+
+// TrafficTarget is one revision's share of the traffic.
+type TrafficTarget struct {
+	Revision string `json:"revision"`
+	Weight   int    `json:"weight"`
+}
+
+// RouteKeyHeader names the request header whose value keeps a caller on one
+// revision while the weights do not move (a sticky route).
+const RouteKeyHeader = "Sluice-Route-Key"
+
+// Pick returns the revision a request goes to: with a key, the key's hash
+// decides, so the same key reaches the same revision for as long as the
+// weights stay; without one, u, uniform in [0, 1), does. A target of weight 0
+// is never picked; an empty table, or one without weight, gives "".
+func Pick(table Traffic, key string, u float64) string {
+	total := 0
+	for _, target := range table {
+		total += max(target.Weight, 0)
+	}
+	if total == 0 {
+		return ""
+	}
+	if key != "" {
+		u = keyPoint(key)
+	}
+	point := int(u * float64(total))
+	for _, target := range table {
+		if point < max(target.Weight, 0) {
+			return target.Revision
+		}
+		point -= max(target.Weight, 0)
+	}
+	return table[len(table)-1].Revision // u rounded up to 1
+}
+
+// keyPoint places a route key in [0, 1), the same in every process: FNV-1a,
+// whose high bits barely move between similar keys, then splitmix64's
+// finalizer to spread them.
+func keyPoint(key string) float64 {
+	hash := fnv.New64a()
+	_, _ = hash.Write([]byte(key))
+	x := hash.Sum64()
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	x ^= x >> 31
+	return float64(x>>11) / (1 << 53)
+}
+
+// TrafficTable is the table requests without a version are routed by: the
+// rollout's Status.Traffic without the revisions whose model cannot run or
+// that are no longer live, and, when that leaves no weight, the revision
+// Serving gives, alone.
+func (s Status) TrafficTable() Traffic {
+	table := slices.DeleteFunc(slices.Clone(s.Traffic), func(target TrafficTarget) bool {
+		revision, live := s.FindRevision(target.Revision)
+		return !live || revision.State == RevisionFailed || target.Weight <= 0
+	})
+	if len(table) > 0 {
+		return table
+	}
+	serving, err := s.Serving("")
+	if err != nil {
+		return nil
+	}
+	return Traffic{{Revision: serving.Name, Weight: 100}}
+}
+
+// Route is the one routing decision of a request: the named version if one
+// is asked for (as Serving gives it), else the revision Pick draws from the
+// traffic table with key and u. It fails as Serving does when no revision
+// can take the request.
+func (s Status) Route(version, key string, u float64) (RevisionStatus, error) {
+	if version != "" {
+		return s.Serving(version)
+	}
+	picked := Pick(s.TrafficTable(), key, u)
+	if revision, ok := s.FindRevision(picked); ok {
+		return revision, nil
+	}
+	return s.Serving("") // says why no revision serves
+}
