@@ -75,8 +75,10 @@ type Activator struct {
 	gatherer prometheus.Gatherer
 	// slots holds a token per request in flight; its capacity is MaxInFlight.
 	slots chan struct{}
-	// results is the results bucket, opened by Run before it serves.
+	// results is the results bucket, and answers the store of answers too
+	// large for one message, both opened by Run before it serves.
 	results jetstream.KeyValue
+	answers jetstream.ObjectStore
 	// grpcListener, when set by ListenGRPC, is where Run serves gRPC too.
 	grpcListener net.Listener
 }
@@ -135,6 +137,9 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 	}
 	defer sub.Unsubscribe()
 	if a.results, err = events.EnsureResultsBucket(ctx, a.js, a.cfg.ResultTTL); err != nil {
+		return fmt.Errorf("activator: %w", err)
+	}
+	if a.answers, err = events.EnsureAnswersStore(ctx, a.js, a.cfg.ResultTTL); err != nil {
 		return fmt.Errorf("activator: %w", err)
 	}
 	scale, err := events.EnsureScaleBucket(ctx, a.js)

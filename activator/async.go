@@ -125,7 +125,7 @@ func (a *Activator) requestResult(w http.ResponseWriter, r *http.Request) {
 	case events.ResultDone:
 		body, headerLength := result.Answer()
 		if result.Object != "" {
-			if body, err = events.ReadAnswer(r.Context(), a.js, result.Object, false); err != nil {
+			if body, err = events.ReadAnswer(r.Context(), a.answers, result.Object, false); err != nil {
 				writeError(w, fmt.Errorf("%w: %v", errUnavailable, err))
 				return
 			}

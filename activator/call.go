@@ -163,7 +163,7 @@ func (a *Activator) call(ctx context.Context, fn *functions.Function, ev *event.
 				a.metrics.coldStart.WithLabelValues(fn.Metadata.Name).Observe(time.Since(arrived).Seconds())
 			}
 			if name := reply.Header.Get(events.HeaderAnswerObject); name != "" {
-				data, err := events.ReadAnswer(ctx, a.js, name, true)
+				data, err := events.ReadAnswer(ctx, a.answers, name, true)
 				if err != nil {
 					return nil, fmt.Errorf("%w: %v", errUnavailable, err)
 				}

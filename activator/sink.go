@@ -51,10 +51,12 @@ const sinkConsumer = "sink-delivery"
 // fails is retried with exponential backoff, and a result whose last attempt
 // failed goes to the dead-letter stream.
 type Sinks struct {
-	js     jetstream.JetStream
-	client *http.Client
-	cfg    SinkConfig
-	log    *slog.Logger
+	js jetstream.JetStream
+	// answers holds the results too large for one message; opened by Run.
+	answers jetstream.ObjectStore
+	client  *http.Client
+	cfg     SinkConfig
+	log     *slog.Logger
 }
 
 // NewSinks returns the sink delivery; Run starts it.
@@ -73,6 +75,11 @@ func (s *Sinks) Run(ctx context.Context) error {
 	if _, err := events.EnsureDeadLetterStream(ctx, s.js); err != nil {
 		return err
 	}
+	answers, err := events.EnsureAnswersStore(ctx, s.js, s.cfg.ResultTTL)
+	if err != nil {
+		return err
+	}
+	s.answers = answers
 	consumer, err := s.js.CreateOrUpdateConsumer(ctx, events.SinkStream, jetstream.ConsumerConfig{
 		Durable:       sinkConsumer,
 		Description:   "delivers results to their sinks",
@@ -148,7 +155,7 @@ func (s *Sinks) post(sink string, msg jetstream.Msg) error {
 	data := msg.Data()
 	if name := msg.Headers().Get(events.HeaderAnswerObject); name != "" {
 		var err error
-		if data, err = events.ReadAnswer(ctx, s.js, name, false); err != nil {
+		if data, err = events.ReadAnswer(ctx, s.answers, name, false); err != nil {
 			return err
 		}
 	}

@@ -49,13 +49,9 @@ func EnsureAnswersStore(ctx context.Context, js jetstream.JetStream, ttl time.Du
 	return store, nil
 }
 
-// ReadAnswer returns the answer kept in AnswersStore under name, and removes
-// it when remove is set (the one reader of a synchronous answer does).
-func ReadAnswer(ctx context.Context, js jetstream.JetStream, name string, remove bool) ([]byte, error) {
-	store, err := js.ObjectStore(ctx, AnswersStore)
-	if err != nil {
-		return nil, fmt.Errorf("open object store %s: %w", AnswersStore, err)
-	}
+// ReadAnswer returns the answer kept in store, AnswersStore, under name, and
+// removes it when remove is set (the one reader of a synchronous answer does).
+func ReadAnswer(ctx context.Context, store jetstream.ObjectStore, name string, remove bool) ([]byte, error) {
 	data, err := store.GetBytes(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("read answer %s: %w", name, err)
