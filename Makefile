@@ -81,7 +81,7 @@ bench: deps $(BIN) $(DEMO_MODEL) ## ONNX Runtime, platform and autoscaler benchm
 	SLUICE_BATCH_ROWS=1000000 $(GO) test -run '^$$' -bench 'BatchScoring' -benchtime 1x ./e2e/
 	$(GO) test -run '^$$' -bench 'ClientText' -benchtime 3x ./functions/batch/
 	$(GO) test -run '^$$' -bench 'LargeTensor' -benchtime 3x ./e2e/
-	$(GO) test -run '^$$' -bench 'JSONImage' -benchtime 10x ./events/
+	$(GO) test -run '^$$' -bench 'JSONImage' -benchtime 10x ./events/oip/
 
 vet: ## go vet
 	$(GO) vet ./...
