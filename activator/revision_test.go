@@ -31,8 +31,11 @@ func TestFailedRevisionAnswers503AtOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, catalog.SetRevisionState(t.Context(), "iris", "1", functions.RevisionFailed, "Could not find an implementation for Add(6)"))
 
+	// Readiness first: an inference sent before the change arrives would wait
+	// for a worker that never comes.
 	started := time.Now()
-	answer := p.eventuallyStatus(t, http.MethodPost, "/v2/models/iris/infer", http.StatusServiceUnavailable)
+	p.eventuallyStatus(t, http.MethodGet, "/v2/models/iris/ready", http.StatusServiceUnavailable)
+	answer := p.infer(t, "/v2/models/iris/infer", irisBody)
 	require.Less(t, time.Since(started), time.Second)
 	errorMessage(t, answer, http.StatusServiceUnavailable, `model "iris"`, "model cannot run", "revision 1", "Could not find an implementation for Add(6)")
 	require.Equal(t, "1", answer.header.Get("Retry-After"))
