@@ -43,6 +43,8 @@ type Spec struct {
 	Batching BatchingSpec `json:"batching,omitempty"`
 	Timeouts TimeoutSpec  `json:"timeouts,omitempty"`
 	Delivery DeliverySpec `json:"delivery,omitzero"`
+	// Rollout, when set, moves traffic to a new revision step by step.
+	Rollout *RolloutSpec `json:"rollout,omitempty"`
 }
 
 // DeliverySpec says where the results of asynchronous requests are sent.
@@ -108,6 +110,8 @@ type Status struct {
 	// Revisions are the live revisions, oldest first; the last is Revision.
 	// An older one keeps its model so its workers can drain its queue.
 	Revisions []RevisionStatus `json:"revisions,omitempty"`
+	// Rollout is the latest rollout, while it runs and after.
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
 }
 
 // RevisionStatus is what one revision serves: a model version on a runtime,
@@ -210,5 +214,8 @@ func (f *Function) Default() {
 	}
 	if s.Timeouts.Request.Duration == 0 {
 		s.Timeouts.Request.Duration = 30 * time.Second
+	}
+	if s.Rollout != nil {
+		s.Rollout.Default()
 	}
 }

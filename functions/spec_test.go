@@ -19,6 +19,7 @@ spec:
   scaling: {minReplicas: 0, maxReplicas: 4, targetQueueDepth: 16, activationQueueDepth: 1, scaleToZeroAfter: 30s}
   batching: {maxBatchSize: 32, maxDelay: 2ms}
   timeouts: {request: 30s}
+  rollout: {steps: [10, 50, 100], interval: 1m, minRequests: 200, maxErrorRate: 0.01, maxLatencyP99: 250ms, minAccuracy: 0.9}
 `
 
 func TestParseTheDocumentedExample(t *testing.T) {
@@ -30,6 +31,8 @@ func TestParseTheDocumentedExample(t *testing.T) {
 	require.Equal(t, 4, fn.Spec.Scaling.MaxReplicas)
 	require.Equal(t, 30*time.Second, fn.Spec.Scaling.ScaleToZeroAfter.Duration)
 	require.Equal(t, 2*time.Millisecond, fn.Spec.Batching.MaxDelay.Duration)
+	require.Equal(t, []int{10, 50, 100}, fn.Spec.Rollout.Steps)
+	require.Equal(t, 250*time.Millisecond, fn.Spec.Rollout.MaxLatencyP99.Duration)
 }
 
 func TestDefaults(t *testing.T) {
@@ -48,6 +51,14 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, 32, fn.Spec.Batching.MaxBatchSize)
 	require.Equal(t, 2*time.Millisecond, fn.Spec.Batching.MaxDelay.Duration)
 	require.Equal(t, 30*time.Second, fn.Spec.Timeouts.Request.Duration)
+	require.Nil(t, fn.Spec.Rollout, "without a rollout a new revision takes all traffic at once")
+
+	fn, err = functions.Parse([]byte("metadata: {name: tiny}\nspec: {model: {uri: tiny/abc.onnx}, rollout: {}}\n"))
+	require.NoError(t, err)
+	require.NoError(t, fn.Validate())
+	require.Equal(t, &functions.RolloutSpec{
+		Steps: []int{10, 50, 100}, Interval: functions.Duration{Duration: time.Minute}, MinRequests: 200, MaxErrorRate: 0.01,
+	}, fn.Spec.Rollout)
 }
 
 func TestParseErrorsNameTheField(t *testing.T) {
@@ -87,6 +98,13 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 		{"maxBatchSize", func(f *functions.Function) { f.Spec.Batching.MaxBatchSize = 10000 }, "spec.batching.maxBatchSize"},
 		{"maxDelay", func(f *functions.Function) { f.Spec.Batching.MaxDelay.Duration = time.Minute }, "spec.batching.maxDelay"},
 		{"request timeout", func(f *functions.Function) { f.Spec.Timeouts.Request.Duration = 2 * time.Hour }, "spec.timeouts.request"},
+		{"rollout steps falling", func(f *functions.Function) { f.Spec.Rollout.Steps = []int{50, 10, 100} }, "spec.rollout.steps[1]: must rise from 1 to 100, got [50 10 100]"},
+		{"rollout steps short of 100", func(f *functions.Function) { f.Spec.Rollout.Steps = []int{10, 50} }, "spec.rollout.steps: must end at 100"},
+		{"rollout interval", func(f *functions.Function) { f.Spec.Rollout.Interval.Duration = time.Millisecond }, "spec.rollout.interval"},
+		{"rollout minRequests", func(f *functions.Function) { f.Spec.Rollout.MinRequests = -1 }, "spec.rollout.minRequests"},
+		{"rollout maxErrorRate", func(f *functions.Function) { f.Spec.Rollout.MaxErrorRate = 1 }, "spec.rollout.maxErrorRate: must be above 0 and below 0.5, got 1"},
+		{"rollout maxLatencyP99", func(f *functions.Function) { f.Spec.Rollout.MaxLatencyP99.Duration = time.Microsecond }, "spec.rollout.maxLatencyP99"},
+		{"rollout minAccuracy", func(f *functions.Function) { f.Spec.Rollout.MinAccuracy = 1.5 }, "spec.rollout.minAccuracy"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

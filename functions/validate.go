@@ -65,6 +65,9 @@ func (f *Function) Validate() error {
 			bad("spec.delivery.sinkURI", "%v", err)
 		}
 	}
+	if s.Rollout != nil {
+		s.Rollout.validate(bad)
+	}
 	return errors.Join(errs...)
 }
 
