@@ -45,6 +45,8 @@ type Spec struct {
 	Delivery DeliverySpec `json:"delivery,omitzero"`
 	// Rollout, when set, moves traffic to a new revision step by step.
 	Rollout *RolloutSpec `json:"rollout,omitempty"`
+	// Retrain, when set, says what the function is trained on and when.
+	Retrain *RetrainSpec `json:"retrain,omitempty"`
 }
 
 // DeliverySpec says where the results of asynchronous requests are sent.
@@ -112,6 +114,8 @@ type Status struct {
 	Revisions []RevisionStatus `json:"revisions,omitempty"`
 	// Rollout is the latest rollout, while it runs and after.
 	Rollout *RolloutStatus `json:"rollout,omitempty"`
+	// Retrain is what the retrain loop keeps between decisions.
+	Retrain *RetrainStatus `json:"retrain,omitempty"`
 }
 
 // RevisionStatus is what one revision serves: a model version on a runtime,
@@ -217,5 +221,8 @@ func (f *Function) Default() {
 	}
 	if s.Rollout != nil {
 		s.Rollout.Default()
+	}
+	if s.Retrain != nil {
+		s.Retrain.Default()
 	}
 }

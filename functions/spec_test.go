@@ -20,6 +20,7 @@ spec:
   batching: {maxBatchSize: 32, maxDelay: 2ms}
   timeouts: {request: 30s}
   rollout: {steps: [10, 50, 100], interval: 1m, minRequests: 200, maxErrorRate: 0.01, maxLatencyP99: 250ms, minAccuracy: 0.9}
+  retrain: {data: {path: ./iris.csv}, label: species, newRows: 100, drift: {psi: 0.25, minSamples: 500, windows: 3}, minAccuracy: 0.8, cooldown: 10m, deadline: 30m}
 `
 
 func TestParseTheDocumentedExample(t *testing.T) {
@@ -33,6 +34,8 @@ func TestParseTheDocumentedExample(t *testing.T) {
 	require.Equal(t, 2*time.Millisecond, fn.Spec.Batching.MaxDelay.Duration)
 	require.Equal(t, []int{10, 50, 100}, fn.Spec.Rollout.Steps)
 	require.Equal(t, 250*time.Millisecond, fn.Spec.Rollout.MaxLatencyP99.Duration)
+	require.Equal(t, &functions.DriftSpec{PSI: 0.25, MinSamples: 500, Windows: 3}, fn.Spec.Retrain.Drift)
+	require.Equal(t, 100, fn.Spec.Retrain.MinFeedback)
 }
 
 func TestDefaults(t *testing.T) {
@@ -105,6 +108,13 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 		{"rollout maxErrorRate", func(f *functions.Function) { f.Spec.Rollout.MaxErrorRate = 1 }, "spec.rollout.maxErrorRate: must be above 0 and below 0.5, got 1"},
 		{"rollout maxLatencyP99", func(f *functions.Function) { f.Spec.Rollout.MaxLatencyP99.Duration = time.Microsecond }, "spec.rollout.maxLatencyP99"},
 		{"rollout minAccuracy", func(f *functions.Function) { f.Spec.Rollout.MinAccuracy = 1.5 }, "spec.rollout.minAccuracy"},
+		{"retrain data", func(f *functions.Function) { f.Spec.Retrain.Data = functions.ModelSpec{} }, "spec.retrain.data: set path"},
+		{"retrain newRows", func(f *functions.Function) { f.Spec.Retrain.NewRows = -1 }, "spec.retrain.newRows"},
+		{"retrain drift psi", func(f *functions.Function) { f.Spec.Retrain.Drift.PSI = -1 }, "spec.retrain.drift.psi"},
+		{"retrain drift minSamples", func(f *functions.Function) { f.Spec.Retrain.Drift.MinSamples = 1 }, "spec.retrain.drift.minSamples: must be between 10 and 1000000, got 1"},
+		{"retrain drift windows", func(f *functions.Function) { f.Spec.Retrain.Drift.Windows = 0 }, "spec.retrain.drift.windows"},
+		{"retrain minAccuracy", func(f *functions.Function) { f.Spec.Retrain.MinAccuracy = 1 }, "spec.retrain.minAccuracy"},
+		{"retrain deadline", func(f *functions.Function) { f.Spec.Retrain.Deadline.Duration = time.Millisecond }, "spec.retrain.deadline"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

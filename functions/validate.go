@@ -68,6 +68,9 @@ func (f *Function) Validate() error {
 	if s.Rollout != nil {
 		s.Rollout.validate(bad)
 	}
+	if s.Retrain != nil {
+		s.Retrain.validate(bad)
+	}
 	return errors.Join(errs...)
 }
 
