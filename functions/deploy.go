@@ -96,24 +96,39 @@ func nextStatus(previous *Function, fn *Function, version *ModelVersion, loaded 
 	}
 	now := time.Now().UTC()
 	status := Status{Revision: "1", Model: version, Generation: 1, UpdatedAt: now}
-	if previous != nil {
-		status.Generation = previous.Status.Generation + 1
-		status.Revision = previous.Status.Revision
-		status.Revisions = previous.Status.Revisions
-		if newRevision(previous, fn, version) {
-			status.Revision = nextRevision(previous.Status.Revision)
-		}
+	if previous == nil {
+		status.Revisions = []RevisionStatus{newRevisionStatus(status.Revision, fn, version, loaded, now)}
+		return status
 	}
-	if _, ok := status.FindRevision(status.Revision); !ok {
-		status.Revisions = append(slices.Clone(status.Revisions), RevisionStatus{
-			Name: status.Revision, Model: *version, Runtime: fn.Spec.Runtime, CreatedAt: now,
-			State: loaded.State, Reason: loaded.Reason,
-		})
+	status.Generation = previous.Status.Generation + 1
+	status.Revision = previous.Status.Revision
+	status.Revisions = previous.Status.Revisions
+	status.Traffic, status.Rollout, status.Retrain = previous.Status.Traffic, previous.Status.Rollout, previous.Status.Retrain
+	if !newRevision(previous, fn, version) {
+		return status
 	}
+	status.Revision = nextRevision(previous.Status.Revision)
+	candidate := newRevisionStatus(status.Revision, fn, version, loaded, now)
+	status.Revisions = append(slices.Clone(status.Revisions), candidate)
 	if excess := len(status.Revisions) - maxRevisions; excess > 0 {
 		status.Revisions = status.Revisions[excess:]
 	}
+	status.Traffic, status.Rollout = nil, nil // the new revision takes all traffic at once…
+	if stable, ok := previous.Status.stable(); ok && fn.Spec.Rollout != nil {
+		rollout := fn.Spec.Rollout.Start(stable, candidate.Name, now) // …unless it rolls out
+		if candidate.State == RevisionFailed {
+			rollout.Phase, rollout.Weight, rollout.Reason = RolloutRolledBack, 0, "rolled back: "+candidate.cannotRun().Error()
+		}
+		status.Rollout, status.Traffic = &rollout, rollout.Traffic()
+	}
 	return status
+}
+
+func newRevisionStatus(name string, fn *Function, version *ModelVersion, loaded *RevisionStatus, now time.Time) RevisionStatus {
+	return RevisionStatus{
+		Name: name, Model: *version, Runtime: fn.Spec.Runtime, CreatedAt: now,
+		State: loaded.State, Reason: loaded.Reason,
+	}
 }
 
 func (d *Deployer) provision(ctx context.Context, name, revision string) error {

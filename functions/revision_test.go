@@ -84,6 +84,9 @@ func TestDeployChecksNewRevisions(t *testing.T) {
 	serving, err := fn.Status.Serving("")
 	require.NoError(t, err)
 	require.Equal(t, "1", serving.Name, "the working revision keeps serving")
+	require.Equal(t, functions.RolloutRolledBack, fn.Status.Rollout.Phase, "a rollout of a model that cannot run ends at once")
+	require.Contains(t, fn.Status.Rollout.Reason, "Could not find an implementation for Add(6)")
+	require.Equal(t, functions.Traffic{{Revision: "1", Weight: 100}}, fn.Status.TrafficTable())
 
 	rescaled := parse(t, irisYAML)
 	rescaled.Spec.Scaling.MaxReplicas = 2
@@ -150,4 +153,41 @@ func TestRegistryRefreshReadsWhatTheWatchHasNotBrought(t *testing.T) {
 	require.NoError(t, <-done)
 	fn, _ = registry.Lookup("iris")
 	require.Equal(t, "2", fn.Status.Revision)
+}
+
+func TestANewRevisionRollsOutWhenTheSpecSaysSo(t *testing.T) {
+	_, _, deployer := newDeployer(t)
+	ctx := t.Context()
+	at := func(steps ...int) *functions.Function {
+		fn := parse(t, irisYAML)
+		fn.Spec.Rollout = &functions.RolloutSpec{Steps: steps}
+		return fn
+	}
+	first, err := deployer.Deploy(ctx, at(10, 50, 100), irisModel(t, 1))
+	require.NoError(t, err)
+	require.Nil(t, first.Status.Rollout, "the first revision has nothing to roll out from")
+
+	second, err := deployer.Deploy(ctx, at(10, 50, 100), irisModel(t, 2))
+	require.NoError(t, err)
+	require.Equal(t, "2", second.Status.Revision)
+	require.Equal(t, functions.Traffic{{Revision: "1", Weight: 90}, {Revision: "2", Weight: 10}}, second.Status.Traffic)
+	require.Equal(t, functions.RolloutProgressing, second.Status.Rollout.Phase)
+
+	rescaled := at(10, 50, 100)
+	rescaled.Spec.Scaling.MaxReplicas = 8
+	third, err := deployer.Deploy(ctx, rescaled, irisModel(t, 2))
+	require.NoError(t, err)
+	require.Equal(t, second.Status.Traffic, third.Status.Traffic, "a deploy that cuts no revision leaves the rollout alone")
+	require.Equal(t, second.Status.Rollout, third.Status.Rollout)
+
+	replaced, err := deployer.Deploy(ctx, at(25, 100), irisModel(t, 3))
+	require.NoError(t, err)
+	require.Equal(t, functions.Traffic{{Revision: "1", Weight: 75}, {Revision: "3", Weight: 25}}, replaced.Status.Traffic,
+		"a candidate replaced mid-rollout: the new one rolls out from the stable revision")
+
+	atOnce, err := deployer.Deploy(ctx, parse(t, "metadata: {name: iris}\nspec: {model: {path: iris.onnx}}\n"), irisModel(t, 4))
+	require.NoError(t, err)
+	require.Nil(t, atOnce.Status.Traffic, "without a rollout the new revision takes all traffic")
+	require.Nil(t, atOnce.Status.Rollout)
+	require.Equal(t, "4", atOnce.Status.TrafficTable()[0].Revision)
 }

@@ -102,6 +102,36 @@ type RolloutStatus struct {
 	UpdatedAt time.Time     `json:"updatedAt,omitzero"`
 }
 
+// Start is a rollout that has just begun: candidate at the first weight,
+// stable the rest.
+func (r RolloutSpec) Start(stable, candidate string, now time.Time) RolloutStatus {
+	return RolloutStatus{
+		Stable: stable, Candidate: candidate, Phase: RolloutProgressing,
+		Weight: r.Steps[0], StepStartedAt: now, UpdatedAt: now,
+		Reason: fmt.Sprintf("started at weight %d%%", r.Steps[0]),
+	}
+}
+
+// stable is the revision a new rollout starts from: the stable revision of
+// a rollout that has not finished (its candidate is replaced), else the one
+// that serves requests without a version; none when no revision can serve.
+func (s Status) stable() (string, bool) {
+	if r := s.Rollout; r != nil && !r.Done() {
+		return r.Stable, true
+	}
+	table := s.TrafficTable()
+	if len(table) == 0 {
+		return "", false
+	}
+	heaviest := table[0]
+	for _, target := range table[1:] {
+		if target.Weight > heaviest.Weight {
+			heaviest = target
+		}
+	}
+	return heaviest.Revision, true
+}
+
 // Done says whether the rollout is over, promoted or rolled back.
 func (r RolloutStatus) Done() bool {
 	return r.Phase == RolloutPromoted || r.Phase == RolloutRolledBack

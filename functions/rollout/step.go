@@ -35,15 +35,10 @@ type Decision struct {
 	Event  string
 }
 
-// Start is the status of a rollout that has just begun: the candidate at
-// the policy's first weight.
+// Start is the decision that begins a rollout: the candidate at the
+// policy's first weight.
 func Start(stable, candidate string, policy functions.RolloutSpec, now time.Time) Decision {
-	status := functions.RolloutStatus{
-		Stable: stable, Candidate: candidate, Phase: functions.RolloutProgressing,
-		Weight: policy.Steps[0], StepStartedAt: now, UpdatedAt: now,
-		Reason: fmt.Sprintf("started at weight %d%%", policy.Steps[0]),
-	}
-	return Decision{Status: status, Event: EventStarted}
+	return Decision{Status: policy.Start(stable, candidate, now), Event: EventStarted}
 }
 
 // Step decides what a progressing rollout does next: roll back when the
