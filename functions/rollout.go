@@ -158,6 +158,14 @@ type Counts struct {
 	Misses   int64 `json:"misses"`
 }
 
+// Add is c plus more.
+func (c Counts) Add(more Counts) Counts {
+	return Counts{
+		Requests: c.Requests + more.Requests, Errors: c.Errors + more.Errors, Slow: c.Slow + more.Slow,
+		Labelled: c.Labelled + more.Labelled, Misses: c.Misses + more.Misses,
+	}
+}
+
 // Sub is c less an earlier reading.
 func (c Counts) Sub(earlier Counts) Counts {
 	return Counts{
