@@ -97,6 +97,12 @@ func (r *RetrainSpec) validate(bad func(string, string, ...any)) {
 	positive(bad, "spec.retrain.deadline", r.Deadline.Duration, time.Second, 7*24*time.Hour)
 }
 
+// LogsPredictions says whether the function's answers go to its prediction
+// log: when feedback matters to it, for retraining or an accuracy gate.
+func (s Spec) LogsPredictions() bool {
+	return s.Retrain != nil || (s.Rollout != nil && s.Rollout.MinAccuracy > 0)
+}
+
 // RetrainStatus is what the retrain loop keeps of a function between decisions.
 type RetrainStatus struct {
 	// Run names the training in flight, "" when none is.

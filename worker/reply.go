@@ -24,6 +24,7 @@ func (w *Worker) finish(j *job) {
 	w.metrics.queueWait.Observe(j.waited.Seconds())
 	if j.expired {
 		w.metrics.requests.WithLabelValues("expired").Inc()
+		w.count(j)
 		w.settle(j, events.Permanent(errExpired))
 		return
 	}
@@ -71,6 +72,8 @@ func (w *Worker) finish(j *job) {
 		w.log.Info("request failed", "request_id", j.eventID, "error", j.err)
 	}
 	w.metrics.requests.WithLabelValues(outcome).Inc()
+	w.count(j)
+	w.logPrediction(j)
 	w.settle(j, j.err)
 }
 

@@ -48,6 +48,14 @@ type Config struct {
 	// they are given up (nil: terminated without a trace), and the results
 	// bound for a sink, into events.SinkStream (nil: refused).
 	JetStream jetstream.JetStream
+	// Counter counts each finished request for the rollout gates (nil: none
+	// are), as slow when answered later than SlowAfter after it was
+	// submitted (0: none is).
+	Counter   Counter
+	SlowAfter time.Duration
+	// LogPredictions keeps each answer's rows and labels in the function's
+	// prediction log (events.PredictionSubject), for feedback to name.
+	LogPredictions bool
 }
 
 // ResultStore is where recorded results go: the results KV bucket.

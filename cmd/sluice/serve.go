@@ -201,12 +201,21 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 		return err
 	}
 	defer nc.Close()
+	counts, err := events.EnsureCountsBucket(ctx, js)
+	if err != nil {
+		return err
+	}
+	counter := functions.NewCounter(counts)
 	var ready atomic.Bool
 	reg := newRegistry()
 	group, ctx := errgroup.WithContext(ctx)
 	group.Go(func() error { return serveProbes(ctx, f.metricsAddr, reg, &ready, log) })
+	// The counts are written until the worker has settled its last request.
+	counted, stopCounting := context.WithCancel(context.WithoutCancel(ctx))
+	group.Go(func() error { return counter.Run(counted, time.Second) })
 	group.Go(func() error {
-		w, closeModels, cannotRun, err := loadWorker(ctx, js, f, reg, log)
+		defer stopCounting()
+		w, closeModels, cannotRun, err := loadWorker(ctx, js, f, counter, reg, log)
 		if err != nil {
 			return err
 		}
@@ -249,7 +258,7 @@ func announceReady(ctx context.Context, workerReady <-chan struct{}, ready *atom
 // consumer. When the model does not load, the revision is marked Failed with
 // ONNX Runtime's error and the worker returned answers every request with it
 // (cannotRun says why); other errors are returned.
-func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg prometheus.Registerer, log *slog.Logger) (_ *worker.Worker, closeModels func(), cannotRun error, _ error) {
+func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, counter worker.Counter, reg prometheus.Registerer, log *slog.Logger) (_ *worker.Worker, closeModels func(), cannotRun error, _ error) {
 	catalog, err := functions.OpenCatalog(ctx, js)
 	if err != nil {
 		return nil, nil, nil, err
@@ -301,7 +310,7 @@ func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, reg 
 			log.Warn("record the revision's state", "function", f.function, "revision", name, "state", state, "error", err)
 		}
 	}
-	w, err := newWorker(ctx, js, fn, name, revision.Model.Signature, models, f, reg, log)
+	w, err := newWorker(ctx, js, fn, name, revision.Model.Signature, models, f, counter, reg, log)
 	if err != nil {
 		closeModels()
 		return nil, nil, nil, err
@@ -328,7 +337,7 @@ func openSessions(model []byte, revision functions.RevisionStatus, count int) ([
 }
 
 // newWorker opens the revision's consumer and returns its worker.
-func newWorker(ctx context.Context, js jetstream.JetStream, fn *functions.Function, revision string, signature oip.Signature, models []worker.Model, f workerFlags, reg prometheus.Registerer, log *slog.Logger) (*worker.Worker, error) {
+func newWorker(ctx context.Context, js jetstream.JetStream, fn *functions.Function, revision string, signature oip.Signature, models []worker.Model, f workerFlags, counter worker.Counter, reg prometheus.Registerer, log *slog.Logger) (*worker.Worker, error) {
 	consumer, err := js.Consumer(ctx, events.StreamName(f.function), events.ConsumerName(revision))
 	if err != nil {
 		return nil, fmt.Errorf("consumer of %s revision %s: %w", f.function, revision, err)
@@ -337,6 +346,7 @@ func newWorker(ctx context.Context, js jetstream.JetStream, fn *functions.Functi
 	if err != nil {
 		return nil, err
 	}
+	cfg.Counter = counter
 	return worker.New(js.Conn(), consumer, models, signature, cfg, reg, log)
 }
 
@@ -349,6 +359,15 @@ func workerConfig(ctx context.Context, js jetstream.JetStream, fn *functions.Fun
 	cfg.MaxDelay = fn.Spec.Batching.MaxDelay.Duration
 	cfg.DrainTimeout = f.drainTimeout
 	cfg.JetStream = js
+	if rollout := fn.Spec.Rollout; rollout != nil {
+		cfg.SlowAfter = rollout.MaxLatencyP99.Duration
+	}
+	cfg.LogPredictions = fn.Spec.LogsPredictions()
+	if cfg.LogPredictions {
+		if _, err := events.EnsurePredictionsStream(ctx, js, f.function); err != nil {
+			return cfg, err
+		}
+	}
 	var err error
 	if cfg.Results, err = events.EnsureResultsBucket(ctx, js, events.DefaultResultTTL); err != nil {
 		return cfg, err
