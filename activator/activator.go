@@ -117,6 +117,7 @@ func (a *Activator) Handler() http.Handler {
 	mux.HandleFunc("GET /v2/models/{name}/ready", a.modelReady)
 	mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", a.modelReady)
 	mux.HandleFunc("GET /v1/requests/{id}", a.requestResult)
+	mux.HandleFunc("POST /v1/functions/{name}/feedback", a.limited(a.feedback))
 	mux.HandleFunc("GET /v2/health/live", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /v2/health/ready", a.serverReady)
 	mux.HandleFunc("GET /v2", a.serverMetadata)
@@ -140,6 +141,9 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 		return fmt.Errorf("activator: %w", err)
 	}
 	if a.answers, err = events.EnsureAnswersStore(ctx, a.js, a.cfg.ResultTTL); err != nil {
+		return fmt.Errorf("activator: %w", err)
+	}
+	if _, err = events.EnsureFeedbackStream(ctx, a.js); err != nil {
 		return fmt.Errorf("activator: %w", err)
 	}
 	scale, err := events.EnsureScaleBucket(ctx, a.js)

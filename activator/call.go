@@ -107,6 +107,10 @@ func requestEvent(fn *functions.Function, id string, body []byte, headerLength i
 	return &ev
 }
 
+// requestIDHeader on a synchronous answer carries its request's id: the
+// id that feedback names the request by.
+const requestIDHeader = "Sluice-Request-Id"
+
 // requestID is the caller's Idempotency-Key, or a new unique id.
 func requestID(r *http.Request) (string, error) {
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
@@ -132,12 +136,66 @@ func checkLength(field, value string, max int) error {
 	return nil
 }
 
-// call publishes ev to fn's stream and waits for the worker's reply until the
-// function's request timeout. The late reply of a request that timed out is dropped.
-func (a *Activator) call(ctx context.Context, fn *functions.Function, ev *event.Event) (*nats.Msg, error) {
+// call sends ev to the revision fn routes it to and waits for the answer
+// until the function's request timeout. When that revision is a rollout's
+// candidate and the version was not pinned, the candidate has half the time,
+// and a request it fails for a reason of the server's is sent once more to
+// the stable revision: no caller sees a canary's failure, and the candidate's
+// workers still count it against it.
+func (a *Activator) call(ctx context.Context, fn *functions.Function, ev *event.Event, pinned bool) (*nats.Msg, error) {
+	timeout := fn.Spec.Timeouts.Request.Duration
+	stable, canary := stableOf(fn)
+	if pinned || !canary {
+		return a.send(ctx, fn, ev, timeout, "")
+	}
+	reply, err := a.send(ctx, fn, ev, timeout/2, "")
+	if !serverSide(err) || ctx.Err() != nil {
+		return reply, err
+	}
+	a.log.Info("the candidate failed a request: sending it to the stable revision", "function", fn.Metadata.Name,
+		"request_id", ev.ID(), "candidate", fn.Status.Revision, "stable", stable.Status.Revision, "error", err)
+	a.metrics.canaryRetries.WithLabelValues(fn.Metadata.Name).Inc()
+	retry := ev.Clone()
+	retry.SetExtension(events.ExtensionModelVersion, stable.Status.Revision)
+	return a.send(ctx, stable, &retry, timeout-timeout/2, "#retry")
+}
+
+// stableOf is the view of fn routed to its rollout's stable revision, when
+// fn was routed to a candidate that is rolling out.
+func stableOf(fn *functions.Function) (*functions.Function, bool) {
+	rollout := fn.Status.Rollout
+	if rollout == nil || rollout.Done() || fn.Status.Revision != rollout.Candidate {
+		return nil, false
+	}
+	revision, ok := fn.Status.FindRevision(rollout.Stable)
+	if !ok || revision.State == functions.RevisionFailed {
+		return nil, false
+	}
+	view := *fn
+	view.Status.Revision, view.Status.Model = revision.Name, &revision.Model
+	return &view, true
+}
+
+// serverSide says whether a request failed for a reason of the server's: an
+// error answer of 500 or more, no answer in time, a queue that does not answer.
+func serverSide(err error) bool {
+	var worker *workerError
+	switch {
+	case err == nil:
+		return false
+	case errors.As(err, &worker):
+		return worker.status >= http.StatusInternalServerError
+	}
+	return errors.Is(err, errTimeout) || errors.Is(err, errUnavailable) || errors.Is(err, functions.ErrModelCannotRun)
+}
+
+// send publishes ev to the stream of fn's revision and waits for the
+// worker's reply for timeout. The late reply of a request that timed out is
+// dropped. attempt tells a second try of the same event from the first, so
+// that the stream does not take it for a duplicate.
+func (a *Activator) send(ctx context.Context, fn *functions.Function, ev *event.Event, timeout time.Duration, attempt string) (*nats.Msg, error) {
 	replyTo, replies, stopWaiting := a.inbox.register()
 	defer stopWaiting()
-	timeout := fn.Spec.Timeouts.Request.Duration
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
@@ -150,7 +208,7 @@ func (a *Activator) call(ctx context.Context, fn *functions.Function, ev *event.
 	}
 	msg.Header.Set(events.HeaderReplyTo, replyTo)
 	msg.Header.Set(events.HeaderDeadline, strconv.FormatInt(deadline.UnixNano(), 10))
-	msg.Header.Set(events.HeaderMsgID, events.MsgID(ev.Source(), ev.ID()))
+	msg.Header.Set(events.HeaderMsgID, events.MsgID(ev.Source(), ev.ID())+attempt)
 	ack, err := a.js.PublishMsgAsync(msg)
 	if err != nil {
 		return nil, publishError(fn.Metadata.Name, err)

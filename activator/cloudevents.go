@@ -17,7 +17,8 @@ import (
 )
 
 // cloudEvent serves POST /: an inference request CloudEvent in binary or
-// structured mode, answered with the response CloudEvent in the same mode.
+// structured mode, answered with the response CloudEvent in the same mode,
+// or a feedback CloudEvent, answered 202.
 // Its data is JSON, or in the binary tensor data extension with the
 // oipheaderlength attribute (events.SetInferenceData); it goes to the worker
 // as it came.
@@ -37,6 +38,10 @@ func (a *Activator) serveCloudEvent(w http.ResponseWriter, r *http.Request) (str
 	}
 	if err != nil {
 		return "", "", writeError(w, err)
+	}
+	if ev.Type() == events.TypeFeedback {
+		name, code := a.feedbackEvent(w, r, ev)
+		return name, ev.ID(), code
 	}
 	name, _ := ev.Extensions()[events.ExtensionModel].(string)
 	version, _ := ev.Extensions()[events.ExtensionModelVersion].(string)
@@ -58,7 +63,7 @@ func (a *Activator) serveCloudEvent(w http.ResponseWriter, r *http.Request) (str
 		}
 		return name, ev.ID(), http.StatusAccepted
 	}
-	reply, err := a.call(r.Context(), fn, ev)
+	reply, err := a.call(r.Context(), fn, ev, version != "")
 	if err != nil {
 		return name, ev.ID(), writeError(w, err)
 	}
@@ -93,8 +98,8 @@ func (a *Activator) readEvent(w http.ResponseWriter, r *http.Request) (*event.Ev
 	if err := ev.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %s", errBadEvent, oneLine(err.Error()))
 	}
-	if ev.Type() != events.TypeInferenceRequest {
-		return nil, fmt.Errorf("%w: type: want %q, got %q", errBadEvent, events.TypeInferenceRequest, ev.Type())
+	if ev.Type() != events.TypeInferenceRequest && ev.Type() != events.TypeFeedback {
+		return nil, fmt.Errorf("%w: type: want %q or %q, got %q", errBadEvent, events.TypeInferenceRequest, events.TypeFeedback, ev.Type())
 	}
 	if name, _ := ev.Extensions()[events.ExtensionModel].(string); name == "" {
 		return nil, fmt.Errorf("%w: extension %q is required: the name of the model to run (header ce-%s in binary mode)", errBadEvent, events.ExtensionModel, events.ExtensionModel)

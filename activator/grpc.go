@@ -174,7 +174,7 @@ func (s grpcService) infer(ctx context.Context, req *inference.ModelInferRequest
 			"location": {ParameterChoice: &inference.InferParameter_StringParam{StringParam: resultLocation(ev)}},
 		}}, nil
 	}
-	reply, err := s.a.call(ctx, fn, ev)
+	reply, err := s.a.call(ctx, fn, ev, req.GetModelVersion() != "")
 	if err != nil {
 		return nil, err
 	}

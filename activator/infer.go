@@ -47,7 +47,8 @@ func (a *Activator) serveInfer(w http.ResponseWriter, r *http.Request, name stri
 		}
 		return id, http.StatusAccepted
 	}
-	reply, err := a.call(r.Context(), fn, ev)
+	w.Header().Set(requestIDHeader, id)
+	reply, err := a.call(r.Context(), fn, ev, r.PathValue("version") != "")
 	if err != nil {
 		return id, writeError(w, err)
 	}

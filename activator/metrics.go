@@ -13,6 +13,8 @@ type metrics struct {
 	duration    *prometheus.HistogramVec
 	lateReplies prometheus.Counter
 	coldStart   *prometheus.HistogramVec
+	// canaryRetries counts requests a rollout's candidate failed that were sent to the stable revision.
+	canaryRetries *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,6 +33,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		coldStart: factory.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "sluice_activator_cold_start_seconds", Help: "From a request's arrival at a function with no ready replica to its answer.",
 			Buckets: prometheus.ExponentialBuckets(10e-3, 2, 14),
+		}, []string{"function"}),
+		canaryRetries: factory.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_activator_canary_retries_total", Help: "Requests a rollout's candidate failed for a server-side reason, sent again to the stable revision.",
 		}, []string{"function"}),
 	}
 }

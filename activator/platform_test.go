@@ -263,7 +263,13 @@ func (p *platform) queued(t *testing.T) uint64 {
 // takeRequest fetches one request from the queue of iris revision 1, as a worker would.
 func takeRequest(t *testing.T, js jetstream.JetStream) jetstream.Msg {
 	t.Helper()
-	consumer, err := js.Consumer(t.Context(), events.StreamName("iris"), events.ConsumerName("1"))
+	return takeRequestOf(t, js, "1")
+}
+
+// takeRequestOf fetches one request from the queue of an iris revision.
+func takeRequestOf(t *testing.T, js jetstream.JetStream, revision string) jetstream.Msg {
+	t.Helper()
+	consumer, err := js.Consumer(t.Context(), events.StreamName("iris"), events.ConsumerName(revision))
 	require.NoError(t, err)
 	batch, err := consumer.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
 	require.NoError(t, err)
@@ -308,7 +314,13 @@ func replyData(t *testing.T, js jetstream.JetStream, request jetstream.Msg, stat
 // returns the request message as it was in the queue.
 func answerOnce(t *testing.T, js jetstream.JetStream, status int, body string) jetstream.Msg {
 	t.Helper()
-	request := takeRequest(t, js)
+	return answerOnceOf(t, js, "1", status, body)
+}
+
+// answerOnceOf plays the worker of an iris revision for one request.
+func answerOnceOf(t *testing.T, js jetstream.JetStream, revision string, status int, body string) jetstream.Msg {
+	t.Helper()
+	request := takeRequestOf(t, js, revision)
 	reply(t, js, request, status, body)
 	require.NoError(t, request.Ack())
 	return request

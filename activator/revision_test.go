@@ -143,3 +143,42 @@ func TestTrafficSplitsAndStays(t *testing.T) {
 	}
 	require.Equal(t, 1, moved, "one revision took the key's requests: %v then %v", split, after)
 }
+
+// TestACanaryFailureIsAnsweredByTheStableRevision: a request the rollout's
+// candidate fails for a reason of the server's goes once more to the stable
+// revision, and the caller sees only the stable answer; a request pinned to
+// the candidate gets the candidate's answer, failure and all.
+func TestACanaryFailureIsAnsweredByTheStableRevision(t *testing.T) {
+	p := startPlatform(t, newSetup())
+	catalog, err := functions.OpenCatalog(t.Context(), p.js)
+	require.NoError(t, err)
+	fn, err := catalog.Get(t.Context(), "iris")
+	require.NoError(t, err)
+	candidate := fn.Status.Revisions[0]
+	candidate.Name = "2"
+	fn.Status.Revisions = append(fn.Status.Revisions, candidate)
+	fn.Status.Revision = "2"
+	fn.Status.Rollout = &functions.RolloutStatus{Stable: "1", Candidate: "2", Phase: functions.RolloutProgressing, Weight: 100}
+	fn.Status.Traffic = fn.Status.Rollout.Traffic()
+	require.NoError(t, catalog.Put(t.Context(), fn))
+	_, err = events.EnsureConsumer(t.Context(), p.js, "iris", "2", events.DefaultQueueConfig())
+	require.NoError(t, err)
+	p.eventuallyStatus(t, http.MethodGet, "/v2/models/iris/versions/2/ready", http.StatusOK)
+
+	answers := p.sendAsync(p.newRequest(t, http.MethodPost, "/v2/models/iris/infer", jsonHeader(), irisBody))
+	failed := takeRequestOf(t, p.js, "2")
+	reply(t, p.js, failed, http.StatusInternalServerError, `{"error":"model failed: Add(6)"}`)
+	require.NoError(t, failed.Ack())
+	retried := takeRequestOf(t, p.js, "1")
+	reply(t, p.js, retried, 0, irisAnswer)
+	require.NoError(t, retried.Ack())
+	answer := receive(t, answers)
+	require.Equal(t, http.StatusOK, answer.status, string(answer.body))
+	require.NotEmpty(t, answer.header.Get("Sluice-Request-Id"))
+	require.Equal(t, failed.Headers().Get(events.HeaderMsgID)+"#retry", retried.Headers().Get(events.HeaderMsgID))
+	require.Equal(t, 1.0, counter(t, p.metrics, "sluice_activator_canary_retries_total", map[string]string{"function": "iris"}))
+
+	pinned := p.sendAsync(p.newRequest(t, http.MethodPost, "/v2/models/iris/versions/2/infer", jsonHeader(), irisBody))
+	answerOnceOf(t, p.js, "2", http.StatusInternalServerError, `{"error":"model failed: Add(6)"}`)
+	require.Equal(t, http.StatusInternalServerError, receive(t, pinned).status)
+}
