@@ -58,7 +58,7 @@ func (w *waker) wake(function, revision string) bool {
 	}
 	w.mu.Unlock()
 	if poke {
-		_ = w.nc.Publish(events.PokeSubject, []byte(function))
+		_ = w.nc.Publish(events.PokeSubject, []byte(key))
 	}
 	return true
 }

@@ -1,11 +1,13 @@
 package autoscaler
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -64,6 +66,23 @@ func (c Config) Validate() error {
 		return fmt.Errorf("autoscaler: Tick and StatusEvery must be positive, got %s and %s", c.Tick, c.StatusEvery)
 	}
 	return c.policy(functions.ScalingSpec{MaxReplicas: 1, TargetQueueDepth: 1, ActivationQueueDepth: 1}).Validate()
+}
+
+// revisionPolicy is the Policy of one revision of fn: its scaling spec, and
+// at least one replica for the stable revision of a rollout that runs.
+func (c Config) revisionPolicy(fn *functions.Function, revision string) Policy {
+	policy := c.policy(fn.Spec.Scaling)
+	if fn.Status.Guards(revision) {
+		policy.MinReplicas = max(policy.MinReplicas, 1)
+	}
+	return policy
+}
+
+// parsePoke reads a poke: "function.revision" (events.ScaleKey), or a
+// function's name alone for its current revision.
+func parsePoke(data []byte) poke {
+	function, revision, _ := strings.Cut(string(data), ".")
+	return poke{function: function, revision: revision, at: time.Now()}
 }
 
 // policy is the Policy of a revision with the given scaling spec.
@@ -125,7 +144,7 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 	pokes := make(chan poke, 1024)
 	sub, err := a.nc.Subscribe(events.PokeSubject, func(msg *nats.Msg) {
 		select {
-		case pokes <- poke{function: string(msg.Data), at: time.Now()}:
+		case pokes <- parsePoke(msg.Data):
 		default: // a burst of pokes needs only one of them
 		}
 	})
@@ -148,8 +167,8 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 }
 
 type poke struct {
-	function string
-	at       time.Time
+	function, revision string
+	at                 time.Time
 }
 
 // target is a revision to decide for, with its policy.
@@ -162,17 +181,21 @@ type target struct {
 // readers bounds the queue and readiness reads in flight during a tick.
 const readers = 16
 
-// tick decides for every current revision, and for every revision still
-// tracked that is no longer current (it drains to zero). The reads run
+// tick decides for every revision that takes requests (Status.Serves), and
+// for every revision still tracked that no longer does (it drains to zero). The reads run
 // concurrently; the decisions, in order, on this goroutine.
 func (a *Autoscaler) tick(ctx context.Context, now time.Time) {
 	var targets []target
 	seen := map[revisionKey]bool{}
 	for _, name := range a.view.Names() {
-		if fn, ok := a.view.Lookup(name); ok && fn.Status.Revision != "" {
-			key := revisionKey{name, fn.Status.Revision}
+		fn, ok := a.view.Lookup(name)
+		if !ok {
+			continue
+		}
+		for _, revision := range fn.Status.Serves() {
+			key := revisionKey{name, revision}
 			seen[key] = true
-			targets = append(targets, target{key: key, policy: a.cfg.policy(fn.Spec.Scaling)})
+			targets = append(targets, target{key: key, policy: a.cfg.revisionPolicy(fn, revision)})
 		}
 	}
 	for key, state := range a.revisions {
@@ -200,17 +223,22 @@ func (a *Autoscaler) tick(ctx context.Context, now time.Time) {
 	}
 }
 
-// poked decides at once for the current revision of a poked function.
+// poked decides at once for the poked revision of a function, or, when the
+// poke names none, its current revision.
 func (a *Autoscaler) poked(ctx context.Context, p poke) {
 	fn, ok := a.view.Lookup(p.function)
 	if !ok || fn.Status.Revision == "" {
 		return
 	}
-	key := revisionKey{p.function, fn.Status.Revision}
+	revision := cmp.Or(p.revision, fn.Status.Revision)
+	if _, live := fn.Status.FindRevision(revision); !live {
+		return
+	}
+	key := revisionKey{p.function, revision}
 	if state, ok := a.revisions[key]; ok && state.previous.Replicas > 0 {
 		return // already running: the next tick handles its load
 	}
-	decision := a.apply(ctx, key, a.cfg.policy(fn.Spec.Scaling), a.read(ctx, key), true, time.Now())
+	decision := a.apply(ctx, key, a.cfg.revisionPolicy(fn, revision), a.read(ctx, key), true, time.Now())
 	if decision.Replicas > 0 {
 		a.metrics.pokeToScale.Observe(time.Since(p.at).Seconds())
 	}

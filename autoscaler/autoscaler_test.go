@@ -140,3 +140,37 @@ func TestPokeWakesAFunctionAtOnce(t *testing.T) {
 	require.Equal(t, 1, status.Desired)
 	require.Contains(t, status.Reason, "poked")
 }
+
+// TestARolloutScalesBothRevisions: while a rollout runs, its stable revision
+// keeps a replica even idle, both revisions scale with their queues and
+// wake on a poke that names them; once it is over the old revision drains
+// to zero.
+func TestARolloutScalesBothRevisions(t *testing.T) {
+	js, scaler := startAutoscaler(t, 50*time.Millisecond)
+	ctx := t.Context()
+	catalog, err := functions.OpenCatalog(ctx, js)
+	require.NoError(t, err)
+	fn, err := catalog.Get(ctx, "iris")
+	require.NoError(t, err)
+	candidate := fn.Status.Revisions[0]
+	candidate.Name = "2"
+	fn.Status.Revisions = append(fn.Status.Revisions, candidate)
+	fn.Status.Revision = "2"
+	fn.Status.Rollout = &functions.RolloutStatus{Stable: "1", Candidate: "2", Phase: functions.RolloutProgressing, Weight: 100}
+	fn.Status.Traffic = fn.Status.Rollout.Traffic()
+	require.NoError(t, catalog.Put(ctx, fn))
+	_, err = events.EnsureConsumer(ctx, js, "iris", "2", events.DefaultQueueConfig())
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool { return scaler.get("iris/1") == 1 }, 5*time.Second, 10*time.Millisecond,
+		"the stable revision keeps a replica while the rollout runs, even with no traffic")
+	require.NoError(t, js.Conn().Publish(events.PokeSubject, []byte(events.ScaleKey("iris", "2"))))
+	require.Eventually(t, func() bool { return scaler.get("iris/2") == 1 }, 5*time.Second, 10*time.Millisecond, "a poke wakes the revision it names")
+
+	fn, err = catalog.Get(ctx, "iris")
+	require.NoError(t, err)
+	fn.Status.Rollout.Phase = functions.RolloutPromoted
+	require.NoError(t, catalog.Put(ctx, fn))
+	require.Eventually(t, func() bool { return scaler.get("iris/1") == 0 }, 10*time.Second, 20*time.Millisecond,
+		"after the rollout the old revision drains and scales to zero")
+}

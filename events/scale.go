@@ -3,16 +3,17 @@ package events
 import (
 	"context"
 	"fmt"
-	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nuid"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
-// PokeSubject is where the activator asks the autoscaler to wake a function:
-// the message body is the function's name. Pokes are idempotent and cheap.
+// PokeSubject is where the activator asks the autoscaler to wake a revision:
+// the message body is its ScaleKey, or a function's name alone for its
+// current revision. Pokes are idempotent and cheap.
 const PokeSubject = "sluice.autoscaler.poke"
 
 // ScaleBucket holds the autoscaler's last word on each revision, keyed by

@@ -92,3 +92,25 @@ func (s Status) Route(version, key string, u float64) (RevisionStatus, error) {
 	}
 	return s.Serving("") // says why no revision serves
 }
+
+// Serves lists the revisions that take requests without a version, as
+// scaling sees them: those of the traffic table, and, while a rollout runs,
+// its stable revision even at weight 0, ready to take back every request.
+func (s Status) Serves() []string {
+	var names []string
+	for _, target := range s.TrafficTable() {
+		names = append(names, target.Revision)
+	}
+	if r := s.Rollout; r != nil && !r.Done() && !slices.Contains(names, r.Stable) {
+		if _, live := s.FindRevision(r.Stable); live {
+			names = append(names, r.Stable)
+		}
+	}
+	return names
+}
+
+// Guards says whether revision is the stable revision of a rollout that
+// runs: it must keep a replica, ready for the requests its candidate fails.
+func (s Status) Guards(revision string) bool {
+	return s.Rollout != nil && !s.Rollout.Done() && s.Rollout.Stable == revision
+}
