@@ -114,6 +114,26 @@ func (c *Catalog) update(ctx context.Context, fn *Function, version uint64) erro
 	return nil
 }
 
+// Modify reads the named Function, lets change modify it, and stores it if
+// no other writer came first, reading and changing again when one did. A
+// change that returns false stores nothing. It returns what is stored.
+func (c *Catalog) Modify(ctx context.Context, name string, change func(fn *Function) (bool, error)) (*Function, error) {
+	for attempt := 0; ; attempt++ {
+		fn, version, err := c.entry(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		changed, err := change(fn)
+		if err != nil || !changed {
+			return fn, err
+		}
+		err = c.update(ctx, fn, version)
+		if !errors.Is(err, errConflict) || attempt == 4 {
+			return fn, err
+		}
+	}
+}
+
 // Put stores fn under its name.
 func (c *Catalog) Put(ctx context.Context, fn *Function) error {
 	data, err := json.Marshal(fn)

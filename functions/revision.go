@@ -79,20 +79,14 @@ func (s Status) liveNames() string {
 // with the reason when it does not. A revision no longer live, or already in
 // that state, is left as it is.
 func (c *Catalog) SetRevisionState(ctx context.Context, name, revision string, state RevisionState, reason string) error {
-	for attempt := 0; ; attempt++ {
-		fn, version, err := c.entry(ctx, name)
-		if err != nil {
-			return err
-		}
+	_, err := c.Modify(ctx, name, func(fn *Function) (bool, error) {
 		index := slices.IndexFunc(fn.Status.Revisions, func(r RevisionStatus) bool { return r.Name == revision })
 		if index < 0 || (fn.Status.Revisions[index].State == state && fn.Status.Revisions[index].Reason == reason) {
-			return nil
+			return false, nil
 		}
 		fn.Status.Revisions = slices.Clone(fn.Status.Revisions)
 		fn.Status.Revisions[index].State, fn.Status.Revisions[index].Reason = state, reason
-		err = c.update(ctx, fn, version)
-		if !errors.Is(err, errConflict) || attempt == 4 {
-			return err
-		}
-	}
+		return true, nil
+	})
+	return err
 }
