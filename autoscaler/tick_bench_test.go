@@ -93,7 +93,7 @@ func storeIrisModel(b *testing.B, ctx context.Context, catalog *functions.Catalo
 	if err != nil {
 		b.Fatal(err)
 	}
-	version, err := catalog.PutModel(ctx, "shared", model)
+	version, err := catalog.PutModel(ctx, "shared", model, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func measureWakes(b *testing.B, count int) []time.Duration {
 		b.Fatal(err)
 	}
 	_, model := trainIris(b)
-	version, err := catalog.PutModel(ctx, "shared", model)
+	version, err := catalog.PutModel(ctx, "shared", model, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

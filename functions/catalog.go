@@ -158,8 +158,9 @@ func (c *Catalog) Delete(ctx context.Context, name string) error {
 }
 
 // PutModel stores an ONNX file for function, named by its sha256 so the same
-// file is stored once, and returns its version with the signature read from it.
-func (c *Catalog) PutModel(ctx context.Context, function string, model []byte) (*ModelVersion, error) {
+// file is stored once, and returns its version with the signature read from
+// it, and with training, when a trainer made it, kept beside it.
+func (c *Catalog) PutModel(ctx context.Context, function string, model []byte, training *Training) (*ModelVersion, error) {
 	signature, err := onnxfile.ReadSignature(model)
 	if err != nil {
 		return nil, fmt.Errorf("model of %q: %w", function, err)
@@ -170,6 +171,7 @@ func (c *Catalog) PutModel(ctx context.Context, function string, model []byte) (
 		SHA256:    sum,
 		Size:      int64(len(model)),
 		Signature: signature,
+		Training:  training,
 	}
 	signatureJSON, err := json.Marshal(signature)
 	if err != nil {
@@ -180,26 +182,68 @@ func (c *Catalog) PutModel(ctx context.Context, function string, model []byte) (
 		Description: "ONNX model of function " + function,
 		Metadata:    map[string]string{"sha256": version.SHA256, "signature": string(signatureJSON)},
 	}
+	if training != nil {
+		trainingJSON, err := json.Marshal(training)
+		if err != nil {
+			return nil, err
+		}
+		meta.Metadata[trainingMetadata] = string(trainingJSON)
+	}
 	if _, err := c.models.Put(ctx, meta, bytes.NewReader(model)); err != nil {
 		return nil, fmt.Errorf("upload model %s: %w", version.Object, err)
 	}
 	return version, nil
 }
 
-// ModelFromStore describes an object already in the model store, reading its signature.
+// trainingMetadata is the object metadata key of a model's Training.
+const trainingMetadata = "training"
+
+// ModelFromStore describes an object already in the model store, reading
+// its signature, and what its trainer recorded.
 func (c *Catalog) ModelFromStore(ctx context.Context, object string) (*ModelVersion, []byte, error) {
-	data, err := c.models.GetBytes(ctx, object)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, nil, fmt.Errorf("model %q: %w", object, ErrNotFound)
-	}
+	data, err := c.GetObject(ctx, object)
 	if err != nil {
-		return nil, nil, fmt.Errorf("get model %q: %w", object, err)
+		return nil, nil, err
 	}
 	signature, err := onnxfile.ReadSignature(data)
 	if err != nil {
 		return nil, nil, fmt.Errorf("model %q: %w", object, err)
 	}
-	return &ModelVersion{Object: object, SHA256: sha256Hex(data), Size: int64(len(data)), Signature: signature}, data, nil
+	version := &ModelVersion{Object: object, SHA256: sha256Hex(data), Size: int64(len(data)), Signature: signature}
+	info, err := c.models.GetInfo(ctx, object)
+	if err != nil {
+		return nil, nil, fmt.Errorf("model %q: %w", object, err)
+	}
+	if recorded := info.Metadata[trainingMetadata]; recorded != "" {
+		version.Training = &Training{}
+		if err := json.Unmarshal([]byte(recorded), version.Training); err != nil {
+			return nil, nil, fmt.Errorf("model %q: its training record: %w", object, err)
+		}
+	}
+	return version, data, nil
+}
+
+// PutData stores a function's base training data, a CSV file, named by its
+// sha256, and returns the object's name: what spec.retrain.data.uri names.
+func (c *Catalog) PutData(ctx context.Context, function string, data []byte) (string, error) {
+	object := function + "/data/" + sha256Hex(data) + ".csv"
+	meta := jetstream.ObjectMeta{Name: object, Description: "training data of function " + function}
+	if _, err := c.models.Put(ctx, meta, bytes.NewReader(data)); err != nil {
+		return "", fmt.Errorf("upload data %s: %w", object, err)
+	}
+	return object, nil
+}
+
+// GetObject downloads an object of the model store: a model or data.
+func (c *Catalog) GetObject(ctx context.Context, object string) ([]byte, error) {
+	data, err := c.models.GetBytes(ctx, object)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, fmt.Errorf("object %q of the model store: %w", object, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get object %q: %w", object, err)
+	}
+	return data, nil
 }
 
 // GetModel downloads a model version and checks it against its sha256.

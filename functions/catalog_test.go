@@ -96,7 +96,7 @@ func TestRevisionChangesOnlyWithModelOrRuntime(t *testing.T) {
 func TestDeployByURIOfStoredModel(t *testing.T) {
 	_, catalog, deployer := newDeployer(t)
 	ctx := context.Background()
-	version, err := catalog.PutModel(ctx, "shared", irisModel(t, 1))
+	version, err := catalog.PutModel(ctx, "shared", irisModel(t, 1), nil)
 	require.NoError(t, err)
 
 	fn := parse(t, "metadata: {name: by-uri}\nspec: {model: {uri: "+version.Object+"}}\n")
@@ -146,7 +146,7 @@ func TestListGetDelete(t *testing.T) {
 func TestGetModelChecksSHA256(t *testing.T) {
 	_, catalog, _ := newDeployer(t)
 	ctx := context.Background()
-	version, err := catalog.PutModel(ctx, "iris", irisModel(t, 1))
+	version, err := catalog.PutModel(ctx, "iris", irisModel(t, 1), nil)
 	require.NoError(t, err)
 	tampered := *version
 	tampered.SHA256 = "00" + version.SHA256[2:]

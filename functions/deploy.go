@@ -73,6 +73,21 @@ func (d *Deployer) Deploy(ctx context.Context, fn *Function, modelFile []byte) (
 	}
 }
 
+// PutData uploads the base training data of fn (the bytes of
+// spec.retrain.data.path) to the model store and points spec.retrain.data
+// at the object, as a trainer reads it.
+func (d *Deployer) PutData(ctx context.Context, fn *Function, data []byte) error {
+	if len(data) == 0 {
+		return fmt.Errorf("spec.retrain.data.path: %q is empty", fn.Spec.Retrain.Data.Path)
+	}
+	object, err := d.catalog.PutData(ctx, fn.Metadata.Name, data)
+	if err != nil {
+		return err
+	}
+	fn.Spec.Retrain.Data = ModelSpec{URI: object}
+	return nil
+}
+
 // maxRevisions is how many revisions a Function keeps live.
 const maxRevisions = 5
 
@@ -156,7 +171,7 @@ func (d *Deployer) modelVersion(ctx context.Context, fn *Function, model []byte)
 	if len(model) == 0 {
 		return nil, nil, fmt.Errorf("spec.model.path: %q is empty", fn.Spec.Model.Path)
 	}
-	version, err := d.catalog.PutModel(ctx, fn.Metadata.Name, model)
+	version, err := d.catalog.PutModel(ctx, fn.Metadata.Name, model, nil)
 	return version, model, err
 }
 

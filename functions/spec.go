@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"sluice.dev/sluice/events/oip"
+	"sluice.dev/sluice/functions/train"
 )
 
 // APIVersion and Kind identify the Function resource.
@@ -147,6 +148,27 @@ type ModelVersion struct {
 	SHA256    string        `json:"sha256"`
 	Size      int64         `json:"size"`
 	Signature oip.Signature `json:"signature"`
+	// Training says how a trainer made it, when one did.
+	Training *Training `json:"training,omitempty"`
+}
+
+// Training is what a trainer records with the model version it publishes:
+// where it came from, what it was trained on, how well it did, and the
+// distribution of its inputs, which drift is measured against.
+type Training struct {
+	// Run names the training run; Parent the revision that served when it started.
+	Run    string `json:"run,omitempty"`
+	Parent string `json:"parent,omitempty"`
+	// Rows counts the training data: base rows and feedback rows.
+	Rows         int `json:"rows"`
+	FeedbackRows int `json:"feedbackRows"`
+	// HeldOutRows were kept out of training to measure TestAccuracy, and
+	// ServingAccuracy, the parent's on the same rows (-1 when not measured).
+	HeldOutRows     int             `json:"heldOutRows"`
+	TestAccuracy    float64         `json:"testAccuracy"`
+	ServingAccuracy float64         `json:"servingAccuracy"`
+	Baseline        *train.Baseline `json:"baseline,omitempty"`
+	TrainedAt       time.Time       `json:"trainedAt"`
 }
 
 // Duration is a time.Duration written as "30s" in YAML and JSON.

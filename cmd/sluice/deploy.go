@@ -96,11 +96,17 @@ func deployFile(ctx context.Context, deployer *functions.Deployer, file string) 
 	}
 	var model []byte
 	if path := fn.Spec.Model.Path; path != "" {
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(filepath.Dir(file), path)
-		}
-		if model, err = os.ReadFile(path); err != nil {
+		if model, err = os.ReadFile(besideFile(file, path)); err != nil {
 			return nil, fmt.Errorf("%s: spec.model.path: %w", file, err)
+		}
+	}
+	if retrain := fn.Spec.Retrain; retrain != nil && retrain.Data.Path != "" {
+		data, err := os.ReadFile(besideFile(file, retrain.Data.Path))
+		if err == nil {
+			err = deployer.PutData(ctx, fn, data)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: spec.retrain.data.path: %w", file, err)
 		}
 	}
 	deployed, err := deployer.Deploy(ctx, fn, model)
@@ -108,6 +114,14 @@ func deployFile(ctx context.Context, deployer *functions.Deployer, file string) 
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	return deployed, nil
+}
+
+// besideFile resolves a path of a Function file relative to the file.
+func besideFile(file, path string) string {
+	if filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(filepath.Dir(file), path)
 }
 
 func newFunctionsCommand(g *globals) *cobra.Command {

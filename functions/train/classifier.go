@@ -197,3 +197,38 @@ func toFloat32(values []float64) []float32 {
 	}
 	return out
 }
+
+// Predict returns the class name the classifier gives each row.
+func (classifier *Classifier) Predict(rows [][]float32) []string {
+	names := make([]string, len(rows))
+	for i, row := range rows {
+		if probabilities := classifier.PredictProba(row); probabilities != nil {
+			names[i] = classifier.classes[argmax32(probabilities)]
+		}
+	}
+	return names
+}
+
+// Accuracy is the share of labels that predicted matches.
+func Accuracy(predicted, labels []string) float64 {
+	if len(labels) == 0 {
+		return 0
+	}
+	correct := 0
+	for i, label := range labels {
+		if i < len(predicted) && predicted[i] == label {
+			correct++
+		}
+	}
+	return float64(correct) / float64(len(labels))
+}
+
+func argmax32(values []float32) int {
+	best := 0
+	for i, value := range values {
+		if value > values[best] {
+			best = i
+		}
+	}
+	return best
+}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"math"
 	"slices"
 	"strconv"
@@ -173,4 +174,53 @@ func (data Dataset) Float32Rows() [][]float32 {
 		}
 	}
 	return rows
+}
+
+// Append returns data with more rows, each labelled by class name. A name
+// not among Classes becomes a class; the classes stay sorted and the labels
+// are renumbered to match. Every row must have one value per feature.
+func (data Dataset) Append(features [][]float64, labels []string) (Dataset, error) {
+	if len(features) != len(labels) {
+		return Dataset{}, fmt.Errorf("append: %d rows and %d labels", len(features), len(labels))
+	}
+	names := make([]string, 0, len(data.Labels)+len(labels))
+	for _, label := range data.Labels {
+		names = append(names, data.Classes[label])
+	}
+	names = append(names, labels...)
+	out := Dataset{
+		FeatureNames: slices.Clone(data.FeatureNames),
+		Classes:      slices.Compact(slices.Sorted(slices.Values(names))),
+		Features:     slices.Concat(data.Features, features),
+		Labels:       make([]int, len(names)),
+	}
+	for row, name := range names {
+		out.Labels[row], _ = slices.BinarySearch(out.Classes, name)
+	}
+	return out, out.Validate()
+}
+
+// Split holds out fraction of each class's rows, chosen by seed, as Fit
+// does: the rows to fit on, and the rows to measure models on.
+func (data Dataset) Split(fraction float64, seed uint64) (fit, held Dataset) {
+	fitRows, heldRows := stratifiedSplit(data.Labels, len(data.Classes), fraction, rand.New(rand.NewPCG(seed, splitStream)))
+	return data.rows(fitRows), data.rows(heldRows)
+}
+
+func (data Dataset) rows(indices []int) Dataset {
+	out := Dataset{FeatureNames: data.FeatureNames, Classes: data.Classes}
+	for _, row := range indices {
+		out.Features = append(out.Features, data.Features[row])
+		out.Labels = append(out.Labels, data.Labels[row])
+	}
+	return out
+}
+
+// ClassNames returns each row's label as its class name.
+func (data Dataset) ClassNames() []string {
+	names := make([]string, len(data.Labels))
+	for row, label := range data.Labels {
+		names[row] = data.Classes[label]
+	}
+	return names
 }

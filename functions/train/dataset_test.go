@@ -151,3 +151,27 @@ func TestDatasetValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestAppendSplitAndPredict(t *testing.T) {
+	data := readIris(t)
+	grown, err := data.Append([][]float64{{5, 3, 1.5, 0.2}, {7, 3, 6, 2}}, []string{"setosa", "aardvark"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"aardvark", "setosa", "versicolor", "virginica"}, grown.Classes, "a new class joins in order")
+	require.Len(t, grown.Features, len(data.Features)+2)
+	require.Equal(t, data.ClassNames(), grown.ClassNames()[:len(data.Labels)], "the old rows keep their classes")
+	require.Equal(t, []string{"setosa", "aardvark"}, grown.ClassNames()[len(data.Labels):])
+	_, err = data.Append([][]float64{{1, 2}}, []string{"setosa"})
+	require.ErrorContains(t, err, "has 2 features, want 4")
+
+	fit, held := data.Split(0.2, 7)
+	require.Len(t, held.Features, 30, "a fifth of each of the three classes of 50")
+	require.Len(t, fit.Features, 120)
+	again, _ := data.Split(0.2, 7)
+	require.Equal(t, fit.Features, again.Features, "the same seed, the same split")
+
+	classifier, _, err := train.Fit(t.Context(), fit, train.DefaultConfig())
+	require.NoError(t, err)
+	accuracy := train.Accuracy(classifier.Predict(held.Float32Rows()), held.ClassNames())
+	require.Greater(t, accuracy, 0.85)
+	require.Zero(t, train.Accuracy(nil, held.ClassNames()))
+}
