@@ -13,8 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 )
