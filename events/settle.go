@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -59,6 +60,32 @@ func Settle(msg jetstream.Msg, err error) error {
 		}
 		if nakErr := msg.NakWithDelay(RetryDelay(delivered)); nakErr != nil {
 			return fmt.Errorf("nak: %w", nakErr)
+		}
+	}
+	return nil
+}
+
+// ConsumeDurable hands the messages of the durable consumer cfg of stream to
+// handle, one at a time, and settles each with what handle returns, until
+// ctx ends; it returns once the message in hand is settled. It suits the
+// control plane's events, which are few and acted on in order. While NATS
+// cannot be reached it keeps asking.
+func ConsumeDurable(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, handle func(context.Context, jetstream.Msg) error) error {
+	consumer, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	if err != nil {
+		return fmt.Errorf("consumer %s of %s: %w", cfg.Durable, stream, err)
+	}
+	for ctx.Err() == nil {
+		batch, err := consumer.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		if err != nil { // NATS away for a while: ask again
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for msg := range batch.Messages() {
+			_ = Settle(msg, handle(ctx, msg)) // a failed settle is delivered again after AckWait
 		}
 	}
 	return nil

@@ -29,6 +29,9 @@ type RetrainSpec struct {
 	Cooldown Duration `json:"cooldown,omitzero"`
 	// Deadline stops a training that runs longer.
 	Deadline Duration `json:"deadline,omitzero"`
+	// MaxRegression is how much lower than the serving model's the new
+	// model's held-out accuracy may be before the trainer refuses to publish it.
+	MaxRegression float64 `json:"maxRegression,omitempty"`
 }
 
 // DriftSpec is when drifted inputs start a training: when the population
@@ -41,7 +44,8 @@ type DriftSpec struct {
 }
 
 // Default fills the unset fields: drift at PSI 0.25 over 3 windows of 500
-// inputs, accuracy over 100 labels, 10 minutes' cooldown, 30 minutes' deadline.
+// inputs, accuracy over 100 labels, 10 minutes' cooldown, 30 minutes'
+// deadline, and no model published that is 2 points less accurate.
 func (r *RetrainSpec) Default() {
 	if r.Drift != nil {
 		if r.Drift.PSI == 0 {
@@ -62,6 +66,9 @@ func (r *RetrainSpec) Default() {
 	}
 	if r.Deadline.Duration == 0 {
 		r.Deadline.Duration = 30 * time.Minute
+	}
+	if r.MaxRegression == 0 {
+		r.MaxRegression = 0.02
 	}
 }
 
@@ -94,6 +101,9 @@ func (r *RetrainSpec) validate(bad func(string, string, ...any)) {
 		bad("spec.retrain.minFeedback", "must be at least 1, got %d", r.MinFeedback)
 	}
 	positive(bad, "spec.retrain.cooldown", r.Cooldown.Duration, 0, 7*24*time.Hour)
+	if !(r.MaxRegression > 0 && r.MaxRegression <= 1) {
+		bad("spec.retrain.maxRegression", "must be above 0 and at most 1, got %v", r.MaxRegression)
+	}
 	positive(bad, "spec.retrain.deadline", r.Deadline.Duration, time.Second, 7*24*time.Hour)
 }
 
