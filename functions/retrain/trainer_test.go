@@ -25,6 +25,7 @@ import (
 // trainingPlatform is iris deployed with a retrain section on a real
 // nats-server, its base data uploaded as sluice deploy does.
 type trainingPlatform struct {
+	natsURL  string
 	js       jetstream.JetStream
 	catalog  *functions.Catalog
 	deployer *functions.Deployer
@@ -32,14 +33,20 @@ type trainingPlatform struct {
 
 func deployForTraining(t *testing.T) *trainingPlatform {
 	t.Helper()
-	_, _, js := natstest.JetStream(t)
+	return deployWithRetrain(t, "{data: {path: iris.csv}, label: species}")
+}
+
+// deployWithRetrain deploys iris with the given retrain section.
+func deployWithRetrain(t *testing.T, retrainSpec string) *trainingPlatform {
+	t.Helper()
+	srv, _, js := natstest.JetStream(t)
 	catalog, err := functions.OpenCatalog(t.Context(), js)
 	require.NoError(t, err)
-	p := &trainingPlatform{js: js, catalog: catalog, deployer: functions.NewDeployer(js, catalog, events.DefaultQueueConfig())}
+	p := &trainingPlatform{natsURL: srv.ClientURL(), js: js, catalog: catalog, deployer: functions.NewDeployer(js, catalog, events.DefaultQueueConfig())}
 	fn, err := functions.Parse([]byte(`metadata: {name: iris}
 spec:
   model: {path: iris.onnx}
-  retrain: {data: {path: iris.csv}, label: species}
+  retrain: ` + retrainSpec + `
   rollout: {steps: [10, 100], interval: 1s, minRequests: 10}
 `))
 	require.NoError(t, err)
