@@ -19,6 +19,7 @@ import (
 	autoscalerkube "sluice.dev/sluice/autoscaler/kube"
 	"sluice.dev/sluice/functions"
 	functionskube "sluice.dev/sluice/functions/kube"
+	"sluice.dev/sluice/functions/retrain"
 )
 
 // autoscalerFlags are the settings of `sluice autoscaler`.
@@ -43,6 +44,8 @@ func newAutoscalerCommand(g *globals) *cobra.Command {
 		Short: "Scale the worker Deployments of every function revision on Kubernetes with its queue depth",
 		Long: `autoscaler keeps a worker Deployment per live function revision (created at 0 replicas)
 and sets its replicas through the /scale subresource from the revision's JetStream queue depth.
+It also runs the models' lifecycle: retraining as batch/v1 Jobs of the worker image, new
+versions as revisions, and their rollouts.
 With --leader-elect, several autoscalers may run; one leads at a time through a Lease.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -85,6 +88,13 @@ func runKubeAutoscaler(ctx context.Context, g *globals, f autoscalerFlags, log *
 		return err
 	}
 	defer nc.Close()
+	jobs := functionskube.DefaultJobConfig()
+	jobs.Image, jobs.Namespace = f.workerImage, f.namespace
+	trainers, err := functionskube.NewJobLauncher(client, jobs)
+	if err != nil {
+		return err
+	}
+	trainerEnv := map[string]string{retrain.EnvNATSURL: f.workerNATS}
 	reg := newRegistry()
 	var leading atomic.Bool
 	lead := func(ctx context.Context) error {
@@ -96,7 +106,8 @@ func runKubeAutoscaler(ctx context.Context, g *globals, f autoscalerFlags, log *
 			autoscalePart(js, autoscalerkube.NewScaler(client, f.namespace), f.autoscaleCfg, reg, log),
 			func(ctx context.Context, _ *functions.Registry) error {
 				return autoscalerkube.RecordScaleEvents(ctx, nc, client, f.namespace)
-			})
+			},
+			lifecyclePart(js, trainers, trainerEnv, nil, log))
 	}
 	var alive atomic.Bool // ready once connected; only the leader decides
 	alive.Store(true)

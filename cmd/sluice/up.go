@@ -18,6 +18,7 @@ import (
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/events/embedded"
 	"sluice.dev/sluice/functions"
+	"sluice.dev/sluice/functions/retrain"
 	"sluice.dev/sluice/worker/onnx"
 )
 
@@ -92,7 +93,14 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 		return err
 	}
 	defer nc.Close()
-	if err := deployAll(ctx, js, f.deploy, log); err != nil {
+	// ONNX Runtime in this process checks models before they take traffic.
+	var checker functions.ModelChecker
+	if err := onnx.Init(library); err == nil {
+		checker = sessionChecker{}
+	} else {
+		log.Warn("models are not loaded before they take traffic", "error", err)
+	}
+	if err := deployAll(ctx, js, f.deploy, checker, log); err != nil {
 		return err
 	}
 	listeners, err := listen(f.addr, f.grpcAddr)
@@ -104,16 +112,23 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 		return err
 	}
 	defer processes.Close() // after the activator has answered every request in flight
-	return serveUp(ctx, js, listeners, processes, f.sinks, log)
+	trainers, err := retrain.NewProcessLauncher(retrain.DefaultProcessConfig(), log)
+	if err != nil {
+		return err
+	}
+	defer trainers.Close()
+	trainerEnv := map[string]string{retrain.EnvNATSURL: g.natsURL, onnx.LibraryEnv: library}
+	lifecycle := lifecyclePart(js, trainers, trainerEnv, checker, log)
+	return serveUp(ctx, js, listeners, processes, f.sinks, lifecycle, log)
 }
 
-// serveUp runs the activator and the autoscaler, which starts and stops
-// worker processes with the queue depth, until ctx ends.
-func serveUp(ctx context.Context, js jetstream.JetStream, listeners activatorListeners, processes *autoscaler.ProcessScaler, sinks activator.SinkConfig, log *slog.Logger) error {
+// serveUp runs the activator, the autoscaler, which starts and stops worker
+// processes with the queue depth, and the models' lifecycle, until ctx ends.
+func serveUp(ctx context.Context, js jetstream.JetStream, listeners activatorListeners, processes *autoscaler.ProcessScaler, sinks activator.SinkConfig, lifecycle part, log *slog.Logger) error {
 	reg := newRegistry()
 	autoscale := autoscalePart(js, processes, autoscaler.DefaultConfig(), reg, log)
 	log.Info("sluice is up", "http", listeners.http.Addr().String())
-	return withRegistry(ctx, js, autoscale, activatorPart(js, listeners, activator.DefaultConfig(), reg, log), sinksPart(js, sinks, log))
+	return withRegistry(ctx, js, autoscale, activatorPart(js, listeners, activator.DefaultConfig(), reg, log), sinksPart(js, sinks, log), lifecycle)
 }
 
 // workerProcesses starts `sluice worker` for a revision, as a child of this process.
@@ -134,7 +149,7 @@ func workerProcesses(g *globals, f upFlags, library string) autoscaler.ProcessCo
 	return cfg
 }
 
-func deployAll(ctx context.Context, js jetstream.JetStream, files []string, log *slog.Logger) error {
+func deployAll(ctx context.Context, js jetstream.JetStream, files []string, checker functions.ModelChecker, log *slog.Logger) error {
 	if len(files) == 0 {
 		return nil
 	}
@@ -143,6 +158,9 @@ func deployAll(ctx context.Context, js jetstream.JetStream, files []string, log 
 		return err
 	}
 	deployer := functions.NewDeployer(js, catalog, events.DefaultQueueConfig())
+	if checker != nil {
+		deployer.WithChecker(checker)
+	}
 	for _, file := range files {
 		fn, err := deployFile(ctx, deployer, file)
 		if err != nil {

@@ -23,8 +23,8 @@ type Config struct {
 }
 
 // DefaultConfig decides every second and writes a waiting rollout's status
-// every 10 seconds.
-func DefaultConfig() Config { return Config{Tick: time.Second, WriteEvery: 10 * time.Second} }
+// every 2 seconds.
+func DefaultConfig() Config { return Config{Tick: time.Second, WriteEvery: 2 * time.Second} }
 
 // Validate reports the first field that is wrong.
 func (c Config) Validate() error {
