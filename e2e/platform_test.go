@@ -66,6 +66,9 @@ func startPlatform(t testing.TB, extraArgs ...string) *platform {
 	spec, err := os.ReadFile("../deploy/demo/iris.yaml")
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "iris.yaml"), spec, 0o644))
+	data, err := os.ReadFile("../deploy/demo/iris.csv")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "iris.csv"), data, 0o644))
 
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -17,6 +17,7 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"sluice.dev/sluice/events/oip"
+	"sluice.dev/sluice/functions"
 	"sluice.dev/sluice/functions/onnxfile"
 	"sluice.dev/sluice/worker/onnx"
 )
@@ -140,7 +141,12 @@ func randomInput(name string, batch int, features int64) (oip.Tensor, error) {
 
 // benchPlatform starts `sluice up` in its own process and loads it at each concurrency.
 func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRow, error) {
-	coldSpec, err := writeColdSpec(f)
+	spec, err := writeSpecCopy(f, func(*functions.Function) {})
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(spec)
+	coldSpec, err := writeSpecCopy(f, coldStarts)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +156,7 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 	if err != nil {
 		return nil, err
 	}
-	url, pid, stop, err := startPlatform(ctx, f, captured, coldSpec, natsAddr)
+	url, pid, stop, err := startPlatform(ctx, f, captured, spec, coldSpec, natsAddr)
 	if err != nil {
 		fmt.Fprint(logs, captured.String())
 		return nil, err
@@ -185,7 +191,7 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 
 // startPlatform runs `sluice up` on free ports with a fresh data directory and
 // waits until the function answers.
-func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, coldSpec, natsAddr string) (string, int, func(), error) {
+func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, spec, coldSpec, natsAddr string) (string, int, func(), error) {
 	dataDir, err := os.MkdirTemp("", "sluice-bench-")
 	if err != nil {
 		return "", 0, nil, err
@@ -195,7 +201,7 @@ func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, coldSpec, 
 		return "", 0, nil, err
 	}
 	url, pid, stop, err := startSluice(ctx, f, logs, "up", "--data-dir", dataDir, "--nats-port", natsPort, "--grpc-addr", "127.0.0.1:0",
-		"--deploy", f.spec, "--deploy", coldSpec)
+		"--deploy", spec, "--deploy", coldSpec)
 	if err != nil {
 		_ = os.RemoveAll(dataDir)
 		return "", 0, nil, err

@@ -21,9 +21,10 @@ import (
 // coldSuffix names the copy of the benchmarked function that measures cold starts.
 const coldSuffix = "-cold"
 
-// writeColdSpec writes a copy of --spec named <function>-cold that scales to
-// zero one second after its last request, with the model path made absolute.
-func writeColdSpec(f benchFlags) (string, error) {
+// writeSpecCopy writes a copy of --spec, changed by change, with the model
+// path made absolute and without retraining or rollout: the benchmarks
+// measure serving, not the prediction log that feedback needs.
+func writeSpecCopy(f benchFlags, change func(*functions.Function)) (string, error) {
 	data, err := os.ReadFile(f.spec)
 	if err != nil {
 		return "", err
@@ -32,9 +33,8 @@ func writeColdSpec(f benchFlags) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", f.spec, err)
 	}
-	fn.Metadata.Name += coldSuffix
-	fn.Spec.Scaling.MinReplicas = 0
-	fn.Spec.Scaling.ScaleToZeroAfter.Duration = time.Second
+	fn.Spec.Retrain, fn.Spec.Rollout = nil, nil
+	change(fn)
 	if path := fn.Spec.Model.Path; path != "" && !filepath.IsAbs(path) {
 		if fn.Spec.Model.Path, err = filepath.Abs(filepath.Join(filepath.Dir(f.spec), path)); err != nil {
 			return "", err
@@ -44,13 +44,21 @@ func writeColdSpec(f benchFlags) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	file, err := os.CreateTemp("", "sluice-bench-cold-*.yaml")
+	file, err := os.CreateTemp("", "sluice-bench-*.yaml")
 	if err != nil {
 		return "", err
 	}
 	defer file.Close()
 	_, err = file.Write(out)
 	return file.Name(), err
+}
+
+// coldStarts names the copy of the benchmarked function that measures cold
+// starts, and scales to zero one second after its last request.
+func coldStarts(fn *functions.Function) {
+	fn.Metadata.Name += coldSuffix
+	fn.Spec.Scaling.MinReplicas = 0
+	fn.Spec.Scaling.ScaleToZeroAfter.Duration = time.Second
 }
 
 // benchColdStarts waits, each time, until the function is at zero, then times
