@@ -108,7 +108,7 @@ func checkFeedback(ctx context.Context, a *Activator, fn *functions.Function, fe
 		return &oip.FieldError{Field: "feedback", Problem: err.Error()}
 	}
 	if feedback.RequestID != "" {
-		prediction, err := events.ReadPrediction(ctx, a.js, fn.Metadata.Name, feedback.RequestID)
+		prediction, err := readPrediction(ctx, a, fn.Metadata.Name, feedback.RequestID)
 		switch {
 		case errors.Is(err, events.ErrNoPrediction):
 			return fmt.Errorf("%w: requestId: %v (answers are kept a week, when the function has spec.retrain or an accuracy gate)", errNotFound, err)
@@ -126,6 +126,23 @@ func checkFeedback(ctx context.Context, a *Activator, fn *functions.Function, fe
 		}
 	}
 	return nil
+}
+
+// readPrediction reads a request's logged prediction, waiting a little for
+// one not there yet: the worker logs it as it answers, and feedback may
+// follow the answer at once.
+func readPrediction(ctx context.Context, a *Activator, function, requestID string) (events.Prediction, error) {
+	for attempt := 0; ; attempt++ {
+		prediction, err := events.ReadPrediction(ctx, a.js, function, requestID)
+		if !errors.Is(err, events.ErrNoPrediction) || attempt == 4 {
+			return prediction, err
+		}
+		select {
+		case <-ctx.Done():
+			return prediction, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // featureWidth is the width of the model's first input when it is a matrix

@@ -60,11 +60,18 @@ func sluice(t testing.TB, args ...string) string {
 // startPlatform trains the demo model, writes its Function and runs `sluice up`.
 func startPlatform(t testing.TB, extraArgs ...string) *platform {
 	t.Helper()
+	spec, err := os.ReadFile("../deploy/demo/iris.yaml")
+	require.NoError(t, err)
+	return startPlatformWith(t, spec, extraArgs...)
+}
+
+// startPlatformWith runs `sluice up` with the demo model and data deployed
+// by the Function in spec.
+func startPlatformWith(t testing.TB, spec []byte, extraArgs ...string) *platform {
+	t.Helper()
 	dir := t.TempDir()
 	out := sluice(t, "train", "--input", "../deploy/demo/iris.csv", "--output", filepath.Join(dir, "iris.onnx"))
 	require.Contains(t, out, "held-out accuracy")
-	spec, err := os.ReadFile("../deploy/demo/iris.yaml")
-	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "iris.yaml"), spec, 0o644))
 	data, err := os.ReadFile("../deploy/demo/iris.csv")
 	require.NoError(t, err)

@@ -54,6 +54,7 @@ func (w *Worker) finish(j *job) {
 			return
 		}
 	}
+	w.logPrediction(j) // before the answer, so that feedback sent on it finds the prediction
 	if j.replyTo != "" {
 		err := w.answer(j.replyTo, j, body)
 		if errors.Is(err, nats.ErrMaxPayload) { // its headers took it over
@@ -73,7 +74,6 @@ func (w *Worker) finish(j *job) {
 	}
 	w.metrics.requests.WithLabelValues(outcome).Inc()
 	w.count(j)
-	w.logPrediction(j)
 	w.settle(j, j.err)
 }
 
