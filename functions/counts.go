@@ -41,7 +41,10 @@ func (c *Counter) Add(function, revision string, delta Counts) {
 	c.counts[key], c.dirty[key] = c.counts[key].Add(delta), true
 }
 
-// Run writes what changed every interval until ctx ends, then once more.
+// Run writes what changed every interval until ctx ends, then once more,
+// and returns what that last write failed with. A write that fails while
+// it runs is tried again at the next interval: counts are statistics, and
+// NATS being away a while must not stop what they count.
 func (c *Counter) Run(ctx context.Context, interval time.Duration) error {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
@@ -52,9 +55,7 @@ func (c *Counter) Run(ctx context.Context, interval time.Duration) error {
 			defer cancel()
 			return c.Flush(flushCtx)
 		case <-ticker.C:
-			if err := c.Flush(ctx); err != nil && ctx.Err() == nil {
-				return err
-			}
+			_ = c.Flush(ctx)
 		}
 	}
 }

@@ -212,7 +212,12 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 	group.Go(func() error { return serveProbes(ctx, f.metricsAddr, reg, &ready, log) })
 	// The counts are written until the worker has settled its last request.
 	counted, stopCounting := context.WithCancel(context.WithoutCancel(ctx))
-	group.Go(func() error { return counter.Run(counted, time.Second) })
+	group.Go(func() error {
+		if err := counter.Run(counted, time.Second); err != nil {
+			log.Warn("write the last counts", "error", err) // statistics: not worth a failed exit
+		}
+		return nil
+	})
 	group.Go(func() error {
 		defer stopCounting()
 		w, closeModels, cannotRun, err := loadWorker(ctx, js, f, counter, reg, log)

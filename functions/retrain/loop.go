@@ -93,7 +93,12 @@ func (l *Loop) Run(ctx context.Context) error {
 	l.drift = newDriftWatch(l.js, l.catalog, l.log)
 	defer l.drift.stop()
 	group, ctx := errgroup.WithContext(ctx)
-	group.Go(func() error { return l.counter.Run(ctx, time.Second) })
+	group.Go(func() error {
+		if err := l.counter.Run(ctx, time.Second); err != nil {
+			l.log.Warn("retrain: write the last feedback counts", "error", err)
+		}
+		return nil
+	})
 	group.Go(func() error {
 		return events.ConsumeDurable(ctx, l.js, events.LifecycleStream, jetstream.ConsumerConfig{
 			Durable: requestsConsumer, Description: "acts on retrain requests", FilterSubject: events.RetrainSubject("*"),
