@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -81,6 +82,14 @@ type Activator struct {
 	answers jetstream.ObjectStore
 	// grpcListener, when set by ListenGRPC, is where Run serves gRPC too.
 	grpcListener net.Listener
+	// counter counts the comparisons of shadow answers (opened by Run);
+	// shadows holds a token per shadow copy awaiting its answer, shadowing
+	// waits for their goroutines, and stopShadows, closed when Run ends,
+	// stops their waiting.
+	counter     *functions.Counter
+	shadows     chan struct{}
+	shadowing   sync.WaitGroup
+	stopShadows chan struct{}
 }
 
 // New returns an Activator that looks functions up in registry (which the
@@ -104,6 +113,7 @@ func New(nc *nats.Conn, registry *functions.Registry, cfg Config, reg *prometheu
 		inbox:   newInbox(m.lateReplies.Inc),
 		waker:   newWaker(nc),
 		metrics: m, log: log, gatherer: reg, slots: make(chan struct{}, cfg.MaxInFlight),
+		shadows: make(chan struct{}, maxShadows), stopShadows: make(chan struct{}),
 	}, nil
 }
 
@@ -146,6 +156,25 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 	if _, err = events.EnsureFeedbackStream(ctx, a.js); err != nil {
 		return fmt.Errorf("activator: %w", err)
 	}
+	counts, err := events.EnsureCountsBucket(ctx, a.js)
+	if err != nil {
+		return fmt.Errorf("activator: %w", err)
+	}
+	a.counter = functions.NewCounter(counts)
+	counting, stopCounting := context.WithCancel(context.WithoutCancel(ctx))
+	counted := make(chan struct{})
+	go func() {
+		defer close(counted)
+		if err := a.counter.Run(counting, time.Second); err != nil {
+			a.log.Warn("write the last counts", "error", err)
+		}
+	}()
+	defer func() { // after the shadows: their last comparisons are written too
+		close(a.stopShadows)
+		a.shadowing.Wait()
+		stopCounting()
+		<-counted
+	}()
 	scale, err := events.EnsureScaleBucket(ctx, a.js)
 	if err != nil {
 		return fmt.Errorf("activator: %w", err)

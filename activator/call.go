@@ -141,12 +141,15 @@ func checkLength(field, value string, max int) error {
 // candidate and the version was not pinned, the candidate has half the time,
 // and a request it fails for a reason of the server's is sent once more to
 // the stable revision: no caller sees a canary's failure, and the candidate's
-// workers still count it against it.
+// workers still count it against it. A rollout in shadow gets a copy (shadow).
 func (a *Activator) call(ctx context.Context, fn *functions.Function, ev *event.Event, pinned bool) (*nats.Msg, error) {
 	timeout := fn.Spec.Timeouts.Request.Duration
 	stable, canary := stableOf(fn)
 	if pinned || !canary {
-		return a.send(ctx, fn, ev, timeout, "")
+		compare := a.shadow(ctx, fn, ev, pinned)
+		reply, err := a.send(ctx, fn, ev, timeout, "")
+		compare(reply, err)
+		return reply, err
 	}
 	reply, err := a.send(ctx, fn, ev, timeout/2, "")
 	if !serverSide(err) || ctx.Err() != nil {
@@ -202,13 +205,10 @@ func (a *Activator) send(ctx context.Context, fn *functions.Function, ev *event.
 
 	arrived := time.Now()
 	cold := a.waker.wake(fn.Metadata.Name, fn.Status.Revision)
-	msg := nats.NewMsg(events.RequestSubject(fn.Metadata.Name, fn.Status.Revision))
-	if err := events.WriteEvent(ctx, msg, ev); err != nil {
+	msg, err := requestMessage(ctx, fn.Metadata.Name, fn.Status.Revision, ev, replyTo, deadline, attempt)
+	if err != nil {
 		return nil, err
 	}
-	msg.Header.Set(events.HeaderReplyTo, replyTo)
-	msg.Header.Set(events.HeaderDeadline, strconv.FormatInt(deadline.UnixNano(), 10))
-	msg.Header.Set(events.HeaderMsgID, events.MsgID(ev.Source(), ev.ID())+attempt)
 	ack, err := a.js.PublishMsgAsync(msg)
 	if err != nil {
 		return nil, publishError(fn.Metadata.Name, err)
@@ -245,6 +245,19 @@ func (a *Activator) send(ctx context.Context, fn *functions.Function, ev *event.
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// requestMessage is the message of a synchronous request for a revision:
+// ev, where to reply, and when the caller stops waiting.
+func requestMessage(ctx context.Context, function, revision string, ev *event.Event, replyTo string, deadline time.Time, attempt string) (*nats.Msg, error) {
+	msg := nats.NewMsg(events.RequestSubject(function, revision))
+	if err := events.WriteEvent(ctx, msg, ev); err != nil {
+		return nil, err
+	}
+	msg.Header.Set(events.HeaderReplyTo, replyTo)
+	msg.Header.Set(events.HeaderDeadline, strconv.FormatInt(deadline.UnixNano(), 10))
+	msg.Header.Set(events.HeaderMsgID, events.MsgID(ev.Source(), ev.ID())+attempt)
+	return msg, nil
 }
 
 func publishError(function string, err error) error {

@@ -3,6 +3,7 @@ package activator_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,4 +182,42 @@ func TestACanaryFailureIsAnsweredByTheStableRevision(t *testing.T) {
 	pinned := p.sendAsync(p.newRequest(t, http.MethodPost, "/v2/models/iris/versions/2/infer", jsonHeader(), irisBody))
 	answerOnceOf(t, p.js, "2", http.StatusInternalServerError, `{"error":"model failed: Add(6)"}`)
 	require.Equal(t, http.StatusInternalServerError, receive(t, pinned).status)
+}
+
+// TestShadowGetsACopyAndItsAnswerIsCompared: in shadow, the caller gets the
+// stable answer without waiting for the candidate, which gets a copy under
+// an id of its own; the two answers are compared and counted.
+func TestShadowGetsACopyAndItsAnswerIsCompared(t *testing.T) {
+	p := startPlatform(t, newSetup())
+	catalog, err := functions.OpenCatalog(t.Context(), p.js)
+	require.NoError(t, err)
+	fn, err := catalog.Get(t.Context(), "iris")
+	require.NoError(t, err)
+	candidate := fn.Status.Revisions[0]
+	candidate.Name = "2"
+	fn.Status.Revisions = append(fn.Status.Revisions, candidate)
+	fn.Status.Revision = "2"
+	fn.Status.Rollout = &functions.RolloutStatus{Stable: "1", Candidate: "2", Phase: functions.RolloutProgressing, Shadowing: true}
+	fn.Status.Traffic = fn.Status.Rollout.Traffic()
+	require.NoError(t, catalog.Put(t.Context(), fn))
+	_, err = events.EnsureConsumer(t.Context(), p.js, "iris", "2", events.DefaultQueueConfig())
+	require.NoError(t, err)
+	p.eventuallyStatus(t, http.MethodGet, "/v2/models/iris/versions/2/ready", http.StatusOK)
+	counts, err := events.EnsureCountsBucket(t.Context(), p.js)
+	require.NoError(t, err)
+
+	for i, candidateAnswer := range []string{irisAnswer, strings.Replace(irisAnswer, `"data":[0]`, `"data":[2]`, 1)} {
+		answers := p.sendAsync(p.newRequest(t, http.MethodPost, "/v2/models/iris/infer", jsonHeader(), irisBody))
+		stable := answerOnce(t, p.js, 0, irisAnswer)
+		answer := receive(t, answers)
+		require.Equal(t, http.StatusOK, answer.status, "the caller has the stable answer before the candidate gives its own")
+		copied := takeRequestOf(t, p.js, "2")
+		require.Equal(t, stable.Headers().Get(events.HeaderMsgID)+"#shadow", copied.Headers().Get(events.HeaderMsgID))
+		reply(t, p.js, copied, 0, candidateAnswer)
+		require.NoError(t, copied.Ack())
+		require.Eventually(t, func() bool {
+			got, err := functions.ReadCounts(t.Context(), counts, "iris", "2")
+			return err == nil && got.Compared == int64(i+1) && got.Disagreed == int64(i)
+		}, 5*time.Second, 20*time.Millisecond, "answer %d compared", i)
+	}
 }

@@ -25,6 +25,12 @@ type RolloutSpec struct {
 	// MinAccuracy, when set, is the least share of candidate answers that
 	// feedback labels correct.
 	MinAccuracy float64 `json:"minAccuracy,omitempty"`
+	// Shadow starts the rollout in shadow: the candidate gets a copy of the
+	// stable revision's synchronous requests, its answers are compared with
+	// the stable ones and discarded, and it takes traffic only once it
+	// agrees often enough (at most MaxDisagreement of answers differ).
+	Shadow          bool    `json:"shadow,omitempty"`
+	MaxDisagreement float64 `json:"maxDisagreement,omitempty"`
 }
 
 // Default fills the unset fields: steps 10, 50, 100 a minute apart, at least
@@ -41,6 +47,9 @@ func (r *RolloutSpec) Default() {
 	}
 	if r.MaxErrorRate == 0 {
 		r.MaxErrorRate = 0.01
+	}
+	if r.Shadow && r.MaxDisagreement == 0 {
+		r.MaxDisagreement = 0.05
 	}
 }
 
@@ -68,6 +77,9 @@ func (r *RolloutSpec) validate(bad func(string, string, ...any)) {
 	if !(r.MinAccuracy >= 0 && r.MinAccuracy < 1) {
 		bad("spec.rollout.minAccuracy", "must be 0 (no accuracy gate) or above, and below 1, got %v", r.MinAccuracy)
 	}
+	if r.Shadow && !(r.MaxDisagreement > 0 && r.MaxDisagreement < 0.5) {
+		bad("spec.rollout.maxDisagreement", "must be above 0 and below 0.5, got %v", r.MaxDisagreement)
+	}
 }
 
 // RolloutPhase is where a rollout is.
@@ -88,9 +100,12 @@ type RolloutStatus struct {
 	Stable    string       `json:"stable"`
 	Candidate string       `json:"candidate"`
 	Phase     RolloutPhase `json:"phase"`
-	// Step indexes RolloutSpec.Steps; Weight is the candidate's percent now.
-	Step   int `json:"step"`
-	Weight int `json:"weight"`
+	// Shadowing is set while the candidate gets copies and no traffic of its
+	// own; then Step indexes RolloutSpec.Steps, and Weight is the
+	// candidate's percent now.
+	Shadowing bool `json:"shadowing,omitempty"`
+	Step      int  `json:"step"`
+	Weight    int  `json:"weight"`
 	// StepStartedAt is when the candidate took this step's weight, and
 	// StepStart what it had been counted by then.
 	StepStartedAt time.Time `json:"stepStartedAt"`
@@ -105,11 +120,16 @@ type RolloutStatus struct {
 // Start is a rollout that has just begun: candidate at the first weight,
 // stable the rest.
 func (r RolloutSpec) Start(stable, candidate string, now time.Time) RolloutStatus {
-	return RolloutStatus{
+	status := RolloutStatus{
 		Stable: stable, Candidate: candidate, Phase: RolloutProgressing,
 		Weight: r.Steps[0], StepStartedAt: now, UpdatedAt: now,
 		Reason: fmt.Sprintf("started at weight %d%%", r.Steps[0]),
 	}
+	if r.Shadow {
+		status.Shadowing, status.Weight = true, 0
+		status.Reason = "started in shadow: the candidate answers copies of the traffic"
+	}
+	return status
 }
 
 // stable is the revision a new rollout starts from: the stable revision of
@@ -156,6 +176,10 @@ type Counts struct {
 	// label differed from the answer.
 	Labelled int64 `json:"labelled"`
 	Misses   int64 `json:"misses"`
+	// Compared are shadow answers compared with the stable revision's;
+	// Disagreed those that differed.
+	Compared  int64 `json:"compared,omitempty"`
+	Disagreed int64 `json:"disagreed,omitempty"`
 }
 
 // Add is c plus more.
@@ -163,6 +187,7 @@ func (c Counts) Add(more Counts) Counts {
 	return Counts{
 		Requests: c.Requests + more.Requests, Errors: c.Errors + more.Errors, Slow: c.Slow + more.Slow,
 		Labelled: c.Labelled + more.Labelled, Misses: c.Misses + more.Misses,
+		Compared: c.Compared + more.Compared, Disagreed: c.Disagreed + more.Disagreed,
 	}
 }
 
@@ -171,6 +196,7 @@ func (c Counts) Sub(earlier Counts) Counts {
 	return Counts{
 		Requests: c.Requests - earlier.Requests, Errors: c.Errors - earlier.Errors, Slow: c.Slow - earlier.Slow,
 		Labelled: c.Labelled - earlier.Labelled, Misses: c.Misses - earlier.Misses,
+		Compared: c.Compared - earlier.Compared, Disagreed: c.Disagreed - earlier.Disagreed,
 	}
 }
 

@@ -108,6 +108,7 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 		{"rollout maxErrorRate", func(f *functions.Function) { f.Spec.Rollout.MaxErrorRate = 1 }, "spec.rollout.maxErrorRate: must be above 0 and below 0.5, got 1"},
 		{"rollout maxLatencyP99", func(f *functions.Function) { f.Spec.Rollout.MaxLatencyP99.Duration = time.Microsecond }, "spec.rollout.maxLatencyP99"},
 		{"rollout minAccuracy", func(f *functions.Function) { f.Spec.Rollout.MinAccuracy = 1.5 }, "spec.rollout.minAccuracy"},
+		{"rollout maxDisagreement", func(f *functions.Function) { f.Spec.Rollout.Shadow, f.Spec.Rollout.MaxDisagreement = true, 0.7 }, "spec.rollout.maxDisagreement"},
 		{"retrain data", func(f *functions.Function) { f.Spec.Retrain.Data = functions.ModelSpec{} }, "spec.retrain.data: set path"},
 		{"retrain newRows", func(f *functions.Function) { f.Spec.Retrain.NewRows = -1 }, "spec.retrain.newRows"},
 		{"retrain drift psi", func(f *functions.Function) { f.Spec.Retrain.Drift.PSI = -1 }, "spec.retrain.drift.psi"},

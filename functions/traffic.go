@@ -95,18 +95,32 @@ func (s Status) Route(version, key string, u float64) (RevisionStatus, error) {
 
 // Serves lists the revisions that take requests without a version, as
 // scaling sees them: those of the traffic table, and, while a rollout runs,
-// its stable revision even at weight 0, ready to take back every request.
+// its stable revision even at weight 0, ready to take back every request,
+// and its candidate in shadow, which answers copies.
 func (s Status) Serves() []string {
 	var names []string
 	for _, target := range s.TrafficTable() {
 		names = append(names, target.Revision)
 	}
-	if r := s.Rollout; r != nil && !r.Done() && !slices.Contains(names, r.Stable) {
-		if _, live := s.FindRevision(r.Stable); live {
-			names = append(names, r.Stable)
+	if r := s.Rollout; r != nil && !r.Done() {
+		for _, name := range []string{r.Stable, r.Candidate} {
+			if _, live := s.FindRevision(name); live && !slices.Contains(names, name) && (name == r.Stable || r.Shadowing) {
+				names = append(names, name)
+			}
 		}
 	}
 	return names
+}
+
+// Shadow is the revision that gets a copy of the requests routed to
+// revision, when a rollout in shadow says so.
+func (s Status) Shadow(revision string) (RevisionStatus, bool) {
+	r := s.Rollout
+	if r == nil || r.Done() || !r.Shadowing || r.Stable != revision {
+		return RevisionStatus{}, false
+	}
+	candidate, live := s.FindRevision(r.Candidate)
+	return candidate, live && candidate.State != RevisionFailed
 }
 
 // Guards says whether revision is the stable revision of a rollout that

@@ -18,13 +18,17 @@ const slowShare = 0.01
 
 // Judge runs the candidate's gates over everything counted of it since the
 // rollout began, with the stable revision's counts over the same time as
-// the baseline: errors, then latency when the policy bounds it, then accuracy
+// the baseline: errors, then latency when the policy bounds it, agreement
+// with the stable answers when the rollout starts in shadow, then accuracy
 // once at least minFeedback answers have labels.
 func Judge(candidate, stable functions.Counts, policy functions.RolloutSpec) []functions.RolloutGate {
 	baseline := int64(policy.MinRequests)
 	gates := []functions.RolloutGate{sprt("errors", candidate.Errors, candidate.Requests, limit(policy.MaxErrorRate, stable.Errors, stable.Requests, baseline))}
 	if policy.MaxLatencyP99.Duration > 0 {
 		gates = append(gates, sprt("latency", candidate.Slow, candidate.Requests, limit(slowShare, stable.Slow, stable.Requests, baseline)))
+	}
+	if policy.Shadow {
+		gates = append(gates, sprt("agreement", candidate.Disagreed, candidate.Compared, policy.MaxDisagreement))
 	}
 	if policy.MinAccuracy > 0 && candidate.Labelled >= minFeedback {
 		gates = append(gates, sprt("accuracy", candidate.Misses, candidate.Labelled, limit(1-policy.MinAccuracy, stable.Misses, stable.Labelled, minFeedback)))

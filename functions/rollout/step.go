@@ -62,11 +62,15 @@ func Step(status functions.RolloutStatus, metrics Metrics, policy functions.Roll
 	held := now.Sub(status.StepStartedAt)
 	switch {
 	case held < policy.Interval.Duration:
-		return wait(status, fmt.Sprintf("weight %d%%: held %s of %s", status.Weight, held.Round(time.Second), policy.Interval), gates, now)
+		return wait(status, fmt.Sprintf("%s: held %s of %s", where(status), held.Round(time.Second), policy.Interval), gates, now)
 	case inStep.Requests < int64(policy.MinRequests):
-		return wait(status, fmt.Sprintf("weight %d%%: inconclusive, %d of %d requests at this weight", status.Weight, inStep.Requests, policy.MinRequests), gates, now)
+		return wait(status, fmt.Sprintf("%s: inconclusive, %d of %d requests at this weight", where(status), inStep.Requests, policy.MinRequests), gates, now)
 	case verdict == functions.Inconclusive:
-		return wait(status, fmt.Sprintf("weight %d%%: inconclusive, %s", status.Weight, decisive), gates, now)
+		return wait(status, fmt.Sprintf("%s: inconclusive, %s", where(status), decisive), gates, now)
+	}
+	if status.Shadowing {
+		status.Shadowing, status.Weight, status.StepStart = false, policy.Steps[0], metrics.Candidate
+		return moved(status, EventStepped, fmt.Sprintf("weight %d%%: every gate passed in shadow", status.Weight), gates, now)
 	}
 	next := status.Step + 1
 	if next == len(policy.Steps) {
@@ -80,7 +84,7 @@ func Step(status functions.RolloutStatus, metrics Metrics, policy functions.Roll
 // Promote ends a rollout at once with the candidate taking all traffic, as
 // a person asks with `sluice rollout promote`.
 func Promote(status functions.RolloutStatus, reason string, now time.Time) Decision {
-	status.Phase, status.Stable, status.Weight = functions.RolloutPromoted, status.Candidate, 100
+	status.Phase, status.Stable, status.Weight, status.Shadowing = functions.RolloutPromoted, status.Candidate, 100, false
 	return moved(status, EventPromoted, "promoted: "+reason, nil, now)
 }
 
@@ -98,12 +102,20 @@ func SetWeight(status functions.RolloutStatus, weight int, now time.Time) (Decis
 	if weight < 0 || weight > 100 {
 		return Decision{}, fmt.Errorf("weight: must be between 0 and 100, got %d", weight)
 	}
-	status.Phase, status.Weight = functions.RolloutPaused, weight
+	status.Phase, status.Weight, status.Shadowing = functions.RolloutPaused, weight, false
 	return moved(status, EventStepped, fmt.Sprintf("paused at weight %d%%, set by hand", weight), nil, now), nil
 }
 
+// where says where a rollout is, for its reason.
+func where(status functions.RolloutStatus) string {
+	if status.Shadowing {
+		return "shadow"
+	}
+	return fmt.Sprintf("weight %d%%", status.Weight)
+}
+
 func rollBack(status functions.RolloutStatus, reason string, gates []functions.RolloutGate, now time.Time) Decision {
-	status.Phase, status.Weight = functions.RolloutRolledBack, 0
+	status.Phase, status.Weight, status.Shadowing = functions.RolloutRolledBack, 0, false
 	status.Reason, status.UpdatedAt, status.Gates = "rolled back: "+reason, now, gates
 	return Decision{Status: status, Event: EventRolledBack}
 }

@@ -151,3 +151,30 @@ func must[T any](value T, err error) T {
 	}
 	return value
 }
+
+func TestShadow(t *testing.T) {
+	spec := policy()
+	spec.Shadow = true
+	spec.Default() // at most 5 % of answers may disagree
+	started := rollout.Start("1", "2", spec, start).Status
+	require.True(t, started.Shadowing)
+	require.Zero(t, started.Weight)
+	require.Equal(t, functions.Traffic{{Revision: "1", Weight: 100}}, started.Traffic(), "in shadow the candidate takes no traffic of its own")
+
+	later := start.Add(time.Minute)
+	waiting := rollout.Step(started, rollout.Metrics{Candidate: functions.Counts{Requests: 400, Compared: 20}}, spec, later)
+	require.True(t, waiting.Status.Shadowing)
+	require.Contains(t, waiting.Status.Reason, "shadow: inconclusive, agreement Inconclusive: 0 of 20")
+
+	out := rollout.Step(started, rollout.Metrics{Candidate: functions.Counts{Requests: 400, Compared: 400, Disagreed: 3}}, spec, later)
+	require.Equal(t, rollout.EventStepped, out.Event)
+	require.False(t, out.Status.Shadowing)
+	require.Equal(t, 10, out.Status.Weight, "out of shadow at the first step")
+	require.Equal(t, 0, out.Status.Step)
+	require.Contains(t, out.Status.Reason, "every gate passed in shadow")
+
+	disagreeing := rollout.Step(started, rollout.Metrics{Candidate: functions.Counts{Requests: 100, Compared: 100, Disagreed: 40}}, spec, start.Add(time.Second))
+	require.Equal(t, functions.RolloutRolledBack, disagreeing.Status.Phase)
+	require.Contains(t, disagreeing.Status.Reason, "gate failed: agreement Fail: 40 of 100")
+	require.False(t, disagreeing.Status.Shadowing)
+}
