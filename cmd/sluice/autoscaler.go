@@ -107,7 +107,7 @@ func runKubeAutoscaler(ctx context.Context, g *globals, f autoscalerFlags, log *
 			func(ctx context.Context, _ *functions.Registry) error {
 				return autoscalerkube.RecordScaleEvents(ctx, nc, client, f.namespace)
 			},
-			lifecyclePart(js, trainers, trainerEnv, nil, log))
+			lifecyclePart(js, trainers, trainerEnv, nil, reg, log))
 	}
 	var alive atomic.Bool // ready once connected; only the leader decides
 	alive.Store(true)

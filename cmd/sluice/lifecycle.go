@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"sluice.dev/sluice/events"
@@ -18,7 +19,7 @@ import (
 // environment; the publisher, which makes each published version a new
 // revision (loaded once by checker first, when there is one); and the
 // rollout loop, which moves traffic to it or back.
-func lifecyclePart(js jetstream.JetStream, launcher retrain.Launcher, trainerEnv map[string]string, checker functions.ModelChecker, log *slog.Logger) part {
+func lifecyclePart(js jetstream.JetStream, launcher retrain.Launcher, trainerEnv map[string]string, checker functions.ModelChecker, reg prometheus.Registerer, log *slog.Logger) part {
 	return func(ctx context.Context, _ *functions.Registry) error {
 		catalog, err := functions.OpenCatalog(ctx, js)
 		if err != nil {
@@ -28,13 +29,13 @@ func lifecyclePart(js jetstream.JetStream, launcher retrain.Launcher, trainerEnv
 		if checker != nil {
 			deployer.WithChecker(checker)
 		}
-		rollouts, err := rollout.NewLoop(js, catalog, rollout.DefaultConfig(), log)
+		rollouts, err := rollout.NewLoop(js, catalog, rollout.DefaultConfig(), reg, log)
 		if err != nil {
 			return err
 		}
 		cfg := retrain.DefaultConfig()
 		cfg.Env = trainerEnv
-		trainings, err := retrain.NewLoop(js, catalog, launcher, cfg, log)
+		trainings, err := retrain.NewLoop(js, catalog, launcher, cfg, reg, log)
 		if err != nil {
 			return err
 		}

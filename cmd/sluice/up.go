@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"sluice.dev/sluice/activator"
@@ -118,14 +119,14 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 	}
 	defer trainers.Close()
 	trainerEnv := map[string]string{retrain.EnvNATSURL: g.natsURL, onnx.LibraryEnv: library}
-	lifecycle := lifecyclePart(js, trainers, trainerEnv, checker, log)
-	return serveUp(ctx, js, listeners, processes, f.sinks, lifecycle, log)
+	reg := newRegistry()
+	lifecycle := lifecyclePart(js, trainers, trainerEnv, checker, reg, log)
+	return serveUp(ctx, js, listeners, processes, f.sinks, lifecycle, reg, log)
 }
 
 // serveUp runs the activator, the autoscaler, which starts and stops worker
 // processes with the queue depth, and the models' lifecycle, until ctx ends.
-func serveUp(ctx context.Context, js jetstream.JetStream, listeners activatorListeners, processes *autoscaler.ProcessScaler, sinks activator.SinkConfig, lifecycle part, log *slog.Logger) error {
-	reg := newRegistry()
+func serveUp(ctx context.Context, js jetstream.JetStream, listeners activatorListeners, processes *autoscaler.ProcessScaler, sinks activator.SinkConfig, lifecycle part, reg *prometheus.Registry, log *slog.Logger) error {
 	autoscale := autoscalePart(js, processes, autoscaler.DefaultConfig(), reg, log)
 	log.Info("sluice is up", "http", listeners.http.Addr().String())
 	return withRegistry(ctx, js, autoscale, activatorPart(js, listeners, activator.DefaultConfig(), reg, log), sinksPart(js, sinks, log), lifecycle)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"golang.org/x/sync/errgroup"
 
 	"sluice.dev/sluice/events"
@@ -57,6 +59,8 @@ type Loop struct {
 	launcher Launcher
 	cfg      Config
 	log      *slog.Logger
+	started  *prometheus.CounterVec
+	finished *prometheus.CounterVec
 
 	counts  jetstream.KeyValue // opened by Run
 	counter *functions.Counter // this loop's feedback counts
@@ -70,12 +74,22 @@ const (
 	feedbackConsumer = "sluice-feedback-counts"
 )
 
-// NewLoop returns a Loop that launches runs through launcher.
-func NewLoop(js jetstream.JetStream, catalog *functions.Catalog, launcher Launcher, cfg Config, log *slog.Logger) (*Loop, error) {
+// NewLoop returns a Loop that launches runs through launcher; its metrics
+// go to reg.
+func NewLoop(js jetstream.JetStream, catalog *functions.Catalog, launcher Launcher, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Loop, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Loop{js: js, catalog: catalog, launcher: launcher, cfg: cfg, log: log}, nil
+	factory := promauto.With(reg)
+	return &Loop{
+		js: js, catalog: catalog, launcher: launcher, cfg: cfg, log: log,
+		started: factory.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_retrain_started_total", Help: "Trainings started, by trigger: requested, new-rows, drift, accuracy.",
+		}, []string{"function", "trigger"}),
+		finished: factory.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_retrain_finished_total", Help: "Trainings ended, by phase: Succeeded or Failed.",
+		}, []string{"function", "phase"}),
+	}, nil
 }
 
 // Run retrains until ctx ends, and returns once its goroutines have.
@@ -193,6 +207,7 @@ func (l *Loop) decideFor(ctx context.Context, name string, requests []Request, n
 			decision.Status.Run, decision.Status.Result = "", "could not start: "+err.Error()
 			l.log.Warn("retrain: launch", "function", name, "error", err)
 		} else {
+			l.started.WithLabelValues(name, decision.Trigger).Inc()
 			l.publish(ctx, name, "started", decision.Status.Run, map[string]string{"trigger": decision.Trigger, "reason": decision.Reason})
 		}
 	}
@@ -259,6 +274,7 @@ func (l *Loop) announce(ctx context.Context, function string, phase Phase, run, 
 	if phase == Failed {
 		what = "failed"
 	}
+	l.finished.WithLabelValues(function, string(phase)).Inc()
 	l.log.Info("retrain "+what, "function", function, "run", run, "result", result)
 	l.publish(ctx, function, what, run, map[string]string{"result": result})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
@@ -60,7 +61,7 @@ func (p *trainingPlatform) startRetraining(t *testing.T) {
 	require.NoError(t, err)
 	cfg := retrain.DefaultConfig()
 	cfg.Tick, cfg.Env = 50*time.Millisecond, map[string]string{retrain.EnvNATSURL: p.natsURL}
-	loop, err := retrain.NewLoop(p.js, p.catalog, launcher, cfg, slog.New(slog.DiscardHandler))
+	loop, err := retrain.NewLoop(p.js, p.catalog, launcher, cfg, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	publisher := retrain.NewPublisher(p.js, p.catalog, p.deployer, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/functions"
@@ -44,14 +46,25 @@ type Loop struct {
 	cfg     Config
 	log     *slog.Logger
 	counts  jetstream.KeyValue // opened by Run
+	weight  *prometheus.GaugeVec
+	ended   *prometheus.CounterVec
 }
 
-// NewLoop returns a Loop over the functions of catalog.
-func NewLoop(js jetstream.JetStream, catalog *functions.Catalog, cfg Config, log *slog.Logger) (*Loop, error) {
+// NewLoop returns a Loop over the functions of catalog; its metrics go to reg.
+func NewLoop(js jetstream.JetStream, catalog *functions.Catalog, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Loop, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Loop{js: js, catalog: catalog, cfg: cfg, log: log}, nil
+	factory := promauto.With(reg)
+	return &Loop{
+		js: js, catalog: catalog, cfg: cfg, log: log,
+		weight: factory.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_rollout_weight", Help: "Percent of a function's traffic each revision of its rollout takes.",
+		}, []string{"function", "revision"}),
+		ended: factory.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_rollouts_total", Help: "Rollouts ended, by outcome: promoted or rolled_back.",
+		}, []string{"function", "outcome"}),
+	}, nil
 }
 
 // Run decides every tick until ctx ends.
@@ -117,6 +130,14 @@ func (l *Loop) step(ctx context.Context, name string, now time.Time) error {
 		return err
 	}
 	status := decision.Status
+	l.weight.WithLabelValues(name, status.Candidate).Set(0)
+	l.weight.WithLabelValues(name, status.Stable).Set(0)
+	for _, target := range status.Traffic() {
+		l.weight.WithLabelValues(name, target.Revision).Set(float64(target.Weight))
+	}
+	if status.Done() {
+		l.ended.WithLabelValues(name, decision.Event).Inc()
+	}
 	l.log.Info("rollout "+decision.Event, "function", name, "candidate", status.Candidate, "stable", status.Stable,
 		"weight", status.Weight, "reason", status.Reason)
 	return events.PublishLifecycle(ctx, l.js, events.Lifecycle{

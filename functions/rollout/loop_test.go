@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
@@ -25,6 +26,7 @@ type rolloutPlatform struct {
 	catalog  *functions.Catalog
 	deployer *functions.Deployer
 	counter  *functions.Counter
+	metrics  *prometheus.Registry
 }
 
 func startLoop(t *testing.T) *rolloutPlatform {
@@ -35,11 +37,14 @@ func startLoop(t *testing.T) *rolloutPlatform {
 	require.NoError(t, err)
 	counts, err := events.EnsureCountsBucket(ctx, js)
 	require.NoError(t, err)
-	p := &rolloutPlatform{js: js, catalog: catalog, deployer: functions.NewDeployer(js, catalog, events.DefaultQueueConfig()), counter: functions.NewCounter(counts)}
+	p := &rolloutPlatform{
+		js: js, catalog: catalog, deployer: functions.NewDeployer(js, catalog, events.DefaultQueueConfig()),
+		counter: functions.NewCounter(counts), metrics: prometheus.NewRegistry(),
+	}
 	p.deploy(t, 1)
 	cfg := rollout.DefaultConfig()
 	cfg.Tick = 20 * time.Millisecond
-	loop, err := rollout.NewLoop(js, catalog, cfg, slog.New(slog.DiscardHandler))
+	loop, err := rollout.NewLoop(js, catalog, cfg, p.metrics, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -126,6 +131,22 @@ func TestLoopPromotesAGoodCandidateStepByStep(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, functions.Traffic{{Revision: "2", Weight: 100}}, fn.Status.Traffic)
 	require.Equal(t, []string{"dev.sluice.rollout.stepped", "dev.sluice.rollout.stepped", "dev.sluice.rollout.promoted"}, announced.types(t, 3))
+	require.Equal(t, map[string]float64{"sluice_rollout_weight/2": 100, "sluice_rollout_weight/1": 0, "sluice_rollouts_total/promoted": 1}, p.gathered(t))
+}
+
+// gathered reads the loop's metrics as name/label value → value.
+func (p *rolloutPlatform) gathered(t *testing.T) map[string]float64 {
+	t.Helper()
+	families, err := p.metrics.Gather()
+	require.NoError(t, err)
+	values := map[string]float64{}
+	for _, family := range families {
+		for _, metric := range family.GetMetric() {
+			label := metric.GetLabel()[len(metric.GetLabel())-1].GetValue() // revision or outcome
+			values[family.GetName()+"/"+label] = metric.GetGauge().GetValue() + metric.GetCounter().GetValue()
+		}
+	}
+	return values
 }
 
 func TestLoopRollsBackAFailingCandidate(t *testing.T) {
