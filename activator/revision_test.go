@@ -93,23 +93,34 @@ func TestDeployedFunctionAnswersBeforeTheWatchBringsIt(t *testing.T) {
 	}
 }
 
+// addCandidate makes iris revision 2, a copy of revision 1, lets change set
+// the traffic or rollout that reaches it, and returns once the activator
+// knows it.
+func (p *platform) addCandidate(t *testing.T, change func(*functions.Status)) {
+	t.Helper()
+	catalog, err := functions.OpenCatalog(t.Context(), p.js)
+	require.NoError(t, err)
+	_, err = catalog.Modify(t.Context(), "iris", func(fn *functions.Function) (bool, error) {
+		candidate := fn.Status.Revisions[0]
+		candidate.Name = "2"
+		fn.Status.Revisions = append(fn.Status.Revisions, candidate)
+		fn.Status.Revision = "2"
+		change(&fn.Status)
+		return true, nil
+	})
+	require.NoError(t, err)
+	_, err = events.EnsureConsumer(t.Context(), p.js, "iris", "2", events.DefaultQueueConfig())
+	require.NoError(t, err)
+	p.eventuallyStatus(t, http.MethodGet, "/v2/models/iris/versions/2/ready", http.StatusOK)
+}
+
 // TestTrafficSplitsAndStays: with a traffic table, requests go to its
 // revisions in proportion, and a route key keeps a caller on one.
 func TestTrafficSplitsAndStays(t *testing.T) {
 	p := startPlatform(t, newSetup())
-	catalog, err := functions.OpenCatalog(t.Context(), p.js)
-	require.NoError(t, err)
-	fn, err := catalog.Get(t.Context(), "iris")
-	require.NoError(t, err)
-	second := fn.Status.Revisions[0]
-	second.Name = "2"
-	fn.Status.Revisions = append(fn.Status.Revisions, second)
-	fn.Status.Revision = "2"
-	fn.Status.Traffic = functions.Traffic{{Revision: "1", Weight: 50}, {Revision: "2", Weight: 50}}
-	require.NoError(t, catalog.Put(t.Context(), fn))
-	_, err = events.EnsureConsumer(t.Context(), p.js, "iris", "2", events.DefaultQueueConfig())
-	require.NoError(t, err)
-	p.eventuallyStatus(t, http.MethodGet, "/v2/models/iris/versions/2/ready", http.StatusOK)
+	p.addCandidate(t, func(status *functions.Status) {
+		status.Traffic = functions.Traffic{{Revision: "1", Weight: 50}, {Revision: "2", Weight: 50}}
+	})
 
 	send := func(n int, header http.Header) {
 		for i := range n {
@@ -151,20 +162,10 @@ func TestTrafficSplitsAndStays(t *testing.T) {
 // the candidate gets the candidate's answer, failure and all.
 func TestACanaryFailureIsAnsweredByTheStableRevision(t *testing.T) {
 	p := startPlatform(t, newSetup())
-	catalog, err := functions.OpenCatalog(t.Context(), p.js)
-	require.NoError(t, err)
-	fn, err := catalog.Get(t.Context(), "iris")
-	require.NoError(t, err)
-	candidate := fn.Status.Revisions[0]
-	candidate.Name = "2"
-	fn.Status.Revisions = append(fn.Status.Revisions, candidate)
-	fn.Status.Revision = "2"
-	fn.Status.Rollout = &functions.RolloutStatus{Stable: "1", Candidate: "2", Phase: functions.RolloutProgressing, Weight: 100}
-	fn.Status.Traffic = fn.Status.Rollout.Traffic()
-	require.NoError(t, catalog.Put(t.Context(), fn))
-	_, err = events.EnsureConsumer(t.Context(), p.js, "iris", "2", events.DefaultQueueConfig())
-	require.NoError(t, err)
-	p.eventuallyStatus(t, http.MethodGet, "/v2/models/iris/versions/2/ready", http.StatusOK)
+	p.addCandidate(t, func(status *functions.Status) {
+		status.Rollout = &functions.RolloutStatus{Stable: "1", Candidate: "2", Phase: functions.RolloutProgressing, Weight: 100}
+		status.Traffic = status.Rollout.Traffic()
+	})
 
 	answers := p.sendAsync(p.newRequest(t, http.MethodPost, "/v2/models/iris/infer", jsonHeader(), irisBody))
 	failed := takeRequestOf(t, p.js, "2")
@@ -189,20 +190,10 @@ func TestACanaryFailureIsAnsweredByTheStableRevision(t *testing.T) {
 // an id of its own; the two answers are compared and counted.
 func TestShadowGetsACopyAndItsAnswerIsCompared(t *testing.T) {
 	p := startPlatform(t, newSetup())
-	catalog, err := functions.OpenCatalog(t.Context(), p.js)
-	require.NoError(t, err)
-	fn, err := catalog.Get(t.Context(), "iris")
-	require.NoError(t, err)
-	candidate := fn.Status.Revisions[0]
-	candidate.Name = "2"
-	fn.Status.Revisions = append(fn.Status.Revisions, candidate)
-	fn.Status.Revision = "2"
-	fn.Status.Rollout = &functions.RolloutStatus{Stable: "1", Candidate: "2", Phase: functions.RolloutProgressing, Shadowing: true}
-	fn.Status.Traffic = fn.Status.Rollout.Traffic()
-	require.NoError(t, catalog.Put(t.Context(), fn))
-	_, err = events.EnsureConsumer(t.Context(), p.js, "iris", "2", events.DefaultQueueConfig())
-	require.NoError(t, err)
-	p.eventuallyStatus(t, http.MethodGet, "/v2/models/iris/versions/2/ready", http.StatusOK)
+	p.addCandidate(t, func(status *functions.Status) {
+		status.Rollout = &functions.RolloutStatus{Stable: "1", Candidate: "2", Phase: functions.RolloutProgressing, Shadowing: true}
+		status.Traffic = status.Rollout.Traffic()
+	})
 	counts, err := events.EnsureCountsBucket(t.Context(), p.js)
 	require.NoError(t, err)
 

@@ -29,7 +29,7 @@ func NewDeployer(js jetstream.JetStream, catalog *Catalog, queue events.QueueCon
 
 // WithChecker has every new revision's model loaded once by checker before
 // the revision is registered: one that does not load is registered Failed,
-// with the reason, and takes no traffic.
+// with the reason, and takes no traffic. A nil checker checks nothing.
 func (d *Deployer) WithChecker(checker ModelChecker) *Deployer {
 	d.checker = checker
 	return d

@@ -152,11 +152,7 @@ func newFunctionsCommand(g *globals) *cobra.Command {
 	}, &cobra.Command{
 		Use: "get NAME", Short: "Show a function as YAML, with its status", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var fn *functions.Function
-			err := g.withCatalog(cmd.Context(), func(_ jetstream.JetStream, catalog *functions.Catalog) (err error) {
-				fn, err = catalog.Get(cmd.Context(), args[0])
-				return err
-			})
+			fn, err := g.getFunction(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

@@ -25,10 +25,7 @@ func lifecyclePart(js jetstream.JetStream, launcher retrain.Launcher, trainerEnv
 		if err != nil {
 			return err
 		}
-		deployer := functions.NewDeployer(js, catalog, events.DefaultQueueConfig())
-		if checker != nil {
-			deployer.WithChecker(checker)
-		}
+		deployer := functions.NewDeployer(js, catalog, events.DefaultQueueConfig()).WithChecker(checker)
 		rollouts, err := rollout.NewLoop(js, catalog, rollout.DefaultConfig(), reg, log)
 		if err != nil {
 			return err

@@ -26,11 +26,7 @@ func newRolloutStatusCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use: "status NAME", Short: "Show the rollout of a function: revisions, phase, weights and gates", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var fn *functions.Function
-			err := g.withCatalog(cmd.Context(), func(_ jetstream.JetStream, catalog *functions.Catalog) (err error) {
-				fn, err = catalog.Get(cmd.Context(), args[0])
-				return err
-			})
+			fn, err := g.getFunction(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

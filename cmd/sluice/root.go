@@ -92,3 +92,12 @@ func (g *globals) withCatalog(ctx context.Context, use func(jetstream.JetStream,
 	}
 	return use(js, catalog)
 }
+
+// getFunction reads one function from the catalog.
+func (g *globals) getFunction(ctx context.Context, name string) (fn *functions.Function, err error) {
+	err = g.withCatalog(ctx, func(_ jetstream.JetStream, catalog *functions.Catalog) error {
+		fn, err = catalog.Get(ctx, name)
+		return err
+	})
+	return fn, err
+}

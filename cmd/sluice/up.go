@@ -158,10 +158,7 @@ func deployAll(ctx context.Context, js jetstream.JetStream, files []string, chec
 	if err != nil {
 		return err
 	}
-	deployer := functions.NewDeployer(js, catalog, events.DefaultQueueConfig())
-	if checker != nil {
-		deployer.WithChecker(checker)
-	}
+	deployer := functions.NewDeployer(js, catalog, events.DefaultQueueConfig()).WithChecker(checker)
 	for _, file := range files {
 		fn, err := deployFile(ctx, deployer, file)
 		if err != nil {
