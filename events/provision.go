@@ -128,11 +128,14 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, function, revis
 	return consumer, nil
 }
 
-// DeleteStream removes a function's stream and with it every revision's consumer.
+// DeleteStream removes a function's stream, and with it every revision's
+// consumer, and its prediction log.
 func DeleteStream(ctx context.Context, js jetstream.JetStream, function string) error {
-	err := js.DeleteStream(ctx, StreamName(function))
-	if err != nil && err != jetstream.ErrStreamNotFound {
-		return fmt.Errorf("delete stream %s: %w", StreamName(function), err)
+	for _, name := range []string{StreamName(function), PredictionsStream(function)} {
+		err := js.DeleteStream(ctx, name)
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("delete stream %s: %w", name, err)
+		}
 	}
 	return nil
 }

@@ -159,9 +159,12 @@ type Training struct {
 	// Run names the training run; Parent the revision that served when it started.
 	Run    string `json:"run,omitempty"`
 	Parent string `json:"parent,omitempty"`
-	// Rows counts the training data: base rows and feedback rows.
-	Rows         int `json:"rows"`
-	FeedbackRows int `json:"feedbackRows"`
+	// Rows counts the training data: base rows and feedback rows, which
+	// arrived from FeedbackFrom to FeedbackTo.
+	Rows         int       `json:"rows"`
+	FeedbackRows int       `json:"feedbackRows"`
+	FeedbackFrom time.Time `json:"feedbackFrom,omitzero"`
+	FeedbackTo   time.Time `json:"feedbackTo,omitzero"`
 	// HeldOutRows were kept out of training to measure TestAccuracy, and
 	// ServingAccuracy, the parent's on the same rows (-1 when not measured).
 	HeldOutRows     int             `json:"heldOutRows"`

@@ -24,6 +24,9 @@ type Data struct {
 	// counts feedback rows left out: their request had left the prediction
 	// log, or they did not have one value per feature.
 	BaseRows, FeedbackRows, Skipped int
+	// FeedbackFrom and FeedbackTo are when the first and the last feedback
+	// read arrived: the window of data the training saw.
+	FeedbackFrom, FeedbackTo time.Time
 }
 
 // ReadData reads a function's base data (spec.retrain.data, a CSV in the
@@ -48,7 +51,11 @@ func ReadData(ctx context.Context, js jetstream.JetStream, catalog *functions.Ca
 	data := Data{Dataset: dataset, BaseRows: len(dataset.Features)}
 	var features [][]float64
 	var labels []string
-	err = readFeedback(ctx, js, fn.Metadata.Name, func(feedback events.Feedback) error {
+	err = readFeedback(ctx, js, fn.Metadata.Name, func(feedback events.Feedback, arrived time.Time) error {
+		if data.FeedbackFrom.IsZero() {
+			data.FeedbackFrom = arrived
+		}
+		data.FeedbackTo = arrived
 		rows := feedback.Features
 		if feedback.RequestID != "" {
 			prediction, err := events.ReadPrediction(ctx, js, fn.Metadata.Name, feedback.RequestID)
@@ -81,8 +88,8 @@ func ReadData(ctx context.Context, js jetstream.JetStream, catalog *functions.Ca
 }
 
 // readFeedback calls each with every feedback the stream keeps for function,
-// oldest first.
-func readFeedback(ctx context.Context, js jetstream.JetStream, function string, each func(events.Feedback) error) error {
+// oldest first, and when it arrived.
+func readFeedback(ctx context.Context, js jetstream.JetStream, function string, each func(events.Feedback, time.Time) error) error {
 	stream, err := events.EnsureFeedbackStream(ctx, js)
 	if err != nil {
 		return err
@@ -115,7 +122,11 @@ func readFeedback(ctx context.Context, js jetstream.JetStream, function string, 
 			if json.Unmarshal(ev.Data(), &feedback) != nil || feedback.Validate() != nil {
 				continue
 			}
-			if err := each(feedback); err != nil {
+			var arrived time.Time
+			if meta, err := msg.Metadata(); err == nil {
+				arrived = meta.Timestamp.UTC()
+			}
+			if err := each(feedback, arrived); err != nil {
 				return err
 			}
 		}

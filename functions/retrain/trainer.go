@@ -70,6 +70,7 @@ func Train(ctx context.Context, js jetstream.JetStream, catalog *functions.Catal
 	rows, labels := held.Float32Rows(), held.ClassNames()
 	training := functions.Training{
 		Run: run, Rows: len(data.Dataset.Features), FeedbackRows: data.FeedbackRows, HeldOutRows: len(rows),
+		FeedbackFrom: data.FeedbackFrom, FeedbackTo: data.FeedbackTo,
 		TestAccuracy: train.Accuracy(classifier.Predict(rows), labels), ServingAccuracy: -1, TrainedAt: time.Now().UTC(),
 	}
 	if serving, err := fn.Status.Serving(""); err == nil {

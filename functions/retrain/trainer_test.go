@@ -114,6 +114,8 @@ func TestTrainPublishesANewVersionThatRollsOut(t *testing.T) {
 	require.Equal(t, 3, trained.Data.FeedbackRows, "two rows given, one from the prediction log")
 	require.Equal(t, 1, trained.Data.Skipped, "a request no longer in the log")
 	require.Equal(t, 153, trained.Training.Rows)
+	require.False(t, trained.Training.FeedbackFrom.IsZero(), "the feedback window is recorded")
+	require.False(t, trained.Training.FeedbackTo.Before(trained.Training.FeedbackFrom))
 	require.Greater(t, trained.Training.TestAccuracy, 0.85)
 	require.EqualValues(t, -1, trained.Training.ServingAccuracy, "no scorer: not measured")
 	require.Equal(t, "1", trained.Training.Parent)

@@ -114,9 +114,13 @@ func Trigger(status functions.RetrainStatus, obs Observation, policy functions.R
 	return Decision{Status: status, Train: true, Trigger: trigger, Reason: reason}
 }
 
-// RunName is the name of a function's next training run, a DNS label.
+// RunName is the name of the training run a decision at now started: a DNS
+// label of the function, the count of its runs and a suffix of the time,
+// so that a function deleted and deployed again never reuses the name of a
+// run a launcher still knows.
 func RunName(function string, status functions.RetrainStatus) string {
-	return fmt.Sprintf("%s-train-%d", function, status.Runs)
+	suffix := fmt.Sprintf("-train-%d-%06x", status.Runs, uint64(status.StartedAt.UnixNano())&0xffffff)
+	return strings.TrimRight(function[:min(len(function), 63-len(suffix))], "-") + suffix
 }
 
 // countWindow says whether a closed window drifted; nil when there is no

@@ -1,6 +1,7 @@
 package retrain_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -136,5 +137,8 @@ func TestTriggerStartsOneTrainingForManyCopies(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, started)
-	require.Equal(t, "iris-train-2", name, "named after the count of runs")
+	require.Regexp(t, `^iris-train-2-[0-9a-f]{6}$`, name, "named after the count of runs and the time")
+	long := retrain.RunName(strings.Repeat("f", 63), functions.RetrainStatus{Runs: 12, StartedAt: now})
+	require.Len(t, long, 63, "a DNS label, however long the function's name")
+	require.NotEqual(t, long, retrain.RunName(strings.Repeat("f", 63), functions.RetrainStatus{Runs: 12, StartedAt: now.Add(time.Millisecond)}))
 }
