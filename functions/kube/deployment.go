@@ -143,12 +143,8 @@ func Deployment(fn *functions.Function, revision functions.RevisionStatus, cfg W
 		ServiceAccountName:            cfg.ServiceAccountName,
 		TerminationGracePeriodSeconds: &grace,
 		Containers:                    []corev1.Container{workerContainer(name, revision.Name, cfg)},
-		Volumes:                       []corev1.Volume{{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
-		SecurityContext: &corev1.PodSecurityContext{
-			RunAsNonRoot:   ptr(true),
-			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		},
 	}
+	hardened(&pod)
 	if revision.Runtime.Device == functions.DeviceGPU {
 		onGPU(&pod, cfg)
 	}
@@ -160,6 +156,27 @@ func Deployment(fn *functions.Function, revision functions.RevisionStatus, cfg W
 			Selector: &metav1.LabelSelector{MatchLabels: Labels(name, revision.Name)},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: workerLabels(name, revision.Name)}, Spec: pod},
 		},
+	}
+}
+
+// hardened makes a pod run as every sluice pod does: not as root, with the
+// runtime's seccomp profile, and each container on a read-only root
+// filesystem (with a writable /tmp), without privilege escalation or
+// capabilities.
+func hardened(pod *corev1.PodSpec) {
+	pod.Volumes = append(pod.Volumes, corev1.Volume{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	pod.SecurityContext = &corev1.PodSecurityContext{
+		RunAsNonRoot:   ptr(true),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+	for i := range pod.Containers {
+		container := &pod.Containers[i]
+		container.VolumeMounts = append(container.VolumeMounts, corev1.VolumeMount{Name: "tmp", MountPath: "/tmp"})
+		container.SecurityContext = &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptr(false),
+			ReadOnlyRootFilesystem:   ptr(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		}
 	}
 }
 
@@ -186,12 +203,6 @@ func workerContainer(function, revision string, cfg WorkerConfig) corev1.Contain
 		LivenessProbe: &corev1.Probe{
 			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/livez", Port: port}},
 			PeriodSeconds: 10, FailureThreshold: 3, TimeoutSeconds: 5,
-		},
-		VolumeMounts: []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}},
-		SecurityContext: &corev1.SecurityContext{
-			AllowPrivilegeEscalation: ptr(false),
-			ReadOnlyRootFilesystem:   ptr(true),
-			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		},
 	}
 	if cfg.ONNXRuntimeLib != "" {
