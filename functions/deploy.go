@@ -59,6 +59,9 @@ func (d *Deployer) Deploy(ctx context.Context, fn *Function, modelFile []byte) (
 			loaded = d.check(fn, modelFile, model)
 		}
 		fn.Status = nextStatus(previous, fn, model, loaded)
+		if err := fn.Status.pin(fn.Spec.Traffic); err != nil {
+			return nil, err
+		}
 		if err := d.provision(ctx, name, fn.Status.Revision); err != nil {
 			return nil, err
 		}
@@ -165,11 +168,21 @@ func (d *Deployer) Delete(ctx context.Context, name string) error {
 // modelVersion stores the model of fn, or finds it in the store, and returns
 // its version and bytes.
 func (d *Deployer) modelVersion(ctx context.Context, fn *Function, model []byte) (*ModelVersion, []byte, error) {
-	if fn.Spec.Model.URI != "" {
-		return d.catalog.ModelFromStore(ctx, fn.Spec.Model.URI)
+	spec := fn.Spec.Model
+	if spec.URI != "" {
+		version, model, err := d.catalog.ModelFromStore(ctx, spec.URI)
+		if err == nil && spec.SHA256 != "" && version.SHA256 != spec.SHA256 {
+			err = fmt.Errorf("spec.model.sha256: %s is %s", spec.URI, version.SHA256)
+		}
+		return version, model, err
 	}
 	if len(model) == 0 {
-		return nil, nil, fmt.Errorf("spec.model.path: %q is empty", fn.Spec.Model.Path)
+		return nil, nil, fmt.Errorf("spec.model.path: %q is empty", spec.Path)
+	}
+	if spec.SHA256 != "" {
+		if err := CheckSHA256(model, spec.SHA256); err != nil {
+			return nil, nil, fmt.Errorf("spec.model.sha256: %s: %w", spec.Path, err)
+		}
 	}
 	version, err := d.catalog.PutModel(ctx, fn.Metadata.Name, model, nil)
 	return version, model, err

@@ -3,6 +3,7 @@ package functions_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -190,4 +191,38 @@ func TestANewRevisionRollsOutWhenTheSpecSaysSo(t *testing.T) {
 	require.Nil(t, atOnce.Status.Traffic, "without a rollout the new revision takes all traffic")
 	require.Nil(t, atOnce.Status.Rollout)
 	require.Equal(t, "4", atOnce.Status.TrafficTable()[0].Revision)
+}
+
+func TestSpecTrafficPinsTheWeights(t *testing.T) {
+	_, _, deployer := newDeployer(t)
+	ctx := t.Context()
+	pinned := func(traffic functions.Traffic) *functions.Function {
+		fn := parse(t, irisYAML)
+		fn.Spec.Traffic = traffic
+		return fn
+	}
+	_, err := deployer.Deploy(ctx, parse(t, irisYAML), irisModel(t, 1))
+	require.NoError(t, err)
+	second, err := deployer.Deploy(ctx, pinned(functions.Traffic{{Revision: "1", Weight: 100}}), irisModel(t, 2))
+	require.NoError(t, err)
+	require.Equal(t, "2", second.Status.Revision)
+	require.Nil(t, second.Status.Rollout, "a pinned function starts no rollout")
+	require.Equal(t, functions.Traffic{{Revision: "1", Weight: 100}}, second.Status.TrafficTable(), "the new revision takes nothing until named")
+
+	split, err := deployer.Deploy(ctx, pinned(functions.Traffic{{Revision: "1", Weight: 70}, {Revision: "2", Weight: 30}}), irisModel(t, 2))
+	require.NoError(t, err)
+	require.Equal(t, functions.Traffic{{Revision: "1", Weight: 70}, {Revision: "2", Weight: 30}}, split.Status.TrafficTable())
+
+	_, err = deployer.Deploy(ctx, pinned(functions.Traffic{{Revision: "9", Weight: 100}}), irisModel(t, 2))
+	require.ErrorContains(t, err, `spec.traffic[0].revision: no live revision "9" (live: [1 2])`)
+
+	wrongSum := pinned(functions.Traffic{{Revision: "1", Weight: 70}, {Revision: "1", Weight: 20}})
+	err = wrongSum.Validate()
+	require.ErrorContains(t, err, "spec.traffic: the weights must sum to 100, got 90")
+	require.ErrorContains(t, err, `spec.traffic[1].revision: revision "1" is named twice`)
+
+	withSum := parse(t, irisYAML)
+	withSum.Spec.Model.SHA256 = strings.Repeat("0", 64)
+	_, err = deployer.Deploy(ctx, withSum, irisModel(t, 3))
+	require.ErrorContains(t, err, "spec.model.sha256")
 }

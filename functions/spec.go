@@ -48,6 +48,10 @@ type Spec struct {
 	Rollout *RolloutSpec `json:"rollout,omitempty"`
 	// Retrain, when set, says what the function is trained on and when.
 	Retrain *RetrainSpec `json:"retrain,omitempty"`
+	// Traffic, when set, pins how requests split between live revisions
+	// (weights summing to 100): a new revision then takes none until it is
+	// named here, and no rollout starts.
+	Traffic Traffic `json:"traffic,omitempty"`
 }
 
 // DeliverySpec says where the results of asynchronous requests are sent.
@@ -62,6 +66,8 @@ type DeliverySpec struct {
 type ModelSpec struct {
 	Path string `json:"path,omitempty"`
 	URI  string `json:"uri,omitempty"`
+	// SHA256, when set, is what the model's sha256 must be.
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // Devices a worker can run on.

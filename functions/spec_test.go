@@ -91,6 +91,8 @@ func TestValidateNamesEveryBadField(t *testing.T) {
 		{"no model", func(f *functions.Function) { f.Spec.Model = functions.ModelSpec{} }, "spec.model: set path"},
 		{"both models", func(f *functions.Function) { f.Spec.Model.URI = "x" }, "spec.model: set path or uri, not both"},
 		{"not onnx", func(f *functions.Function) { f.Spec.Model.Path = "m.pt" }, "spec.model.path"},
+		{"model sha256", func(f *functions.Function) { f.Spec.Model.SHA256 = "ABC" }, `spec.model.sha256: want 64 lower-case hex digits, got "ABC"`},
+		{"traffic weight", func(f *functions.Function) { f.Spec.Traffic = functions.Traffic{{Revision: "1", Weight: 101}} }, "spec.traffic[0].weight: must be between 0 and 100, got 101"},
 		{"device", func(f *functions.Function) { f.Spec.Runtime.Device = "tpu" }, `spec.runtime.device: must be "cpu" or "gpu", got "tpu"`},
 		{"threads", func(f *functions.Function) { f.Spec.Runtime.Threads = 100 }, "spec.runtime.threads"},
 		{"minReplicas", func(f *functions.Function) { f.Spec.Scaling.MinReplicas = -1 }, "spec.scaling.minReplicas"},

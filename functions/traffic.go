@@ -1,6 +1,7 @@
 package functions
 
 import (
+	"fmt"
 	"hash/fnv"
 	"slices"
 )
@@ -15,6 +16,48 @@ type Traffic []TrafficTarget
 type TrafficTarget struct {
 	Revision string `json:"revision"`
 	Weight   int    `json:"weight"`
+}
+
+// validate reports what is wrong with a spec.traffic table.
+func (t Traffic) validate(bad func(string, string, ...any)) {
+	if t == nil {
+		return
+	}
+	sum := 0
+	for i, target := range t {
+		field := fmt.Sprintf("spec.traffic[%d]", i)
+		if target.Revision == "" {
+			bad(field+".revision", "name a revision")
+		}
+		if slices.ContainsFunc(t[:i], func(other TrafficTarget) bool { return other.Revision == target.Revision }) {
+			bad(field+".revision", "revision %q is named twice", target.Revision)
+		}
+		if target.Weight < 0 || target.Weight > 100 {
+			bad(field+".weight", "must be between 0 and 100, got %d", target.Weight)
+		}
+		sum += target.Weight
+	}
+	if sum != 100 {
+		bad("spec.traffic", "the weights must sum to 100, got %d", sum)
+	}
+}
+
+// pin makes a spec.traffic table the status's: every revision it names
+// must be live, and no rollout moves the weights it pins.
+func (s *Status) pin(table Traffic) error {
+	if table == nil {
+		return nil
+	}
+	for i, target := range table {
+		if _, live := s.FindRevision(target.Revision); !live {
+			return fmt.Errorf("spec.traffic[%d].revision: no live revision %q (live: %s)", i, target.Revision, s.liveNames())
+		}
+	}
+	s.Traffic = slices.Clone(table)
+	if s.Rollout != nil && !s.Rollout.Done() {
+		s.Rollout = nil // a new revision waits to be named
+	}
+	return nil
 }
 
 // RouteKeyHeader names the request header whose value keeps a caller on one

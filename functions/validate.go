@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -65,14 +66,20 @@ func (f *Function) Validate() error {
 			bad("spec.delivery.sinkURI", "%v", err)
 		}
 	}
+	if sum := s.Model.SHA256; sum != "" && !sha256Pattern.MatchString(sum) {
+		bad("spec.model.sha256", "want 64 lower-case hex digits, got %q", sum)
+	}
 	if s.Rollout != nil {
 		s.Rollout.validate(bad)
 	}
+	s.Traffic.validate(bad)
 	if s.Retrain != nil {
 		s.Retrain.validate(bad)
 	}
 	return errors.Join(errs...)
 }
+
+var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 func positive(bad func(string, string, ...any), field string, d, low, high time.Duration) {
 	if d < low || d > high {
