@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -87,7 +88,7 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 	if o.bin == "" {
 		o.bin = defaultBinDir()
 	}
-	binaries := []string{"etcd", "kube-apiserver", "kube-controller-manager"}
+	binaries := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kubectl"}
 	if o.fakeNodes {
 		binaries = append(binaries, "kube-scheduler", "kwok")
 	}
@@ -239,6 +240,17 @@ func (c *Cluster) CreateDeployment(t testing.TB, deployment *appsv1.Deployment) 
 	if err != nil {
 		t.Fatalf("kubetest: create deployment %s/%s: %v", deployment.Namespace, deployment.Name, err)
 	}
+}
+
+// Kubectl runs the cluster's kubectl as an admin with args, and returns what
+// it printed, standard output and error together, and how it ended: the way
+// a person at a terminal sees it.
+func (c *Cluster) Kubectl(t testing.TB, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(c.bin, "kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 // start runs one binary of the cluster; stop ends it.
