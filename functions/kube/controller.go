@@ -1,0 +1,301 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
+)
+
+// FunctionResource is the Function CRD's resource.
+var FunctionResource = schema.GroupVersionResource{Group: "sluice.dev", Version: "v1alpha1", Resource: "functions"}
+
+// Finalizer holds a Function resource until its function has left the
+// catalog and its queue is deleted.
+const Finalizer = "sluice.dev/cleanup"
+
+// ControllerConfig says what the controller watches and how it works.
+type ControllerConfig struct {
+	// Workers is the worker Deployments' template; its Namespace is the one
+	// namespace whose Function resources the controller reconciles.
+	Workers WorkerConfig
+	// Threads reconcile different Functions at once.
+	Threads int
+	// Resync reconciles every Function this often, so its status follows
+	// the catalog and the autoscaler.
+	Resync time.Duration
+	// CleanupTimeout bounds the removal of a deleted Function from NATS: past
+	// it the resource is let go anyway, with a warning.
+	CleanupTimeout time.Duration
+}
+
+// DefaultControllerConfig reconciles with 2 threads, every 5 seconds.
+func DefaultControllerConfig() ControllerConfig {
+	return ControllerConfig{Workers: DefaultWorkerConfig(), Threads: 2, Resync: 5 * time.Second, CleanupTimeout: 20 * time.Second}
+}
+
+// Validate reports what is wrong.
+func (c ControllerConfig) Validate() error {
+	if c.Threads < 1 || c.Resync <= 0 || c.CleanupTimeout <= 0 {
+		return fmt.Errorf("controller: Threads, Resync and CleanupTimeout must be positive, got %d, %s and %s", c.Threads, c.Resync, c.CleanupTimeout)
+	}
+	return c.Workers.Validate()
+}
+
+// Controller reconciles Function resources, in the sample-controller way:
+// an informer feeds keys into a rate-limited work queue, and each of
+// Threads goroutines calls sync for one key at a time. sync puts the
+// function in the catalog (the Deployer), keeps a worker Deployment for each
+// live revision (owned by the resource, so that Kubernetes deletes them
+// with it), writes the resource's status, and, on deletion, takes the
+// function out of NATS before it lets the resource go.
+type Controller struct {
+	client   kubernetes.Interface
+	dynamic  dynamic.Interface
+	catalog  *functions.Catalog
+	deployer *functions.Deployer
+	scale    jetstream.KeyValue
+	cfg      ControllerConfig
+	log      *slog.Logger
+}
+
+// NewController returns a Controller that deploys through deployer.
+func NewController(client kubernetes.Interface, dynamicClient dynamic.Interface, js jetstream.JetStream, catalog *functions.Catalog, deployer *functions.Deployer, cfg ControllerConfig, log *slog.Logger) (*Controller, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	scale, err := events.EnsureScaleBucket(context.Background(), js)
+	if err != nil {
+		return nil, err
+	}
+	return &Controller{client: client, dynamic: dynamicClient, catalog: catalog, deployer: deployer, scale: scale, cfg: cfg, log: log}, nil
+}
+
+// Run reconciles until ctx ends, and returns once its goroutines have.
+func (c *Controller) Run(ctx context.Context) error {
+	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.dynamic, c.cfg.Resync, c.cfg.Workers.Namespace, nil)
+	informer := factory.ForResource(FunctionResource).Informer()
+	queue := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())
+	enqueue := func(obj any) {
+		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			queue.Add(key)
+		}
+	}
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueue, UpdateFunc: func(_, obj any) { enqueue(obj) }, DeleteFunc: enqueue,
+	}); err != nil {
+		return err
+	}
+	group, ctx := errgroup.WithContext(ctx)
+	group.Go(func() error {
+		informer.RunWithContext(ctx)
+		return nil
+	})
+	group.Go(func() error {
+		<-ctx.Done()
+		queue.ShutDown()
+		return nil
+	})
+	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+		queue.ShutDown()
+		return group.Wait()
+	}
+	for range c.cfg.Threads {
+		group.Go(func() error {
+			for c.next(ctx, queue, informer.GetIndexer()) {
+			}
+			return nil
+		})
+	}
+	return group.Wait()
+}
+
+// next reconciles one key from the queue; false once the queue is shut down.
+func (c *Controller) next(ctx context.Context, queue workqueue.TypedRateLimitingInterface[string], store cache.Indexer) bool {
+	key, shutdown := queue.Get()
+	if shutdown {
+		return false
+	}
+	defer queue.Done(key)
+	if err := c.sync(ctx, key, store); err != nil && ctx.Err() == nil {
+		c.log.Warn("reconcile", "function", key, "error", err)
+		queue.AddRateLimited(key)
+		return true
+	}
+	queue.Forget(key)
+	return true
+}
+
+// sync reconciles one Function resource.
+func (c *Controller) sync(ctx context.Context, key string, store cache.Indexer) error {
+	obj, exists, err := store.GetByKey(key)
+	if err != nil || !exists {
+		return err // gone: its finalizer cleaned up before it went
+	}
+	resource := obj.(*unstructured.Unstructured).DeepCopy()
+	if resource.GetDeletionTimestamp() != nil {
+		return c.finalize(ctx, resource)
+	}
+	if !slices.Contains(resource.GetFinalizers(), Finalizer) {
+		resource.SetFinalizers(append(resource.GetFinalizers(), Finalizer))
+		_, err := c.resources(resource).Update(ctx, resource, metav1.UpdateOptions{})
+		return err // the update comes back through the informer
+	}
+	desired, err := functionOf(resource)
+	if err != nil {
+		return c.writeStatus(ctx, resource, Observed{Generation: resource.GetGeneration(), DeployErr: err})
+	}
+	deployed, deployErr := c.deploy(ctx, desired)
+	if deployed != nil && deployErr == nil {
+		deployErr = c.ensureDeployments(ctx, resource, deployed)
+	}
+	obs := Observed{Generation: resource.GetGeneration(), Deployed: deployed, DeployErr: deployErr}
+	if deployed != nil {
+		obs.Scale = c.readScale(ctx, deployed)
+	}
+	if err := c.writeStatus(ctx, resource, obs); err != nil {
+		return err
+	}
+	return deployErr
+}
+
+// deploy puts the desired function in the catalog unless it is there as
+// it is, and returns what the catalog holds.
+func (c *Controller) deploy(ctx context.Context, desired *functions.Function) (*functions.Function, error) {
+	current, err := c.catalog.Get(ctx, desired.Metadata.Name)
+	if err != nil && !errors.Is(err, functions.ErrNotFound) {
+		return nil, err
+	}
+	if current != nil && reflect.DeepEqual(current.Spec, desired.Spec) && reflect.DeepEqual(current.Metadata, desired.Metadata) {
+		return current, nil
+	}
+	deployed, err := c.deployer.Deploy(ctx, desired, nil)
+	if err != nil {
+		return current, err
+	}
+	c.log.Info("deployed", "function", desired.Metadata.Name, "revision", deployed.Status.Revision)
+	return deployed, nil
+}
+
+// ensureDeployments creates the worker Deployment of every live revision
+// that has none, owned by the resource; the autoscaler sets their replicas.
+func (c *Controller) ensureDeployments(ctx context.Context, resource *unstructured.Unstructured, fn *functions.Function) error {
+	cfg := c.cfg.Workers
+	cfg.Namespace = resource.GetNamespace()
+	owner := metav1.NewControllerRef(resource, FunctionResource.GroupVersion().WithKind(functions.Kind))
+	var errs []error
+	for _, revision := range fn.Status.Revisions {
+		deployment := Deployment(fn, revision, cfg)
+		deployment.OwnerReferences = []metav1.OwnerReference{*owner}
+		_, err := c.client.AppsV1().Deployments(cfg.Namespace).Create(ctx, deployment, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			errs = append(errs, fmt.Errorf("create deployment %s: %w", deployment.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// readScale reads the autoscaler's status of each live revision.
+func (c *Controller) readScale(ctx context.Context, fn *functions.Function) []events.ScaleStatus {
+	var statuses []events.ScaleStatus
+	for _, revision := range fn.Status.Revisions {
+		entry, err := c.scale.Get(ctx, events.ScaleKey(fn.Metadata.Name, revision.Name))
+		if err != nil {
+			continue
+		}
+		var status events.ScaleStatus
+		if json.Unmarshal(entry.Value(), &status) == nil {
+			statuses = append(statuses, status)
+		}
+	}
+	return statuses
+}
+
+// writeStatus writes the resource's status when it changed.
+func (c *Controller) writeStatus(ctx context.Context, resource *unstructured.Unstructured, obs Observed) error {
+	var current ResourceStatus
+	if raw, ok := resource.Object["status"]; ok {
+		data, _ := json.Marshal(raw)
+		_ = json.Unmarshal(data, &current)
+	}
+	obs.Previous = current.Conditions
+	next := StatusOf(obs, time.Now())
+	if reflect.DeepEqual(next, current) {
+		return nil
+	}
+	data, err := json.Marshal(next)
+	if err != nil {
+		return err
+	}
+	var status map[string]any
+	if err := json.Unmarshal(data, &status); err != nil {
+		return err
+	}
+	resource.Object["status"] = status
+	_, err = c.resources(resource).UpdateStatus(ctx, resource, metav1.UpdateOptions{})
+	if apierrors.IsConflict(err) {
+		return nil // a newer version is on its way through the informer
+	}
+	return err
+}
+
+// finalize takes a deleted Function out of NATS — its catalog entry, queue
+// and prediction log — and lets the resource go; its Deployments follow
+// through their owner reference. When NATS does not answer within
+// CleanupTimeout the resource is let go anyway: deletion must not hang.
+func (c *Controller) finalize(ctx context.Context, resource *unstructured.Unstructured) error {
+	if !slices.Contains(resource.GetFinalizers(), Finalizer) {
+		return nil
+	}
+	cleanup, cancel := context.WithTimeout(ctx, c.cfg.CleanupTimeout)
+	defer cancel()
+	if err := c.deployer.Delete(cleanup, resource.GetName()); err != nil && !errors.Is(err, functions.ErrNotFound) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.log.Warn("deleted function left in NATS", "function", resource.GetName(), "error", err)
+	}
+	resource.SetFinalizers(slices.DeleteFunc(resource.GetFinalizers(), func(f string) bool { return f == Finalizer }))
+	_, err := c.resources(resource).Update(ctx, resource, metav1.UpdateOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+func (c *Controller) resources(resource *unstructured.Unstructured) dynamic.ResourceInterface {
+	return c.dynamic.Resource(FunctionResource).Namespace(resource.GetNamespace())
+}
+
+// functionOf reads the Function of a resource, with its defaults.
+func functionOf(resource *unstructured.Unstructured) (*functions.Function, error) {
+	data, err := json.Marshal(resource.Object["spec"])
+	if err != nil {
+		return nil, err
+	}
+	fn := &functions.Function{Metadata: functions.Metadata{Name: resource.GetName(), Labels: resource.GetLabels()}}
+	if err := json.Unmarshal(data, &fn.Spec); err != nil {
+		return nil, fmt.Errorf("spec: %w", err)
+	}
+	fn.Default()
+	return fn, fn.Validate()
+}
