@@ -17,34 +17,33 @@ import (
 	functionskube "sluice.dev/sluice/functions/kube"
 )
 
-// `sluice autoscaler` against a real kube-apiserver: it creates the worker
-// Deployment of a deployed function at zero, scales it with the queue's
-// depth, and back to zero once the queue has been idle for scaleToZeroAfter.
-func TestKubeAutoscalerScalesDeploymentsWithQueueDepth(t *testing.T) {
+// `sluice controller` and `sluice autoscaler` against a real kube-apiserver:
+// kubectl apply of a Function puts it in the catalog and creates its worker
+// Deployment at zero; the autoscaler scales it with the queue's depth and
+// back to zero once the queue has been idle for scaleToZeroAfter; kubectl
+// delete takes the function out of the catalog.
+func TestOnKubernetesAFunctionScalesWithItsQueue(t *testing.T) {
 	cluster := kubetest.Start(t)
+	out, err := cluster.Kubectl(t, "", "apply", "-f", "../deploy/crd/functions.sluice.dev.yaml")
+	require.NoError(t, err, out)
+	out, err = cluster.Kubectl(t, "", "wait", "--for=condition=Established", "crd/functions.sluice.dev", "--timeout=30s")
+	require.NoError(t, err, out)
 	namespace := cluster.NewNamespace(t)
 	srv, _, js := natstest.JetStream(t)
 	ctx := context.Background()
 	catalog, err := functions.OpenCatalog(ctx, js)
 	require.NoError(t, err)
 	_, model := trainIris(t)
-	fn, err := functions.Parse([]byte("metadata: {name: iris}\nspec: {model: {path: ./iris.onnx}, scaling: {maxReplicas: 3, targetQueueDepth: 8, scaleToZeroAfter: 2s}}\n"))
-	require.NoError(t, err)
-	_, err = functions.NewDeployer(js, catalog, events.DefaultQueueConfig()).Deploy(ctx, fn, model)
+	version, err := catalog.PutModel(ctx, "iris", model, nil)
 	require.NoError(t, err)
 
-	autoscaler := exec.Command(binary, "autoscaler", "--kubeconfig", cluster.Kubeconfig, "--namespace", namespace,
-		"--nats-url", srv.ClientURL(), "--metrics-addr", "127.0.0.1:0", "--ensure-every", "200ms", "--identity", "e2e")
-	logs := &syncBuffer{}
-	autoscaler.Stdout, autoscaler.Stderr = logs, logs
-	require.NoError(t, autoscaler.Start())
-	t.Cleanup(func() {
-		_ = autoscaler.Process.Kill()
-		_ = autoscaler.Wait()
-		if t.Failed() {
-			t.Logf("sluice autoscaler output:\n%s", logs.String())
-		}
-	})
+	common := []string{"--kubeconfig", cluster.Kubeconfig, "--namespace", namespace, "--nats-url", srv.ClientURL(), "--metrics-addr", "127.0.0.1:0", "--identity", "e2e"}
+	runBinary(t, append([]string{"controller", "--resync", "500ms", "--worker-nats-url", "nats://nats:4222"}, common...)...)
+	runBinary(t, append([]string{"autoscaler"}, common...)...)
+	function := "apiVersion: sluice.dev/v1alpha1\nkind: Function\nmetadata: {name: iris}\nspec: {model: {uri: " + version.Object + "}, scaling: {maxReplicas: 3, targetQueueDepth: 8, scaleToZeroAfter: 2s}}\n"
+	out, err = cluster.Kubectl(t, function, "apply", "--namespace", namespace, "-f", "-")
+	require.NoError(t, err, out)
+
 	replicas := func() int32 {
 		deployment, err := cluster.Client.AppsV1().Deployments(namespace).Get(ctx, functionskube.DeploymentName("iris", "1"), metav1.GetOptions{})
 		if err != nil {
@@ -53,7 +52,7 @@ func TestKubeAutoscalerScalesDeploymentsWithQueueDepth(t *testing.T) {
 		return *deployment.Spec.Replicas
 	}
 	require.Eventually(t, func() bool { return replicas() == 0 }, 60*time.Second, 50*time.Millisecond,
-		"the worker Deployment is created at zero (after winning the Lease)")
+		"the controller creates the worker Deployment at zero (after winning the Lease)")
 
 	for range 20 { // depth 20 at target 8 wants 3 replicas
 		_, err := js.Publish(ctx, events.RequestSubject("iris", "1"), []byte("{}"))
@@ -77,4 +76,29 @@ func TestKubeAutoscalerScalesDeploymentsWithQueueDepth(t *testing.T) {
 	require.NoError(t, stream.Purge(ctx))
 	require.Eventually(t, func() bool { return replicas() == 0 }, 30*time.Second, 50*time.Millisecond,
 		"back to zero after scaleToZeroAfter")
+
+	out, err = cluster.Kubectl(t, "", "get", "functions", "--namespace", namespace)
+	require.NoError(t, err, out)
+	require.Regexp(t, `iris\s+True\s+0\s+0\s+1\s+1=100`, out)
+	out, err = cluster.Kubectl(t, "", "delete", "function", "iris", "--namespace", namespace, "--timeout=30s")
+	require.NoError(t, err, out)
+	_, err = catalog.Get(ctx, "iris")
+	require.ErrorIs(t, err, functions.ErrNotFound, "deleting the Function takes it out of the catalog")
+}
+
+// runBinary runs the sluice binary with args until the test ends, and
+// prints its output if the test failed.
+func runBinary(t *testing.T, args ...string) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("sluice %s output:\n%s", args[0], logs.String())
+		}
+	})
 }

@@ -189,37 +189,3 @@ func TestScalerWithoutNodes(t *testing.T) {
 		return count == 0
 	}, waitFor, tick, "scaled to zero, the pods are gone")
 }
-
-// staticView is a catalog view over fixed Functions.
-type staticView map[string]*functions.Function
-
-func (v staticView) Names() []string {
-	names := make([]string, 0, len(v))
-	for name := range v {
-		names = append(names, name)
-	}
-	return names
-}
-
-func (v staticView) Lookup(name string) (*functions.Function, bool) { fn, ok := v[name]; return fn, ok }
-
-func TestEnsureDeploymentsCreatesOneAtZeroPerRevision(t *testing.T) {
-	cluster := kubetest.Start(t)
-	namespace := cluster.NewNamespace(t)
-	fn := &functions.Function{Metadata: functions.Metadata{Name: "iris"}}
-	fn.Default()
-	fn.Status.Revisions = []functions.RevisionStatus{{Name: "1", Runtime: fn.Spec.Runtime}, {Name: "2", Runtime: fn.Spec.Runtime}}
-	cfg := functionskube.DefaultWorkerConfig()
-	cfg.Namespace = namespace
-	ctx := context.Background()
-
-	require.NoError(t, kube.EnsureDeployments(ctx, cluster.Client, staticView{"iris": fn}, cfg))
-	scaler := kube.NewScaler(cluster.Client, namespace)
-	require.NoError(t, scaler.Scale(ctx, "iris", "2", 2))
-	require.NoError(t, kube.EnsureDeployments(ctx, cluster.Client, staticView{"iris": fn}, cfg), "idempotent")
-	for revision, want := range map[string]int32{"1": 0, "2": 2} {
-		deployment, err := cluster.Client.AppsV1().Deployments(namespace).Get(ctx, functionskube.DeploymentName("iris", revision), metav1.GetOptions{})
-		require.NoError(t, err)
-		require.Equal(t, want, *deployment.Spec.Replicas, "revision %s: replicas belong to the autoscaler", revision)
-	}
-}

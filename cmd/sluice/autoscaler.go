@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"sync/atomic"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,7 +18,6 @@ import (
 	autoscalerkube "sluice.dev/sluice/autoscaler/kube"
 	"sluice.dev/sluice/functions"
 	functionskube "sluice.dev/sluice/functions/kube"
-	"sluice.dev/sluice/functions/retrain"
 )
 
 // autoscalerFlags are the settings of `sluice autoscaler`.
@@ -28,24 +26,18 @@ type autoscalerFlags struct {
 	leaderElect  bool
 	identity     string
 	metricsAddr  string
-	workerImage  string
-	workerNATS   string
 	namespace    string
-	ensureEvery  time.Duration
 	autoscaleCfg autoscaler.Config
 }
 
 func newAutoscalerCommand(g *globals) *cobra.Command {
 	f := autoscalerFlags{autoscaleCfg: autoscaler.DefaultConfig()}
 	host, _ := os.Hostname()
-	workers := functionskube.DefaultWorkerConfig()
 	cmd := &cobra.Command{
 		Use:   "autoscaler",
 		Short: "Scale the worker Deployments of every function revision on Kubernetes with its queue depth",
-		Long: `autoscaler keeps a worker Deployment per live function revision (created at 0 replicas)
-and sets its replicas through the /scale subresource from the revision's JetStream queue depth.
-It also runs the models' lifecycle: retraining as batch/v1 Jobs of the worker image, new
-versions as revisions, and their rollouts.
+		Long: `autoscaler sets the replicas of each function revision's worker Deployment (which sluice
+controller creates) through the /scale subresource from the revision's JetStream queue depth.
 With --leader-elect, several autoscalers may run; one leads at a time through a Lease.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -58,13 +50,10 @@ With --leader-elect, several autoscalers may run; one leads at a time through a 
 	}
 	flags := cmd.Flags()
 	flags.StringVar(&f.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file ($KUBECONFIG; empty: in-cluster)")
-	flags.StringVar(&f.namespace, "namespace", workers.Namespace, "namespace of the worker Deployments and the Lease")
+	flags.StringVar(&f.namespace, "namespace", functionskube.DefaultWorkerConfig().Namespace, "namespace of the worker Deployments and the Lease")
 	flags.BoolVar(&f.leaderElect, "leader-elect", true, "elect one leader among several autoscalers through a Lease")
 	flags.StringVar(&f.identity, "identity", host, "this autoscaler's name in the Lease")
 	flags.StringVar(&f.metricsAddr, "metrics-addr", ":9090", "address of /metrics, /livez and /readyz")
-	flags.StringVar(&f.workerImage, "worker-image", workers.Image, "image of the worker Deployments")
-	flags.StringVar(&f.workerNATS, "worker-nats-url", workers.NATSURL, "NATS URL the workers connect to")
-	flags.DurationVar(&f.ensureEvery, "ensure-every", 5*time.Second, "how often missing worker Deployments are created")
 	flags.DurationVar(&f.autoscaleCfg.Tick, "tick", f.autoscaleCfg.Tick, "time between decisions (pokes wake a function at once)")
 	return cmd
 }
@@ -78,23 +67,11 @@ func runKubeAutoscaler(ctx context.Context, g *globals, f autoscalerFlags, log *
 	if err != nil {
 		return fmt.Errorf("kubernetes: %w", err)
 	}
-	workers := functionskube.DefaultWorkerConfig()
-	workers.Image, workers.NATSURL, workers.Namespace = f.workerImage, f.workerNATS, f.namespace
-	if err := workers.Validate(); err != nil {
-		return err
-	}
 	nc, js, err := connect(g.natsURL, "sluice-autoscaler")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	jobs := functionskube.DefaultJobConfig()
-	jobs.Image, jobs.Namespace = f.workerImage, f.namespace
-	trainers, err := functionskube.NewJobLauncher(client, jobs)
-	if err != nil {
-		return err
-	}
-	trainerEnv := map[string]string{retrain.EnvNATSURL: f.workerNATS}
 	reg := newRegistry()
 	var leading atomic.Bool
 	lead := func(ctx context.Context) error {
@@ -102,12 +79,10 @@ func runKubeAutoscaler(ctx context.Context, g *globals, f autoscalerFlags, log *
 		defer leading.Store(false)
 		log.Info("leading", "identity", f.identity)
 		return withRegistry(ctx, js,
-			ensureDeployments(client, workers, f.ensureEvery, log),
 			autoscalePart(js, autoscalerkube.NewScaler(client, f.namespace), f.autoscaleCfg, reg, log),
 			func(ctx context.Context, _ *functions.Registry) error {
 				return autoscalerkube.RecordScaleEvents(ctx, nc, client, f.namespace)
-			},
-			lifecyclePart(js, trainers, trainerEnv, nil, reg, log))
+			})
 	}
 	var alive atomic.Bool // ready once connected; only the leader decides
 	alive.Store(true)
@@ -120,24 +95,6 @@ func runKubeAutoscaler(ctx context.Context, g *globals, f autoscalerFlags, log *
 		return autoscalerkube.RunAsLeader(ctx, client, autoscalerkube.DefaultLeaderConfig(f.namespace, f.identity), lead)
 	})
 	return group.Wait()
-}
-
-// ensureDeployments creates missing worker Deployments now and every interval.
-func ensureDeployments(client kubernetes.Interface, workers functionskube.WorkerConfig, every time.Duration, log *slog.Logger) part {
-	return func(ctx context.Context, registry *functions.Registry) error {
-		ticker := time.NewTicker(every)
-		defer ticker.Stop()
-		for {
-			if err := autoscalerkube.EnsureDeployments(ctx, client, registry, workers); err != nil && ctx.Err() == nil {
-				log.Warn("ensure worker deployments", "error", err)
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-ticker.C:
-			}
-		}
-	}
 }
 
 // autoscalePart runs the queue-depth autoscaler with scaler.

@@ -34,7 +34,7 @@ func newRootCommand() *cobra.Command {
 	flags.StringVar(&g.logLevel, "log-level", envOr("SLUICE_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	flags.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(
-		newUpCommand(g), newActivatorCommand(g), newWorkerCommand(g), newAutoscalerCommand(g),
+		newUpCommand(g), newActivatorCommand(g), newWorkerCommand(g), newAutoscalerCommand(g), newControllerCommand(g),
 		newDeployCommand(g), newFunctionsCommand(g), newStatusCommand(g), newPredictCommand(),
 		newTrainCommand(g), newModelsCommand(g), newBenchCommand(), newDLQCommand(g), newBatchCommand(g), newRolloutCommand(g), newRetrainCommand(g),
 	)
