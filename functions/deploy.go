@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strconv"
 	"time"
@@ -169,6 +171,9 @@ func (d *Deployer) Delete(ctx context.Context, name string) error {
 // its version and bytes.
 func (d *Deployer) modelVersion(ctx context.Context, fn *Function, model []byte) (*ModelVersion, []byte, error) {
 	spec := fn.Spec.Model
+	if isURL(spec.URI) {
+		return d.importModel(ctx, fn)
+	}
 	if spec.URI != "" {
 		version, model, err := d.catalog.ModelFromStore(ctx, spec.URI)
 		if err == nil && spec.SHA256 != "" && version.SHA256 != spec.SHA256 {
@@ -183,6 +188,45 @@ func (d *Deployer) modelVersion(ctx context.Context, fn *Function, model []byte)
 		if err := CheckSHA256(model, spec.SHA256); err != nil {
 			return nil, nil, fmt.Errorf("spec.model.sha256: %s: %w", spec.Path, err)
 		}
+	}
+	version, err := d.catalog.PutModel(ctx, fn.Metadata.Name, model, nil)
+	return version, model, err
+}
+
+// MaxModelBytes bounds a model imported from an http(s) URL.
+const MaxModelBytes = 2 << 30
+
+// importModel downloads the model at spec.model.uri, an http(s) URL, checks
+// it against spec.model.sha256 and stores it in the model store; a model
+// stored already under that sha256 is not downloaded again.
+func (d *Deployer) importModel(ctx context.Context, fn *Function) (*ModelVersion, []byte, error) {
+	spec := fn.Spec.Model
+	if version, model, err := d.catalog.ModelFromStore(ctx, fn.Metadata.Name+"/"+spec.SHA256+".onnx"); err == nil {
+		return version, model, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, spec.URI, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("spec.model.uri: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("spec.model.uri: download: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, nil, fmt.Errorf("spec.model.uri: download: %s answered %s", spec.URI, resp.Status)
+	}
+	model, err := io.ReadAll(io.LimitReader(resp.Body, MaxModelBytes+1))
+	switch {
+	case err != nil:
+		return nil, nil, fmt.Errorf("spec.model.uri: download: %w", err)
+	case len(model) > MaxModelBytes:
+		return nil, nil, fmt.Errorf("spec.model.uri: %s is larger than %d bytes", spec.URI, MaxModelBytes)
+	}
+	if err := CheckSHA256(model, spec.SHA256); err != nil {
+		return nil, nil, fmt.Errorf("spec.model.sha256: what %s serves: %w", spec.URI, err)
 	}
 	version, err := d.catalog.PutModel(ctx, fn.Metadata.Name, model, nil)
 	return version, model, err

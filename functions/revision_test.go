@@ -2,7 +2,11 @@ package functions_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -225,4 +229,32 @@ func TestSpecTrafficPinsTheWeights(t *testing.T) {
 	withSum.Spec.Model.SHA256 = strings.Repeat("0", 64)
 	_, err = deployer.Deploy(ctx, withSum, irisModel(t, 3))
 	require.ErrorContains(t, err, "spec.model.sha256")
+}
+
+func TestDeployImportsAModelFromAURL(t *testing.T) {
+	_, catalog, deployer := newDeployer(t)
+	model := irisModel(t, 1)
+	downloads := 0
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		downloads++
+		_, _ = w.Write(model)
+	}))
+	defer server.Close()
+	sum := sha256.Sum256(model)
+	byURL := func(sha string) *functions.Function {
+		fn := parse(t, "metadata: {name: iris}\nspec: {model: {uri: "+server.URL+"/iris.onnx, sha256: '"+sha+"'}}\n")
+		return fn
+	}
+	fn, err := deployer.Deploy(t.Context(), byURL(hex.EncodeToString(sum[:])), nil)
+	require.NoError(t, err)
+	stored, err := catalog.GetModel(t.Context(), *fn.Status.Model)
+	require.NoError(t, err)
+	require.Equal(t, model, stored)
+	_, err = deployer.Deploy(t.Context(), byURL(hex.EncodeToString(sum[:])), nil)
+	require.NoError(t, err)
+	require.Equal(t, 1, downloads, "a model stored already is not downloaded again")
+
+	_, err = deployer.Deploy(t.Context(), byURL(strings.Repeat("0", 64)), nil)
+	require.ErrorContains(t, err, "spec.model.sha256: what "+server.URL+"/iris.onnx serves: sha256 is")
+	require.ErrorContains(t, parse(t, "metadata: {name: iris}\nspec: {model: {uri: "+server.URL+"/iris.onnx}}\n").Validate(), "spec.model.sha256: an http(s) uri needs")
 }

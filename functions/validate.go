@@ -69,6 +69,9 @@ func (f *Function) Validate() error {
 	if sum := s.Model.SHA256; sum != "" && !sha256Pattern.MatchString(sum) {
 		bad("spec.model.sha256", "want 64 lower-case hex digits, got %q", sum)
 	}
+	if isURL(s.Model.URI) && s.Model.SHA256 == "" {
+		bad("spec.model.sha256", "an http(s) uri needs the sha256 of what it serves")
+	}
 	if s.Rollout != nil {
 		s.Rollout.validate(bad)
 	}
@@ -80,6 +83,12 @@ func (f *Function) Validate() error {
 }
 
 var sha256Pattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// isURL says whether a model uri is an http(s) URL rather than an object of
+// the model store.
+func isURL(uri string) bool {
+	return strings.HasPrefix(uri, "http://") || strings.HasPrefix(uri, "https://")
+}
 
 func positive(bad func(string, string, ...any), field string, d, low, high time.Duration) {
 	if d < low || d > high {
