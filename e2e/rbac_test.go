@@ -91,7 +91,9 @@ func TestEachComponentMayDoOnlyWhatItNeeds(t *testing.T) {
 		}()
 	}
 	lead(controllerID, "sluice-controller", controller.Run)
-	lead(autoscalerID, "sluice-autoscaler", func(ctx context.Context) error { return autoscalerkube.RecordScaleEvents(ctx, nc, autoscalerID.client, namespace) })
+	lead(autoscalerID, "sluice-autoscaler", func(ctx context.Context) error {
+		return autoscalerkube.RecordScaleEvents(ctx, nc, autoscalerID.client, namespace)
+	})
 	defer func() { cancel(); wg.Wait() }()
 
 	out, err = cluster.Kubectl(t, "apiVersion: sluice.dev/v1alpha1\nkind: Function\nmetadata: {name: iris}\nspec: {model: {uri: "+version.Object+"}}\n", "apply", "--namespace", namespace, "-f", "-")
