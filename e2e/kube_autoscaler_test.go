@@ -38,8 +38,8 @@ func TestOnKubernetesAFunctionScalesWithItsQueue(t *testing.T) {
 	require.NoError(t, err)
 
 	common := []string{"--kubeconfig", cluster.Kubeconfig, "--namespace", namespace, "--nats-url", srv.ClientURL(), "--metrics-addr", "127.0.0.1:0", "--identity", "e2e"}
-	runBinary(t, append([]string{"controller", "--resync", "500ms", "--worker-nats-url", "nats://nats:4222"}, common...)...)
-	runBinary(t, append([]string{"autoscaler"}, common...)...)
+	_, _ = runBinary(t, append([]string{"controller", "--resync", "500ms", "--worker-nats-url", "nats://nats:4222"}, common...)...)
+	_, _ = runBinary(t, append([]string{"autoscaler"}, common...)...)
 	function := "apiVersion: sluice.dev/v1alpha1\nkind: Function\nmetadata: {name: iris}\nspec: {model: {uri: " + version.Object + "}, scaling: {maxReplicas: 3, targetQueueDepth: 8, scaleToZeroAfter: 2s}}\n"
 	out, err = cluster.Kubectl(t, function, "apply", "--namespace", namespace, "-f", "-")
 	require.NoError(t, err, out)
@@ -86,9 +86,9 @@ func TestOnKubernetesAFunctionScalesWithItsQueue(t *testing.T) {
 	require.ErrorIs(t, err, functions.ErrNotFound, "deleting the Function takes it out of the catalog")
 }
 
-// runBinary runs the sluice binary with args until the test ends, and
-// prints its output if the test failed.
-func runBinary(t *testing.T, args ...string) {
+// runBinary runs the sluice binary with args until the test ends, prints
+// its output if the test failed, and returns the process and its output.
+func runBinary(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	logs := &syncBuffer{}
@@ -101,4 +101,52 @@ func runBinary(t *testing.T, args ...string) {
 			t.Logf("sluice %s output:\n%s", args[0], logs.String())
 		}
 	})
+	return cmd, logs
+}
+
+// TestASecondControllerTakesOverWhenTheLeaderIsKilled: two controllers, one
+// leads; SIGKILL it, and the other reconciles the next Function once the
+// leader's Lease has run out.
+func TestASecondControllerTakesOverWhenTheLeaderIsKilled(t *testing.T) {
+	cluster := kubetest.Start(t)
+	for _, args := range [][]string{
+		{"apply", "-f", "../deploy/crd/functions.sluice.dev.yaml"},
+		{"wait", "--for=condition=Established", "crd/functions.sluice.dev", "--timeout=30s"},
+	} {
+		out, err := cluster.Kubectl(t, "", args...)
+		require.NoError(t, err, out)
+	}
+	namespace := cluster.NewNamespace(t)
+	srv, _, js := natstest.JetStream(t)
+	ctx := context.Background()
+	catalog, err := functions.OpenCatalog(ctx, js)
+	require.NoError(t, err)
+	_, model := trainIris(t)
+	version, err := catalog.PutModel(ctx, "iris", model, nil)
+	require.NoError(t, err)
+	controller := func(identity string) (*exec.Cmd, *syncBuffer) {
+		return runBinary(t, "controller", "--kubeconfig", cluster.Kubeconfig, "--namespace", namespace, "--nats-url", srv.ClientURL(),
+			"--metrics-addr", "127.0.0.1:0", "--identity", identity, "--resync", "500ms")
+	}
+	first, firstLogs := controller("first")
+	require.Eventually(t, func() bool { return strings.Contains(firstLogs.String(), `msg=leading identity=first`) }, 30*time.Second, 50*time.Millisecond)
+	_, secondLogs := controller("second")
+	apply := func(name string) {
+		function := "apiVersion: sluice.dev/v1alpha1\nkind: Function\nmetadata: {name: " + name + "}\nspec: {model: {uri: " + version.Object + "}}\n"
+		out, err := cluster.Kubectl(t, function, "apply", "--namespace", namespace, "-f", "-")
+		require.NoError(t, err, out)
+	}
+	created := func(name string) func() bool {
+		return func() bool {
+			_, err := cluster.Client.AppsV1().Deployments(namespace).Get(ctx, functionskube.DeploymentName(name, "1"), metav1.GetOptions{})
+			return err == nil
+		}
+	}
+	apply("iris")
+	require.Eventually(t, created("iris"), 30*time.Second, 100*time.Millisecond, "the leader reconciles")
+
+	require.NoError(t, first.Process.Kill())
+	apply("other")
+	require.Eventually(t, created("other"), 60*time.Second, 200*time.Millisecond, "the second controller carries on")
+	require.Contains(t, secondLogs.String(), `msg=leading identity=second`)
 }
