@@ -22,6 +22,10 @@ GRPCURL_VERSION := v1.9.4
 GRPCURL := .cache/grpcurl/$(GRPCURL_VERSION)/grpcurl
 export SLUICE_GRPCURL := $(abspath $(GRPCURL))
 
+IMAGE := sluice:latest
+export CONTAINERS_CONF := $(abspath deploy/podman/containers.conf)
+export SLUICE_IMAGE := $(IMAGE)
+
 ONNX_TESTDATA := /usr/share/libonnx-testdata/data
 export SLUICE_ONNX_TESTDATA := $(ONNX_TESTDATA)
 
@@ -31,7 +35,7 @@ DEMO_SPEC  := deploy/demo/iris.yaml
 
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.cache/*') go.mod go.sum
 
-.PHONY: help deps kube-bins grpcurl build run test conformance bench vet clean
+.PHONY: help deps kube-bins grpcurl containers image build run test conformance bench vet clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -52,6 +56,14 @@ grpcurl: $(GRPCURL) ## build grpcurl, which the gRPC tests call as a user would
 $(GRPCURL):
 	GOBIN=$(abspath $(dir $(GRPCURL))) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
+containers: ## install podman, runc and debootstrap (Debian's packages) and make the base image
+	@deploy/scripts/install-containers.sh
+
+image: containers deps $(BIN) ## build the sluice image ($(IMAGE)) with podman, from the binary built here
+	podman build --quiet --target prebuilt --build-arg BASE=localhost/debian:$$(. /etc/os-release && echo $$VERSION_CODENAME)-minbase \
+		-t $(IMAGE) -f deploy/Dockerfile . >/dev/null
+	@echo "built $(IMAGE)"
+
 build: $(BIN) ## build bin/sluice
 
 $(BIN): $(GO_SOURCES)
@@ -63,7 +75,7 @@ $(DEMO_MODEL): $(BIN) $(DEMO_CSV)
 run: deps $(BIN) $(DEMO_MODEL) ## start the embedded platform with the iris demo on $(ADDR)
 	$(BIN) up --data-dir $(DATA_DIR) --addr $(ADDR) --deploy $(DEMO_SPEC)
 
-test: deps kube-bins grpcurl ## run every test against the real nats-server, ONNX Runtime and Kubernetes control plane
+test: deps kube-bins grpcurl image ## run every test against the real nats-server, ONNX Runtime and Kubernetes control plane
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 10m ./...
 

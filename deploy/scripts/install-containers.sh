@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs podman, runc and debootstrap from Debian's packages when they are
+# missing, and makes the base image the Dockerfile builds on here: Debian's
+# minbase of this machine's release, from the machine's own apt mirror, as
+# localhost/debian:<release>-minbase. Nothing outside the repository changes
+# but the packages and podman's image store.
+set -euo pipefail
+
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null; then
+  apt-get install -y -qq podman runc debootstrap >/dev/null
+fi
+release=$(. /etc/os-release && echo "$VERSION_CODENAME")
+image="localhost/debian:$release-minbase"
+if podman image exists "$image"; then
+  exit 0
+fi
+# The mirror this machine's apt uses, never a name written here.
+mirror=$(awk '$1 == "URIs:" && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+if [ -z "$mirror" ]; then
+  mirror=$(awk '$1 == "deb" && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+fi
+if [ -z "$mirror" ]; then
+  echo "no Debian mirror in this machine's apt sources" >&2
+  exit 1
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+debootstrap --variant=minbase "$release" "$tmp/rootfs" "$mirror" >/dev/null
+tar -C "$tmp/rootfs" -c . | podman import --quiet - "$image" >/dev/null
+echo "made $image"

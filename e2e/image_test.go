@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/stretchr/testify/require"
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/wait"
+)
+
+// imageEnv names the image the container tests run; `make image` builds it.
+const imageEnv = "SLUICE_IMAGE"
+
+// podmanService serves podman's Docker-compatible API on a socket of the
+// test's own for testcontainers-go, until the test ends.
+func podmanService(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("podman"); err != nil {
+		t.Fatalf("podman is missing: run `make image`, which installs it and builds the image")
+	}
+	socket := filepath.Join(t.TempDir(), "podman.sock")
+	service := exec.Command("podman", "system", "service", "--time=0", "unix://"+socket)
+	require.NoError(t, service.Start())
+	t.Cleanup(func() {
+		_ = service.Process.Kill()
+		_ = service.Wait()
+	})
+	require.Eventually(t, func() bool { _, err := os.Stat(socket); return err == nil }, 10*time.Second, 50*time.Millisecond)
+	t.Setenv("DOCKER_HOST", "unix://"+socket)
+	t.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true") // its reaper image is in no local store; Terminate cleans up
+	t.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
+}
+
+// TestTheImageRunsTheDemo: the image of deploy/Dockerfile runs `sluice up`
+// with the demo as a non-root user on a read-only root filesystem, and
+// answers a prediction through a mapped port.
+func TestTheImageRunsTheDemo(t *testing.T) {
+	image := os.Getenv(imageEnv)
+	if image == "" {
+		t.Fatalf("$%s names no image: run the tests through `make test`, whose `make image` builds it", imageEnv)
+	}
+	podmanService(t)
+	demo := t.TempDir()
+	out := sluice(t, "train", "--input", "../deploy/demo/iris.csv", "--output", filepath.Join(demo, "iris.onnx"))
+	require.Contains(t, out, "held-out accuracy")
+	for _, name := range []string{"iris.yaml", "iris.csv"} {
+		data, err := os.ReadFile(filepath.Join("../deploy/demo", name))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(demo, name), data, 0o644))
+	}
+	require.NoError(t, os.Chmod(demo, 0o755))
+
+	ctx := context.Background()
+	up, err := testcontainers.GenericContainer(ctx, testcontainers.GenericContainerRequest{
+		ContainerRequest: testcontainers.ContainerRequest{
+			Image:        image,
+			Cmd:          []string{"up", "--addr", ":8080", "--grpc-addr", "", "--nats-port", "-1", "--data-dir", "/tmp/data", "--deploy", "/demo/iris.yaml"},
+			ExposedPorts: []string{"8080/tcp"},
+			HostConfigModifier: func(host *container.HostConfig) {
+				host.ReadonlyRootfs = true
+				host.Tmpfs = map[string]string{"/tmp": "rw,size=8g"} // JetStream reserves its streams' bounds
+				host.Binds = []string{demo + ":/demo:ro"}
+			},
+			WaitingFor: wait.ForHTTP("/v2/health/ready").WithPort("8080/tcp").WithStartupTimeout(60 * time.Second),
+		},
+		Started: true,
+	})
+	if up != nil {
+		t.Cleanup(func() {
+			if t.Failed() {
+				if logs, err := up.Logs(ctx); err == nil {
+					data, _ := io.ReadAll(logs)
+					t.Logf("container output:\n%s", data)
+				}
+			}
+			_ = up.Terminate(ctx)
+		})
+	}
+	require.NoError(t, err)
+	endpoint, err := up.PortEndpoint(ctx, "8080/tcp", "http")
+	require.NoError(t, err)
+	var code int
+	var answer []byte
+	require.Eventually(t, func() bool { // the first request wakes a worker inside
+		resp, err := http.Post(endpoint+"/v2/models/iris/infer", "application/json", strings.NewReader(irisRequest))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		code = resp.StatusCode
+		answer, _ = io.ReadAll(resp.Body)
+		return code == http.StatusOK
+	}, 60*time.Second, 200*time.Millisecond, "no prediction from the container: %d %s", code, answer)
+	requireIrisAnswer(t, answer)
+
+	exit, reader, err := up.Exec(ctx, []string{"/usr/local/bin/sluice", "--help"})
+	require.NoError(t, err)
+	require.Zero(t, exit)
+	_, _ = io.Copy(io.Discard, reader)
+	inspect, err := up.Inspect(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "10001:10001", inspect.Config.User, "the image runs as a non-root user")
+	require.True(t, inspect.HostConfig.ReadonlyRootfs)
+}
