@@ -6,8 +6,15 @@
 # but the packages and podman's image store.
 set -euo pipefail
 
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "installing podman and making images needs root (apt-get, podman)" >&2; exit 1; }
+  sudo=sudo
+fi
 if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null; then
-  apt-get install -y -qq podman runc debootstrap >/dev/null
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y --no-install-recommends podman runc debootstrap >/dev/null 2>&1 ||
+    { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends podman runc debootstrap >/dev/null; }
 fi
 release=$(. /etc/os-release && echo "$VERSION_CODENAME")
 image="localhost/debian:$release-minbase"
@@ -25,6 +32,6 @@ if [ -z "$mirror" ]; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-debootstrap --variant=minbase "$release" "$tmp/rootfs" "$mirror" >/dev/null
+$sudo debootstrap --variant=minbase "$release" "$tmp/rootfs" "$mirror" >/dev/null
 tar -C "$tmp/rootfs" -c . | podman import --quiet - "$image" >/dev/null
 echo "made $image"
