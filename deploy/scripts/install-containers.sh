@@ -13,8 +13,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y --no-install-recommends podman runc debootstrap >/dev/null 2>&1 ||
-    { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends podman runc debootstrap >/dev/null; }
+  $sudo apt-get install -y podman runc debootstrap >/dev/null 2>&1 ||
+    { $sudo apt-get update >/dev/null && $sudo apt-get install -y podman runc debootstrap >/dev/null; }
 fi
 release=$(. /etc/os-release && echo "$VERSION_CODENAME")
 image="localhost/debian:$release-minbase"
