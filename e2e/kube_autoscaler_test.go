@@ -24,10 +24,7 @@ import (
 // delete takes the function out of the catalog.
 func TestOnKubernetesAFunctionScalesWithItsQueue(t *testing.T) {
 	cluster := kubetest.Start(t)
-	out, err := cluster.Kubectl(t, "", "apply", "-f", "../deploy/crd/functions.sluice.dev.yaml")
-	require.NoError(t, err, out)
-	out, err = cluster.Kubectl(t, "", "wait", "--for=condition=Established", "crd/functions.sluice.dev", "--timeout=30s")
-	require.NoError(t, err, out)
+	cluster.InstallCRDs(t, "../deploy/crd/functions.sluice.dev.yaml")
 	namespace := cluster.NewNamespace(t)
 	srv, _, js := natstest.JetStream(t)
 	ctx := context.Background()
@@ -41,7 +38,7 @@ func TestOnKubernetesAFunctionScalesWithItsQueue(t *testing.T) {
 	_, _ = runBinary(t, append([]string{"controller", "--resync", "500ms", "--worker-nats-url", "nats://nats:4222"}, common...)...)
 	_, _ = runBinary(t, append([]string{"autoscaler"}, common...)...)
 	function := "apiVersion: sluice.dev/v1alpha1\nkind: Function\nmetadata: {name: iris}\nspec: {model: {uri: " + version.Object + "}, scaling: {maxReplicas: 3, targetQueueDepth: 8, scaleToZeroAfter: 2s}}\n"
-	out, err = cluster.Kubectl(t, function, "apply", "--namespace", namespace, "-f", "-")
+	out, err := cluster.Kubectl(t, function, "apply", "--namespace", namespace, "-f", "-")
 	require.NoError(t, err, out)
 
 	replicas := func() int32 {
@@ -109,13 +106,7 @@ func runBinary(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
 // leader's Lease has run out.
 func TestASecondControllerTakesOverWhenTheLeaderIsKilled(t *testing.T) {
 	cluster := kubetest.Start(t)
-	for _, args := range [][]string{
-		{"apply", "-f", "../deploy/crd/functions.sluice.dev.yaml"},
-		{"wait", "--for=condition=Established", "crd/functions.sluice.dev", "--timeout=30s"},
-	} {
-		out, err := cluster.Kubectl(t, "", args...)
-		require.NoError(t, err, out)
-	}
+	cluster.InstallCRDs(t, "../deploy/crd/functions.sluice.dev.yaml")
 	namespace := cluster.NewNamespace(t)
 	srv, _, js := natstest.JetStream(t)
 	ctx := context.Background()

@@ -50,13 +50,7 @@ func as(t *testing.T, cluster *kubetest.Cluster, namespace, account string) iden
 // and what the activator, which needs nothing, might: each is Forbidden.
 func TestEachComponentMayDoOnlyWhatItNeeds(t *testing.T) {
 	cluster := kubetest.Start(t)
-	for _, args := range [][]string{
-		{"apply", "-f", "../deploy/crd/functions.sluice.dev.yaml"},
-		{"wait", "--for=condition=Established", "crd/functions.sluice.dev", "--timeout=30s"},
-	} {
-		out, err := cluster.Kubectl(t, "", args...)
-		require.NoError(t, err, out)
-	}
+	cluster.InstallCRDs(t, "../deploy/crd/functions.sluice.dev.yaml")
 	namespace := cluster.NewNamespace(t)
 	out, err := cluster.Kubectl(t, "", "apply", "--namespace", namespace, "-k", "../deploy/rbac")
 	require.NoError(t, err, out)

@@ -4,16 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"sync/atomic"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
-	autoscalerkube "sluice.dev/sluice/autoscaler/kube"
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/functions"
 	functionskube "sluice.dev/sluice/functions/kube"
@@ -22,17 +17,13 @@ import (
 
 // controllerFlags are the settings of `sluice controller`.
 type controllerFlags struct {
-	kubeconfig  string
-	leaderElect bool
-	identity    string
-	metricsAddr string
-	workerNATS  string
-	cfg         functionskube.ControllerConfig
+	kube       kubeFlags
+	workerNATS string
+	cfg        functionskube.ControllerConfig
 }
 
 func newControllerCommand(g *globals) *cobra.Command {
 	f := controllerFlags{cfg: functionskube.DefaultControllerConfig()}
-	host, _ := os.Hostname()
 	cmd := &cobra.Command{
 		Use:   "controller",
 		Short: "Reconcile Function resources on Kubernetes: catalog, worker Deployments, status, retraining Jobs and rollouts",
@@ -53,11 +44,7 @@ one leads at a time through the Lease sluice-controller.`,
 	}
 	flags := cmd.Flags()
 	workers := &f.cfg.Workers
-	flags.StringVar(&f.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file ($KUBECONFIG; empty: in-cluster)")
-	flags.StringVar(&workers.Namespace, "namespace", workers.Namespace, "namespace of the Functions, their worker Deployments, Jobs and the Lease")
-	flags.BoolVar(&f.leaderElect, "leader-elect", true, "elect one leader among several controllers through a Lease")
-	flags.StringVar(&f.identity, "identity", host, "this controller's name in the Lease")
-	flags.StringVar(&f.metricsAddr, "metrics-addr", ":9090", "address of /metrics, /livez and /readyz")
+	f.kube.add(flags, "controller")
 	flags.StringVar(&workers.Image, "worker-image", workers.Image, "image of the worker Deployments and trainer Jobs")
 	flags.StringVar(&f.workerNATS, "worker-nats-url", workers.NATSURL, "NATS URL the workers and trainers connect to")
 	flags.DurationVar(&f.cfg.Resync, "resync", f.cfg.Resync, "how often every Function is reconciled, so its status follows the catalog")
@@ -65,9 +52,9 @@ one leads at a time through the Lease sluice-controller.`,
 }
 
 func runController(ctx context.Context, g *globals, f controllerFlags, log *slog.Logger) error {
-	restConfig, err := clientcmd.BuildConfigFromFlags("", f.kubeconfig)
+	restConfig, err := f.kube.restConfig()
 	if err != nil {
-		return fmt.Errorf("kubernetes: %w", err)
+		return err
 	}
 	client, err := kubernetes.NewForConfig(restConfig)
 	if err != nil {
@@ -77,7 +64,7 @@ func runController(ctx context.Context, g *globals, f controllerFlags, log *slog
 	if err != nil {
 		return fmt.Errorf("kubernetes: %w", err)
 	}
-	f.cfg.Workers.NATSURL = f.workerNATS
+	f.cfg.Workers.NATSURL, f.cfg.Workers.Namespace = f.workerNATS, f.kube.namespace
 	jobs := functionskube.DefaultJobConfig()
 	jobs.Image, jobs.Namespace = f.cfg.Workers.Image, f.cfg.Workers.Namespace
 	trainers, err := functionskube.NewJobLauncher(client, jobs)
@@ -99,21 +86,7 @@ func runController(ctx context.Context, g *globals, f controllerFlags, log *slog
 	}
 	reg := newRegistry()
 	lifecycle := lifecyclePart(js, trainers, map[string]string{retrain.EnvNATSURL: f.workerNATS}, nil, reg, log)
-	lead := func(ctx context.Context) error {
-		log.Info("leading", "identity", f.identity)
+	return runLeading(ctx, client, f.kube, "sluice-controller", reg, log, func(ctx context.Context) error {
 		return withRegistry(ctx, js, lifecycle, func(ctx context.Context, _ *functions.Registry) error { return controller.Run(ctx) })
-	}
-	var alive atomic.Bool // ready once connected; only the leader reconciles
-	alive.Store(true)
-	group, ctx := errgroup.WithContext(ctx)
-	group.Go(func() error { return serveProbes(ctx, f.metricsAddr, reg, &alive, log) })
-	group.Go(func() error {
-		if !f.leaderElect {
-			return lead(ctx)
-		}
-		leader := autoscalerkube.DefaultLeaderConfig(f.cfg.Workers.Namespace, f.identity)
-		leader.Lease = "sluice-controller"
-		return autoscalerkube.RunAsLeader(ctx, client, leader, lead)
 	})
-	return group.Wait()
 }

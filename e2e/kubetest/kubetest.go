@@ -253,6 +253,17 @@ func (c *Cluster) Kubectl(t testing.TB, stdin string, args ...string) (string, e
 	return string(out), err
 }
 
+// InstallCRDs applies the CustomResourceDefinitions in file and waits until
+// the API server serves them.
+func (c *Cluster) InstallCRDs(t testing.TB, file string) {
+	t.Helper()
+	for _, args := range [][]string{{"apply", "-f", file}, {"wait", "--for=condition=Established", "--timeout=30s", "-f", file}} {
+		if out, err := c.Kubectl(t, "", args...); err != nil {
+			t.Fatalf("kubetest: kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
 // start runs one binary of the cluster; stop ends it.
 func (c *Cluster) start(name string, args ...string) (*process, error) {
 	p, err := startProcess(c.dir, name, filepath.Join(c.bin, name), childEnv(c.dir), args...)

@@ -33,10 +33,7 @@ spec:
 func startWithCRD(t *testing.T) (*kubetest.Cluster, string) {
 	t.Helper()
 	cluster := kubetest.Start(t)
-	out, err := cluster.Kubectl(t, "", "apply", "-f", crdFile)
-	require.NoError(t, err, out)
-	out, err = cluster.Kubectl(t, "", "wait", "--for=condition=Established", "crd/functions.sluice.dev", "--timeout=30s")
-	require.NoError(t, err, out)
+	cluster.InstallCRDs(t, crdFile)
 	return cluster, cluster.NewNamespace(t)
 }
 
