@@ -134,6 +134,12 @@ func (c *Catalog) Modify(ctx context.Context, name string, change func(fn *Funct
 	}
 }
 
+// Watch calls changed with the name of every function in the catalog, then
+// with the name of each one that changes or goes, until ctx ends.
+func (c *Catalog) Watch(ctx context.Context, changed func(name string)) error {
+	return events.WatchBucket(ctx, c.kv, func(name string, _ []byte, _ uint64) { changed(name) }, func() {})
+}
+
 // Put stores fn under its name.
 func (c *Catalog) Put(ctx context.Context, fn *Function) error {
 	data, err := json.Marshal(fn)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,17 +41,17 @@ type ControllerConfig struct {
 	Workers WorkerConfig
 	// Threads reconcile different Functions at once.
 	Threads int
-	// Resync reconciles every Function this often, so its status follows
-	// the catalog and the autoscaler.
+	// Resync reconciles every Function this often besides its changes.
 	Resync time.Duration
 	// CleanupTimeout bounds the removal of a deleted Function from NATS: past
 	// it the resource is let go anyway, with a warning.
 	CleanupTimeout time.Duration
 }
 
-// DefaultControllerConfig reconciles with 2 threads, every 5 seconds.
+// DefaultControllerConfig reconciles with 2 threads, at each change of a
+// resource, of the catalog or of the autoscaler's status, and every minute.
 func DefaultControllerConfig() ControllerConfig {
-	return ControllerConfig{Workers: DefaultWorkerConfig(), Threads: 2, Resync: 5 * time.Second, CleanupTimeout: 20 * time.Second}
+	return ControllerConfig{Workers: DefaultWorkerConfig(), Threads: 2, Resync: time.Minute, CleanupTimeout: 20 * time.Second}
 }
 
 // Validate reports what is wrong.
@@ -110,6 +111,22 @@ func (c *Controller) Run(ctx context.Context) error {
 		informer.RunWithContext(ctx)
 		return nil
 	})
+	// A status follows the catalog (revisions, rollouts, trainings) and the
+	// autoscaler (replicas, depth) as they change, not only at each resync.
+	namespace := c.cfg.Workers.Namespace
+	group.Go(func() error {
+		return c.keepWatching(ctx, "catalog", func(ctx context.Context) error {
+			return c.catalog.Watch(ctx, func(name string) { queue.Add(namespace + "/" + name) })
+		})
+	})
+	group.Go(func() error {
+		return c.keepWatching(ctx, "scale status", func(ctx context.Context) error {
+			return events.WatchBucket(ctx, c.scale, func(key string, _ []byte, _ uint64) {
+				function, _, _ := strings.Cut(key, ".")
+				queue.Add(namespace + "/" + function)
+			}, func() {})
+		})
+	})
 	group.Go(func() error {
 		<-ctx.Done()
 		queue.ShutDown()
@@ -127,6 +144,21 @@ func (c *Controller) Run(ctx context.Context) error {
 		})
 	}
 	return group.Wait()
+}
+
+// keepWatching runs watch until ctx ends, again a second after it fails:
+// while NATS is away the resync still reconciles, and deletions finish.
+func (c *Controller) keepWatching(ctx context.Context, what string, watch func(context.Context) error) error {
+	for ctx.Err() == nil {
+		if err := watch(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("controller: watch "+what, "error", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
 }
 
 // next reconciles one key from the queue; false once the queue is shut down.

@@ -37,7 +37,7 @@ func TestControllerReconcilesFunctions(t *testing.T) {
 	require.NoError(t, err)
 
 	cfg := kube.DefaultControllerConfig()
-	cfg.Workers.Namespace, cfg.Resync, cfg.CleanupTimeout = namespace, 500*time.Millisecond, 2*time.Second
+	cfg.Workers.Namespace, cfg.Resync, cfg.CleanupTimeout = namespace, time.Hour, 2*time.Second // changes, not resyncs, drive it
 	dynamicClient, err := dynamic.NewForConfig(cluster.Config)
 	require.NoError(t, err)
 	controller, err := kube.NewController(cluster.Client, dynamicClient, js, catalog, functions.NewDeployer(js, catalog, events.DefaultQueueConfig()), cfg, slog.New(slog.DiscardHandler))
@@ -73,6 +73,11 @@ func TestControllerReconcilesFunctions(t *testing.T) {
 	fn, err := catalog.Get(t.Context(), "iris")
 	require.NoError(t, err)
 	require.Equal(t, version.SHA256, fn.Status.Model.SHA256)
+	require.NoError(t, catalog.SetRevisionState(t.Context(), "iris", "1", functions.RevisionReady, ""))
+	require.Eventually(t, func() bool {
+		require.NoError(t, json.Unmarshal([]byte(kubectl("", "get", "function", "iris", "-o", "json")), &resource))
+		return condition(resource.Status.Conditions, kube.ConditionModelReady) == metav1.ConditionTrue
+	}, 10*time.Second, 100*time.Millisecond, "a change in the catalog reaches the status")
 	deployment, err := cluster.Client.AppsV1().Deployments(namespace).Get(t.Context(), kube.DeploymentName("iris", "1"), metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, "Function", deployment.OwnerReferences[0].Kind, "the worker Deployment belongs to the Function")
@@ -102,10 +107,14 @@ func TestControllerReconcilesFunctions(t *testing.T) {
 }
 
 func ready(conditions []metav1.Condition) bool {
-	for _, condition := range conditions {
-		if condition.Type == kube.ConditionReady {
-			return condition.Status == metav1.ConditionTrue
+	return condition(conditions, kube.ConditionReady) == metav1.ConditionTrue
+}
+
+func condition(conditions []metav1.Condition, kind string) metav1.ConditionStatus {
+	for _, c := range conditions {
+		if c.Type == kind {
+			return c.Status
 		}
 	}
-	return false
+	return ""
 }
