@@ -125,9 +125,9 @@ func TestPokeWakesAFunctionAtOnce(t *testing.T) {
 	announced, err := js.Conn().SubscribeSync(events.ScaleEventSubject("iris"))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		require.NoError(t, js.Conn().Publish(events.PokeSubject, []byte("iris")))
+		require.NoError(t, js.Conn().Publish(events.PokeSubject, []byte(events.ScaleKey("iris", "1"))))
 		return scaler.get("iris/1") == 1
-	}, 5*time.Second, 10*time.Millisecond, "a poke wakes the function without waiting for a tick")
+	}, 5*time.Second, 10*time.Millisecond, "a poke naming the revision wakes it without waiting for a tick")
 	require.NoError(t, js.Conn().Publish(events.PokeSubject, []byte("no-such-function")))
 
 	msg, err := announced.NextMsg(5 * time.Second)
@@ -142,9 +142,8 @@ func TestPokeWakesAFunctionAtOnce(t *testing.T) {
 }
 
 // TestARolloutScalesBothRevisions: while a rollout runs, its stable revision
-// keeps a replica even idle, both revisions scale with their queues and
-// wake on a poke that names them; once it is over the old revision drains
-// to zero.
+// and its candidate keep a replica even idle; once it is over the old
+// revision drains to zero.
 func TestARolloutScalesBothRevisions(t *testing.T) {
 	js, scaler := startAutoscaler(t, 50*time.Millisecond)
 	ctx := t.Context()
@@ -162,10 +161,8 @@ func TestARolloutScalesBothRevisions(t *testing.T) {
 	_, err = events.EnsureConsumer(ctx, js, "iris", "2", events.DefaultQueueConfig())
 	require.NoError(t, err)
 
-	require.Eventually(t, func() bool { return scaler.get("iris/1") == 1 }, 5*time.Second, 10*time.Millisecond,
-		"the stable revision keeps a replica while the rollout runs, even with no traffic")
-	require.NoError(t, js.Conn().Publish(events.PokeSubject, []byte(events.ScaleKey("iris", "2"))))
-	require.Eventually(t, func() bool { return scaler.get("iris/2") == 1 }, 5*time.Second, 10*time.Millisecond, "a poke wakes the revision it names")
+	require.Eventually(t, func() bool { return scaler.get("iris/1") == 1 && scaler.get("iris/2") == 1 }, 5*time.Second, 10*time.Millisecond,
+		"the stable revision and the candidate keep a replica while the rollout runs, even with no traffic")
 
 	fn, err = catalog.Get(ctx, "iris")
 	require.NoError(t, err)

@@ -25,8 +25,8 @@ const (
 	// TypeModelPublished says a trainer wrote a new model version to the
 	// model store; its data is a ModelPublished.
 	TypeModelPublished = "dev.sluice.model.published"
-	// TypeRolloutPrefix starts the types of a rollout's events: started,
-	// stepped, promoted, rolled_back.
+	// TypeRolloutPrefix starts the types of a rollout's events: stepped,
+	// promoted, rolled_back.
 	TypeRolloutPrefix = "dev.sluice.rollout."
 	// TypeFeedback carries labelled rows for a function (HTTP or NATS); its
 	// data is a Feedback.

@@ -221,10 +221,18 @@ func TestOlderRevisionsStayLiveUpToALimit(t *testing.T) {
 	_, _, deployer := newDeployer(t)
 	ctx := context.Background()
 	var fn *functions.Function
-	for seed := range uint64(7) {
+	deploy := func(seed uint64, rollout bool) {
+		t.Helper()
+		spec := parse(t, irisYAML)
+		if !rollout {
+			spec.Spec.Rollout = nil
+		}
 		var err error
-		fn, err = deployer.Deploy(ctx, parse(t, irisYAML), irisModel(t, seed+1))
+		fn, err = deployer.Deploy(ctx, spec, irisModel(t, seed))
 		require.NoError(t, err)
+	}
+	for seed := range uint64(7) {
+		deploy(seed+1, false)
 	}
 	require.Equal(t, "7", fn.Status.Revision)
 	require.Len(t, fn.Status.Revisions, 5)
@@ -233,4 +241,13 @@ func TestOlderRevisionsStayLiveUpToALimit(t *testing.T) {
 	require.NotEmpty(t, first.Model.SHA256)
 	_, ok = fn.Status.FindRevision("2")
 	require.False(t, ok, "the oldest revisions are pruned")
+
+	for seed := range uint64(6) { // candidates replacing one another roll out from revision 7
+		deploy(seed+10, true)
+	}
+	require.Equal(t, "13", fn.Status.Revision)
+	require.Len(t, fn.Status.Revisions, 5)
+	_, ok = fn.Status.FindRevision("7")
+	require.True(t, ok, "the stable revision of a rollout is never pruned")
+	require.Equal(t, "7", fn.Status.Rollout.Stable)
 }

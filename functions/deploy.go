@@ -129,19 +129,43 @@ func nextStatus(previous *Function, fn *Function, version *ModelVersion, loaded 
 	}
 	status.Revision = nextRevision(previous.Status.Revision)
 	candidate := newRevisionStatus(status.Revision, fn, version, loaded, now)
-	status.Revisions = append(slices.Clone(status.Revisions), candidate)
-	if excess := len(status.Revisions) - maxRevisions; excess > 0 {
-		status.Revisions = status.Revisions[excess:]
-	}
+	status.Revisions = trim(append(slices.Clone(status.Revisions), candidate), previous.Status)
 	status.Traffic, status.Rollout = nil, nil // the new revision takes all traffic at once…
 	if stable, ok := previous.Status.stable(); ok && fn.Spec.Rollout != nil {
 		rollout := fn.Spec.Rollout.Start(stable, candidate.Name, now) // …unless it rolls out
 		if candidate.State == RevisionFailed {
-			rollout.Phase, rollout.Weight, rollout.Reason = RolloutRolledBack, 0, "rolled back: "+candidate.cannotRun().Error()
+			rollout.Phase, rollout.Weight, rollout.Shadowing, rollout.Reason = RolloutRolledBack, 0, false, "rolled back: "+candidate.cannotRun().Error()
 		}
 		status.Rollout, status.Traffic = &rollout, rollout.Traffic()
 	}
 	return status
+}
+
+// trim keeps the newest maxRevisions revisions, and, beyond them, those the
+// previous status still routes to: its traffic table's and its rollout's
+// stable revision, so a rollout never loses the revision it falls back to.
+func trim(revisions []RevisionStatus, previous Status) []RevisionStatus {
+	excess := len(revisions) - maxRevisions
+	if excess <= 0 {
+		return revisions
+	}
+	keep := map[string]bool{}
+	for _, target := range previous.TrafficTable() {
+		keep[target.Revision] = true
+	}
+	if stable, ok := previous.stable(); ok {
+		keep[stable] = true
+	}
+	trimmed := slices.Clone(revisions)
+	for i := 0; i < len(trimmed) && excess > 0; {
+		if keep[trimmed[i].Name] {
+			i++
+			continue
+		}
+		trimmed = slices.Delete(trimmed, i, i+1)
+		excess--
+	}
+	return trimmed
 }
 
 func newRevisionStatus(name string, fn *Function, version *ModelVersion, loaded *RevisionStatus, now time.Time) RevisionStatus {

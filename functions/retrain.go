@@ -20,8 +20,9 @@ type RetrainSpec struct {
 	NewRows int `json:"newRows,omitempty"`
 	// Drift, when set, trains when the inputs move away from the training data.
 	Drift *DriftSpec `json:"drift,omitempty"`
-	// MinAccuracy, when set, trains when the share of recent answers that
-	// feedback labels correct falls below it (over at least MinFeedback).
+	// MinAccuracy, when set, trains when the share of the answers of the
+	// revision taking most traffic that feedback labels correct falls below
+	// it (over at least MinFeedback labels since that revision went live).
 	MinAccuracy float64 `json:"minAccuracy,omitempty"`
 	MinFeedback int     `json:"minFeedback,omitempty"`
 	// Cooldown is the least time between the starts of two trainings that

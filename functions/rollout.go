@@ -139,17 +139,8 @@ func (s Status) stable() (string, bool) {
 	if r := s.Rollout; r != nil && !r.Done() {
 		return r.Stable, true
 	}
-	table := s.TrafficTable()
-	if len(table) == 0 {
-		return "", false
-	}
-	heaviest := table[0]
-	for _, target := range table[1:] {
-		if target.Weight > heaviest.Weight {
-			heaviest = target
-		}
-	}
-	return heaviest.Revision, true
+	primary, ok := s.Primary()
+	return primary.Name, ok
 }
 
 // Done says whether the rollout is over, promoted or rolled back.

@@ -136,6 +136,22 @@ func (s Status) Route(version, key string, u float64) (RevisionStatus, error) {
 	return s.Serving("") // says why no revision serves
 }
 
+// Primary is the revision that takes the most traffic, the one most
+// answers come from: after a rollback, the stable revision, not the newest.
+func (s Status) Primary() (RevisionStatus, bool) {
+	table := s.TrafficTable()
+	if len(table) == 0 {
+		return RevisionStatus{}, false
+	}
+	heaviest := table[0]
+	for _, target := range table[1:] {
+		if target.Weight > heaviest.Weight {
+			heaviest = target
+		}
+	}
+	return s.FindRevision(heaviest.Revision)
+}
+
 // Serves lists the revisions that take requests without a version, as
 // scaling sees them: those of the traffic table, and, while a rollout runs,
 // its stable revision even at weight 0, ready to take back every request,
@@ -166,8 +182,10 @@ func (s Status) Shadow(revision string) (RevisionStatus, bool) {
 	return candidate, live && candidate.State != RevisionFailed
 }
 
-// Guards says whether revision is the stable revision of a rollout that
-// runs: it must keep a replica, ready for the requests its candidate fails.
+// Guards says whether revision is the stable revision or the candidate of
+// a rollout that runs: each keeps a replica — the stable one ready for the
+// requests its candidate fails, the candidate so that its gates judge its
+// answers, not its cold starts.
 func (s Status) Guards(revision string) bool {
-	return s.Rollout != nil && !s.Rollout.Done() && s.Rollout.Stable == revision
+	return s.Rollout != nil && !s.Rollout.Done() && (s.Rollout.Stable == revision || s.Rollout.Candidate == revision)
 }

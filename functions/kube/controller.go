@@ -192,15 +192,20 @@ func (c *Controller) sync(ctx context.Context, key string, store cache.Indexer) 
 		_, err := c.resources(resource).Update(ctx, resource, metav1.UpdateOptions{})
 		return err // the update comes back through the informer
 	}
+	current := statusOf(resource)
 	desired, err := functionOf(resource)
 	if err != nil {
-		return c.writeStatus(ctx, resource, Observed{Generation: resource.GetGeneration(), DeployErr: err})
+		return c.writeStatus(ctx, resource, Observed{Generation: resource.GetGeneration(), DeployErr: err, AppliedModel: current.Model})
 	}
-	deployed, deployErr := c.deploy(ctx, desired)
+	model := desired.Spec.Model
+	deployed, deployErr := c.deploy(ctx, desired, current.Model)
 	if deployed != nil && deployErr == nil {
 		deployErr = c.ensureDeployments(ctx, resource, deployed)
 	}
-	obs := Observed{Generation: resource.GetGeneration(), Deployed: deployed, DeployErr: deployErr}
+	obs := Observed{Generation: resource.GetGeneration(), Deployed: deployed, DeployErr: deployErr, AppliedModel: current.Model}
+	if deployErr == nil {
+		obs.AppliedModel = &model
+	}
 	if deployed != nil {
 		obs.Scale = c.readScale(ctx, deployed)
 	}
@@ -211,11 +216,16 @@ func (c *Controller) sync(ctx context.Context, key string, store cache.Indexer) 
 }
 
 // deploy puts the desired function in the catalog unless it is there as
-// it is, and returns what the catalog holds.
-func (c *Controller) deploy(ctx context.Context, desired *functions.Function) (*functions.Function, error) {
+// it is, and returns what the catalog holds. While the resource's
+// spec.model is the one applied last, the catalog's model stays: a trainer
+// may have published a new version since, which the resource does not name.
+func (c *Controller) deploy(ctx context.Context, desired *functions.Function, applied *functions.ModelSpec) (*functions.Function, error) {
 	current, err := c.catalog.Get(ctx, desired.Metadata.Name)
 	if err != nil && !errors.Is(err, functions.ErrNotFound) {
 		return nil, err
+	}
+	if current != nil && applied != nil && *applied == desired.Spec.Model {
+		desired.Spec.Model = current.Spec.Model
 	}
 	if current != nil && reflect.DeepEqual(current.Spec, desired.Spec) && reflect.DeepEqual(current.Metadata, desired.Metadata) {
 		return current, nil
@@ -262,13 +272,19 @@ func (c *Controller) readScale(ctx context.Context, fn *functions.Function) []ev
 	return statuses
 }
 
-// writeStatus writes the resource's status when it changed.
-func (c *Controller) writeStatus(ctx context.Context, resource *unstructured.Unstructured, obs Observed) error {
-	var current ResourceStatus
+// statusOf reads the status a resource has.
+func statusOf(resource *unstructured.Unstructured) ResourceStatus {
+	var status ResourceStatus
 	if raw, ok := resource.Object["status"]; ok {
 		data, _ := json.Marshal(raw)
-		_ = json.Unmarshal(data, &current)
+		_ = json.Unmarshal(data, &status)
 	}
+	return status
+}
+
+// writeStatus writes the resource's status when it changed.
+func (c *Controller) writeStatus(ctx context.Context, resource *unstructured.Unstructured, obs Observed) error {
+	current := statusOf(resource)
 	obs.Previous = current.Conditions
 	next := StatusOf(obs, time.Now())
 	if reflect.DeepEqual(next, current) {
@@ -292,8 +308,9 @@ func (c *Controller) writeStatus(ctx context.Context, resource *unstructured.Uns
 
 // finalize takes a deleted Function out of NATS — its catalog entry, queue
 // and prediction log — and lets the resource go; its Deployments follow
-// through their owner reference. When NATS does not answer within
-// CleanupTimeout the resource is let go anyway: deletion must not hang.
+// through their owner reference. A failure is tried again until
+// CleanupTimeout after the deletion, and then the resource is let go
+// anyway: deletion must not hang on NATS.
 func (c *Controller) finalize(ctx context.Context, resource *unstructured.Unstructured) error {
 	if !slices.Contains(resource.GetFinalizers(), Finalizer) {
 		return nil
@@ -301,10 +318,10 @@ func (c *Controller) finalize(ctx context.Context, resource *unstructured.Unstru
 	cleanup, cancel := context.WithTimeout(ctx, c.cfg.CleanupTimeout)
 	defer cancel()
 	if err := c.deployer.Delete(cleanup, resource.GetName()); err != nil && !errors.Is(err, functions.ErrNotFound) {
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if ctx.Err() != nil || time.Since(resource.GetDeletionTimestamp().Time) < c.cfg.CleanupTimeout {
+			return err // tried again, with backoff, until CleanupTimeout after the deletion
 		}
-		c.log.Warn("deleted function left in NATS", "function", resource.GetName(), "error", err)
+		c.log.Warn("deleted function left in NATS: it did not answer in time", "function", resource.GetName(), "error", err)
 	}
 	resource.SetFinalizers(slices.DeleteFunc(resource.GetFinalizers(), func(f string) bool { return f == Finalizer }))
 	_, err := c.resources(resource).Update(ctx, resource, metav1.UpdateOptions{})

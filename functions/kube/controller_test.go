@@ -82,12 +82,32 @@ func TestControllerReconcilesFunctions(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "Function", deployment.OwnerReferences[0].Kind, "the worker Deployment belongs to the Function")
 
+	// A trainer publishes a version the resource does not name: it stays.
+	cfgTwo := train.DefaultConfig()
+	cfgTwo.Seed = 2
+	retrained, _, _, err := train.FitFile(t.Context(), "../../deploy/demo/iris.csv", "", cfgTwo)
+	require.NoError(t, err)
+	newModel, err := retrained.ONNX()
+	require.NoError(t, err)
+	published, err := catalog.PutModel(t.Context(), "iris", newModel, nil)
+	require.NoError(t, err)
+	fn.Spec.Model = functions.ModelSpec{URI: published.Object}
+	_, err = functions.NewDeployer(js, catalog, events.DefaultQueueConfig()).Deploy(t.Context(), fn, nil)
+	require.NoError(t, err)
+	kubectl("", "label", "function", "iris", "touched=yes") // a reconcile
+	require.Never(t, func() bool {
+		fn, err := catalog.Get(t.Context(), "iris")
+		return err != nil || fn.Status.Revision != "2"
+	}, 2*time.Second, 100*time.Millisecond, "the controller keeps the published version (revision 2)")
+
 	kubectl(fmt.Sprintf(manifest, 8), "apply", "-f", "-")
 	require.Eventually(t, func() bool {
 		fn, err := catalog.Get(t.Context(), "iris")
 		return err == nil && fn.Spec.Scaling.MaxReplicas == 8
 	}, 30*time.Second, 100*time.Millisecond, "the change reached the catalog")
-	require.Equal(t, "1", fn.Status.Revision, "a scaling change cuts no revision")
+	fn, err = catalog.Get(t.Context(), "iris")
+	require.NoError(t, err)
+	require.Equal(t, "2", fn.Status.Revision, "a scaling change cuts no revision, and keeps the published one")
 
 	started := time.Now()
 	kubectl("", "delete", "function", "iris", "--timeout=30s")

@@ -32,6 +32,9 @@ type ResourceStatus struct {
 	// Weights is the traffic table, "1=90,2=10".
 	Weights    string             `json:"weights,omitempty"`
 	Conditions []metav1.Condition `json:"conditions"`
+	// Model is the spec.model last put in the catalog: while the resource's
+	// stays the same, a version a trainer published since is kept.
+	Model *functions.ModelSpec `json:"model,omitempty"`
 }
 
 // Observed is what the controller saw of a function, for StatusOf.
@@ -47,12 +50,14 @@ type Observed struct {
 	// Previous are the conditions written last, so that a condition that
 	// does not change keeps its transition time.
 	Previous []metav1.Condition
+	// AppliedModel is the resource's spec.model the catalog holds.
+	AppliedModel *functions.ModelSpec
 }
 
 // StatusOf is the status of a Function resource: a pure function of what
 // was observed, so every condition is tested with a table.
 func StatusOf(obs Observed, now time.Time) ResourceStatus {
-	status := ResourceStatus{ObservedGeneration: obs.Generation, Conditions: append([]metav1.Condition(nil), obs.Previous...)}
+	status := ResourceStatus{ObservedGeneration: obs.Generation, Conditions: append([]metav1.Condition(nil), obs.Previous...), Model: obs.AppliedModel}
 	set := func(kind string, state metav1.ConditionStatus, reason, message string) {
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{
 			Type: kind, Status: state, Reason: reason, Message: message,

@@ -76,7 +76,7 @@ func (d *driftWatch) follow(ctx context.Context, fn *functions.Function) {
 // recordedBaseline is the baseline the serving model's trainer recorded,
 // and its sha256; without one, nil and the base data's object.
 func recordedBaseline(fn *functions.Function) (*train.Baseline, string) {
-	if serving, err := fn.Status.Serving(""); err == nil && serving.Model.Training != nil && serving.Model.Training.Baseline != nil {
+	if serving, ok := fn.Status.Primary(); ok && serving.Model.Training != nil && serving.Model.Training.Baseline != nil {
 		return serving.Model.Training.Baseline, serving.Model.SHA256
 	}
 	return nil, fn.Spec.Retrain.Data.URI
@@ -138,6 +138,24 @@ func (d *driftWatch) window(name string, minSamples int) *functions.DriftWindow 
 	window := &functions.DriftWindow{Rows: watch.histogram.Rows, Features: watch.baseline.Drift(watch.histogram)}
 	watch.histogram = watch.baseline.NewHistogram()
 	return window
+}
+
+// retain ends the watches of functions not in names: gone, or no longer
+// watching drift.
+func (d *driftWatch) retain(names map[string]bool) {
+	d.mu.Lock()
+	var ended []*followed
+	for name, watch := range d.functions {
+		if !names[name] {
+			ended = append(ended, watch)
+			delete(d.functions, name)
+		}
+	}
+	d.mu.Unlock()
+	for _, watch := range ended {
+		watch.consume.Stop()
+		<-watch.consume.Closed()
+	}
 }
 
 // stop ends every watch and waits for their callbacks.

@@ -164,9 +164,14 @@ func (l *Loop) tick(ctx context.Context, now time.Time) {
 		l.log.Warn("retrain: list functions", "error", err)
 		return
 	}
+	watched := map[string]bool{}
+	defer l.drift.retain(watched)
 	for _, fn := range fns {
 		if fn.Spec.Retrain == nil {
 			continue
+		}
+		if fn.Spec.Retrain.Drift != nil {
+			watched[fn.Metadata.Name] = true
 		}
 		l.drift.follow(ctx, fn)
 		if err := l.decideFor(ctx, fn.Metadata.Name, nil, now); err != nil && ctx.Err() == nil {
@@ -204,12 +209,11 @@ func (l *Loop) decideFor(ctx context.Context, name string, requests []Request, n
 		decision.Status.Run = RunName(name, decision.Status)
 		l.log.Info("retrain started", "function", name, "run", decision.Status.Run, "trigger", decision.Trigger, "reason", decision.Reason)
 		if err := l.launch(ctx, fn, decision.Status.Run); err != nil {
-			decision.Status.Run, decision.Status.Result = "", "could not start: "+err.Error()
-			l.log.Warn("retrain: launch", "function", name, "error", err)
-		} else {
-			l.started.WithLabelValues(name, decision.Trigger).Inc()
-			l.publish(ctx, name, "started", decision.Status.Run, map[string]string{"trigger": decision.Trigger, "reason": decision.Reason})
+			// Nothing is recorded: the request is delivered again, the next tick decides again.
+			return fmt.Errorf("launch %s: %w", decision.Status.Run, err)
 		}
+		l.started.WithLabelValues(name, decision.Trigger).Inc()
+		l.publish(ctx, name, "started", decision.Status.Run, map[string]string{"trigger": decision.Trigger, "reason": decision.Reason})
 	}
 	if reflect.DeepEqual(decision.Status, status) {
 		return nil
@@ -236,15 +240,16 @@ func (l *Loop) observe(ctx context.Context, fn *functions.Function, status funct
 			obs.RunDone = &run
 		}
 	}
-	if r := fn.Status.Rollout; r != nil && !r.Done() {
-		return obs, nil // a new version is rolling out: only a request trains now
-	}
 	feedback, err := functions.ReadCounts(ctx, l.counts, name, events.FeedbackRevision)
 	if err != nil {
 		return Observation{}, err
 	}
 	obs.Feedback = feedback.Labelled
-	if serving, err := fn.Status.Serving(""); err == nil {
+	if r := fn.Status.Rollout; r != nil && !r.Done() {
+		obs.RollingOut = true
+		return obs, nil
+	}
+	if serving, ok := fn.Status.Primary(); ok {
 		answered, err := functions.ReadCounts(ctx, l.counts, name, serving.Name)
 		if err != nil {
 			return Observation{}, err
@@ -304,16 +309,18 @@ func (l *Loop) countFeedback(ctx context.Context, msg jetstream.Msg) error {
 		return nil
 	}
 	function := strings.TrimPrefix(msg.Subject(), events.FeedbackSubject(""))
-	l.counter.Add(function, events.FeedbackRevision, functions.Counts{Labelled: int64(len(feedback.Labels))})
+	rows := functions.Counts{Labelled: int64(len(feedback.Labels))}
 	if feedback.RequestID == "" {
+		l.counter.Add(function, events.FeedbackRevision, rows)
 		return nil
 	}
 	prediction, err := events.ReadPrediction(ctx, l.js, function, feedback.RequestID)
-	if errors.Is(err, events.ErrNoPrediction) {
-		return nil
+	if err != nil && !errors.Is(err, events.ErrNoPrediction) {
+		return err // delivered again, and counted then, once
 	}
+	l.counter.Add(function, events.FeedbackRevision, rows)
 	if err != nil {
-		return err
+		return nil // the request left the log: its rows count, its accuracy cannot
 	}
 	counts := functions.Counts{Labelled: int64(min(len(feedback.Labels), len(prediction.Labels)))}
 	for i := range counts.Labelled {

@@ -73,7 +73,7 @@ func Train(ctx context.Context, js jetstream.JetStream, catalog *functions.Catal
 		FeedbackFrom: data.FeedbackFrom, FeedbackTo: data.FeedbackTo,
 		TestAccuracy: train.Accuracy(classifier.Predict(rows), labels), ServingAccuracy: -1, TrainedAt: time.Now().UTC(),
 	}
-	if serving, err := fn.Status.Serving(""); err == nil {
+	if serving, ok := fn.Status.Primary(); ok {
 		training.Parent = serving.Name
 		if scorer != nil {
 			training.ServingAccuracy = servingAccuracy(ctx, catalog, scorer, serving, rows, labels)

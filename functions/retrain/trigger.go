@@ -37,10 +37,13 @@ type Observation struct {
 	Feedback int64
 	// Window is the drift of an input window that closed, if one did.
 	Window *functions.DriftWindow
-	// Labelled recent answers, of which Misses were wrong.
+	// Labelled answers of the revision taking most traffic, since it went
+	// live, of which Misses were wrong.
 	Labelled, Misses int64
 	// RunDone is set when the run in flight finished, with how it ended.
 	RunDone *RunStatus
+	// RollingOut is set while a new version of the function rolls out.
+	RollingOut bool
 }
 
 // Decision is the retrain status after a decision, and whether to start a
@@ -54,8 +57,8 @@ type Decision struct {
 
 // Trigger decides whether a function trains now. A request starts a
 // training unless one is in flight or its id was acted on already; new
-// rows, drift and accuracy start one when no training is in flight and the
-// cooldown since the last start has passed. Drift counts only windows of at
+// rows, drift and accuracy start one when no training is in flight, no new
+// version is rolling out and the cooldown since the last start has passed. Drift counts only windows of at
 // least the minimum sample, and fires after the policy's number of drifted
 // windows in a row, so that a small or noisy window raises no false alarm.
 func Trigger(status functions.RetrainStatus, obs Observation, policy functions.RetrainSpec, now time.Time) Decision {
@@ -98,6 +101,8 @@ func Trigger(status functions.RetrainStatus, obs Observation, policy functions.R
 		if fresh[0].Reason != "" {
 			reason += ": " + fresh[0].Reason
 		}
+	case obs.RollingOut:
+		return Decision{Status: status, Reason: "a new version is rolling out"}
 	case now.Sub(status.StartedAt) < policy.Cooldown.Duration:
 		return Decision{Status: status, Reason: fmt.Sprintf("cooling down until %s", status.StartedAt.Add(policy.Cooldown.Duration).Format(time.RFC3339))}
 	case policy.NewRows > 0 && newRows >= int64(policy.NewRows):

@@ -74,6 +74,14 @@ func TestTrigger(t *testing.T) {
 			name: "accuracy below the minimum", status: idle(), obs: retrain.Observation{Feedback: 1000, Labelled: 200, Misses: 60},
 			train: true, trigger: retrain.TriggerAccuracy, reason: "accuracy 0.700 on 200 labelled answers (at least 0.800)",
 		},
+		{
+			name: "new rows while a new version rolls out", status: idle(), obs: retrain.Observation{Feedback: 5000, RollingOut: true},
+			reason: "a new version is rolling out",
+		},
+		{
+			name: "a request while a new version rolls out", status: idle(), obs: retrain.Observation{Feedback: 5000, RollingOut: true, Requests: []retrain.Request{{ID: "r"}}},
+			train: true, trigger: retrain.TriggerRequested,
+		},
 		{name: "low accuracy on too few labels", status: idle(), obs: retrain.Observation{Labelled: 99, Misses: 99}, reason: "no trigger"},
 		{
 			name: "a finished run frees the function", status: functions.RetrainStatus{Run: "iris-train-1", StartedAt: now.Add(-time.Hour)},

@@ -16,9 +16,9 @@ const (
 // slowShare is the share of requests a p99 latency bound allows to be slower.
 const slowShare = 0.01
 
-// Judge runs the candidate's gates over everything counted of it since the
-// rollout began, with the stable revision's counts over the same time as
-// the baseline: errors, then latency when the policy bounds it, agreement
+// Judge runs the candidate's gates over everything counted of it since it
+// went live (with the rollout), with the stable revision's lifetime counts
+// as the baseline: errors, then latency when the policy bounds it, agreement
 // with the stable answers when the rollout starts in shadow, then accuracy
 // once at least minFeedback answers have labels.
 func Judge(candidate, stable functions.Counts, policy functions.RolloutSpec) []functions.RolloutGate {

@@ -92,7 +92,7 @@ func TestGateSimulation(t *testing.T) {
 // last phase. The stable revision fails half a percent of its requests.
 func simulate(random *rand.Rand, spec functions.RolloutSpec, candidateShare float64, perTick int) functions.RolloutPhase {
 	now := start
-	status := rollout.Start("1", "2", spec, now).Status
+	status := spec.Start("1", "2", now)
 	var metrics rollout.Metrics
 	for range 24 * 360 {
 		now = now.Add(10 * time.Second)

@@ -107,6 +107,7 @@ func (l *Loop) tick(ctx context.Context, now time.Time) {
 func (l *Loop) step(ctx context.Context, name string, now time.Time) error {
 	var decision Decision
 	_, err := l.catalog.Modify(ctx, name, func(fn *functions.Function) (bool, error) {
+		decision = Decision{} // a retry after losing to another writer decides afresh
 		running := fn.Status.Rollout
 		if running == nil || running.Phase != functions.RolloutProgressing {
 			return false, nil

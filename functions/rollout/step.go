@@ -15,13 +15,12 @@ import (
 
 // Events a decision announces, as the suffix of a dev.sluice.rollout. type.
 const (
-	EventStarted    = "started"
 	EventStepped    = "stepped"
 	EventPromoted   = "promoted"
 	EventRolledBack = "rolled_back"
 )
 
-// Metrics are what was counted of the two revisions since the rollout began.
+// Metrics are what was counted of the two revisions since each went live.
 type Metrics struct {
 	Candidate, Stable functions.Counts
 	// CandidateCannotRun is why the candidate's model does not load, if it does not.
@@ -33,12 +32,6 @@ type Metrics struct {
 type Decision struct {
 	Status functions.RolloutStatus
 	Event  string
-}
-
-// Start is the decision that begins a rollout: the candidate at the
-// policy's first weight.
-func Start(stable, candidate string, policy functions.RolloutSpec, now time.Time) Decision {
-	return Decision{Status: policy.Start(stable, candidate, now), Event: EventStarted}
 }
 
 // Step decides what a progressing rollout does next: roll back when the
@@ -73,8 +66,8 @@ func Step(status functions.RolloutStatus, metrics Metrics, policy functions.Roll
 		return moved(status, EventStepped, fmt.Sprintf("weight %d%%: every gate passed in shadow", status.Weight), gates, now)
 	}
 	next := status.Step + 1
-	if next == len(policy.Steps) {
-		status.Phase, status.Stable, status.StepStart = functions.RolloutPromoted, status.Candidate, metrics.Candidate
+	if next >= len(policy.Steps) { // the last step, or past it when the steps were shortened meanwhile
+		status.Phase, status.Stable, status.Weight, status.StepStart = functions.RolloutPromoted, status.Candidate, 100, metrics.Candidate
 		return moved(status, EventPromoted, fmt.Sprintf("promoted: every gate passed at weight %d%%", status.Weight), gates, now)
 	}
 	status.Step, status.Weight, status.StepStart = next, policy.Steps[next], metrics.Candidate

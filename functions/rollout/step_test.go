@@ -21,7 +21,7 @@ func policy() functions.RolloutSpec {
 // atStep is a progressing rollout at the policy's step index, entered at
 // start with the candidate's counts then.
 func atStep(step int, counted functions.Counts) functions.RolloutStatus {
-	status := rollout.Start("1", "2", policy(), start).Status
+	status := policy().Start("1", "2", start)
 	status.Step, status.Weight, status.StepStart = step, policy().Steps[step], counted
 	return status
 }
@@ -156,7 +156,7 @@ func TestShadow(t *testing.T) {
 	spec := policy()
 	spec.Shadow = true
 	spec.Default() // at most 5 % of answers may disagree
-	started := rollout.Start("1", "2", spec, start).Status
+	started := spec.Start("1", "2", start)
 	require.True(t, started.Shadowing)
 	require.Zero(t, started.Weight)
 	require.Equal(t, functions.Traffic{{Revision: "1", Weight: 100}}, started.Traffic(), "in shadow the candidate takes no traffic of its own")
