@@ -8,7 +8,6 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
-	"github.com/x448/float16"
 
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/events/oip"
@@ -127,7 +126,8 @@ func agree(stable, candidate []oip.Tensor) bool {
 			}
 			continue
 		}
-		wantValues, gotValues := floatValues(want), floatValues(got)
+		wantValues, _ := want.Float64s()
+		gotValues, _ := got.Float64s()
 		for i, value := range wantValues {
 			if diff := gotValues[i] - value; max(diff, -diff) > 0.01*max(value, -value)+1e-6 {
 				return false
@@ -138,21 +138,3 @@ func agree(stable, candidate []oip.Tensor) bool {
 }
 
 func isFloat(dt oip.Datatype) bool { return dt == oip.FP16 || dt == oip.FP32 || dt == oip.FP64 }
-
-// floatValues reads a floating-point tensor's elements.
-func floatValues(t oip.Tensor) []float64 {
-	var values []float64
-	switch data := t.Data.(type) {
-	case []float32:
-		for _, v := range data {
-			values = append(values, float64(v))
-		}
-	case []float64:
-		values = data
-	case []float16.Float16:
-		for _, v := range data {
-			values = append(values, float64(v.Float32()))
-		}
-	}
-	return values
-}

@@ -69,7 +69,7 @@ func predictionOf(j *job) (events.Prediction, bool) {
 		return events.Prediction{}, false
 	}
 	input := j.req.Inputs[0]
-	values, ok := floats(input)
+	values, ok := input.Float64s()
 	if !ok || len(input.Shape) == 0 || len(input.Shape) > 2 {
 		return events.Prediction{}, false
 	}
@@ -90,29 +90,6 @@ func predictionOf(j *job) (events.Prediction, bool) {
 		}
 	}
 	return prediction, true
-}
-
-// floats reads a numeric tensor's elements as float64.
-func floats(t oip.Tensor) ([]float64, bool) {
-	switch data := t.Data.(type) {
-	case []float32:
-		return convert(data), true
-	case []float64:
-		return data, true
-	case []int64:
-		return convert(data), true
-	case []int32:
-		return convert(data), true
-	}
-	return nil, false
-}
-
-func convert[T float32 | int64 | int32](data []T) []float64 {
-	out := make([]float64, len(data))
-	for i, v := range data {
-		out[i] = float64(v)
-	}
-	return out
 }
 
 // labelsOf reads a label output: strings, or integers written as text.

@@ -1,5 +1,7 @@
 package oip
 
+import "github.com/x448/float16"
+
 // Datatype is an Open Inference Protocol v2 tensor datatype.
 type Datatype string
 
@@ -88,4 +90,45 @@ func FindTensor(tensors []Tensor, name string) (Tensor, bool) {
 		}
 	}
 	return Tensor{}, false
+}
+
+// Float64s reads the elements of a numeric tensor — floating point or
+// integer — as float64; false for booleans, BYTES and unsigned 64-bit
+// integers that a float64 may not hold.
+func (t Tensor) Float64s() ([]float64, bool) {
+	switch data := t.Data.(type) {
+	case []float64:
+		return data, true
+	case []float32:
+		return widen(data), true
+	case []float16.Float16:
+		out := make([]float64, len(data))
+		for i, v := range data {
+			out[i] = float64(v.Float32())
+		}
+		return out, true
+	case []int64:
+		return widen(data), true
+	case []int32:
+		return widen(data), true
+	case []int16:
+		return widen(data), true
+	case []int8:
+		return widen(data), true
+	case []uint32:
+		return widen(data), true
+	case []uint16:
+		return widen(data), true
+	case []uint8:
+		return widen(data), true
+	}
+	return nil, false
+}
+
+func widen[T float32 | int64 | int32 | int16 | int8 | uint32 | uint16 | uint8](data []T) []float64 {
+	out := make([]float64, len(data))
+	for i, v := range data {
+		out[i] = float64(v)
+	}
+	return out
 }
