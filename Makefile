@@ -38,7 +38,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './.cache/*') go.mod go.sum
 .PHONY: help deps kube-bins grpcurl containers image build run test conformance bench vet clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 deps: $(ORT_LIB) ## install what the tests and the worker need (ONNX Runtime, Go modules)
 	@$(GO) mod download
@@ -59,7 +59,7 @@ $(GRPCURL):
 containers: ## install podman, runc and debootstrap (Debian's packages) and make the base image
 	@deploy/scripts/install-containers.sh
 
-image: containers deps $(BIN) ## build the sluice image ($(IMAGE)) with podman, from the binary built here
+image: containers deps $(BIN) ## build the sluice image (sluice:latest) with podman, from the binary built here
 	podman build --quiet --target prebuilt --build-arg BASE=localhost/debian:$$(. /etc/os-release && echo $$VERSION_CODENAME)-minbase \
 		-t $(IMAGE) -f deploy/Dockerfile . >/dev/null
 	@echo "built $(IMAGE)"
