@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -17,22 +20,42 @@ import (
 	functionskube "sluice.dev/sluice/functions/kube"
 )
 
+// kube is a real control plane with the Function CRD and a namespace, a
+// nats-server, and the iris model in its model store.
+type kube struct {
+	cluster   *kubetest.Cluster
+	namespace string
+	nats      *server.Server
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	catalog   *functions.Catalog
+	model     *functions.ModelVersion
+}
+
+func startKube(t *testing.T) kube {
+	t.Helper()
+	k := kube{cluster: kubetest.Start(t)}
+	k.cluster.InstallCRDs(t, "../deploy/crd/functions.sluice.dev.yaml")
+	k.namespace = k.cluster.NewNamespace(t)
+	k.nats, k.nc, k.js = natstest.JetStream(t)
+	var err error
+	k.catalog, err = functions.OpenCatalog(t.Context(), k.js)
+	require.NoError(t, err)
+	_, model := trainIris(t)
+	k.model, err = k.catalog.PutModel(t.Context(), "iris", model, nil)
+	require.NoError(t, err)
+	return k
+}
+
 // `sluice controller` and `sluice autoscaler` against a real kube-apiserver:
 // kubectl apply of a Function puts it in the catalog and creates its worker
 // Deployment at zero; the autoscaler scales it with the queue's depth and
 // back to zero once the queue has been idle for scaleToZeroAfter; kubectl
 // delete takes the function out of the catalog.
 func TestOnKubernetesAFunctionScalesWithItsQueue(t *testing.T) {
-	cluster := kubetest.Start(t)
-	cluster.InstallCRDs(t, "../deploy/crd/functions.sluice.dev.yaml")
-	namespace := cluster.NewNamespace(t)
-	srv, _, js := natstest.JetStream(t)
+	k := startKube(t)
+	cluster, namespace, srv, js, catalog, version := k.cluster, k.namespace, k.nats, k.js, k.catalog, k.model
 	ctx := context.Background()
-	catalog, err := functions.OpenCatalog(ctx, js)
-	require.NoError(t, err)
-	_, model := trainIris(t)
-	version, err := catalog.PutModel(ctx, "iris", model, nil)
-	require.NoError(t, err)
 
 	common := []string{"--kubeconfig", cluster.Kubeconfig, "--namespace", namespace, "--nats-url", srv.ClientURL(), "--metrics-addr", "127.0.0.1:0", "--identity", "e2e"}
 	_, _ = runBinary(t, append([]string{"controller", "--resync", "500ms", "--worker-nats-url", "nats://nats:4222"}, common...)...)
@@ -105,16 +128,9 @@ func runBinary(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
 // leads; SIGKILL it, and the other reconciles the next Function once the
 // leader's Lease has run out.
 func TestASecondControllerTakesOverWhenTheLeaderIsKilled(t *testing.T) {
-	cluster := kubetest.Start(t)
-	cluster.InstallCRDs(t, "../deploy/crd/functions.sluice.dev.yaml")
-	namespace := cluster.NewNamespace(t)
-	srv, _, js := natstest.JetStream(t)
+	k := startKube(t)
+	cluster, namespace, srv, version := k.cluster, k.namespace, k.nats, k.model
 	ctx := context.Background()
-	catalog, err := functions.OpenCatalog(ctx, js)
-	require.NoError(t, err)
-	_, model := trainIris(t)
-	version, err := catalog.PutModel(ctx, "iris", model, nil)
-	require.NoError(t, err)
 	controller := func(identity string) (*exec.Cmd, *syncBuffer) {
 		return runBinary(t, "controller", "--kubeconfig", cluster.Kubeconfig, "--namespace", namespace, "--nats-url", srv.ClientURL(),
 			"--metrics-addr", "127.0.0.1:0", "--identity", identity, "--resync", "500ms")

@@ -20,7 +20,6 @@ import (
 	autoscalerkube "sluice.dev/sluice/autoscaler/kube"
 	"sluice.dev/sluice/e2e/kubetest"
 	"sluice.dev/sluice/events"
-	"sluice.dev/sluice/events/natstest"
 	"sluice.dev/sluice/functions"
 	functionskube "sluice.dev/sluice/functions/kube"
 	"sluice.dev/sluice/functions/retrain"
@@ -49,19 +48,12 @@ func as(t *testing.T, cluster *kubetest.Cluster, namespace, account string) iden
 // the real API server — all of it works — and then tries what neither needs,
 // and what the activator, which needs nothing, might: each is Forbidden.
 func TestEachComponentMayDoOnlyWhatItNeeds(t *testing.T) {
-	cluster := kubetest.Start(t)
-	cluster.InstallCRDs(t, "../deploy/crd/functions.sluice.dev.yaml")
-	namespace := cluster.NewNamespace(t)
+	k := startKube(t)
+	cluster, namespace, nc, js, catalog, version := k.cluster, k.namespace, k.nc, k.js, k.catalog, k.model
 	out, err := cluster.Kubectl(t, "", "apply", "--namespace", namespace, "-k", "../deploy/rbac")
 	require.NoError(t, err, out)
-	_, nc, js := natstest.JetStream(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	catalog, err := functions.OpenCatalog(ctx, js)
-	require.NoError(t, err)
-	_, model := trainIris(t)
-	version, err := catalog.PutModel(ctx, "iris", model, nil)
-	require.NoError(t, err)
 
 	controllerID := as(t, cluster, namespace, "sluice-controller")
 	autoscalerID := as(t, cluster, namespace, "sluice-autoscaler")
