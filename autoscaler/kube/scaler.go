@@ -30,8 +30,9 @@ var _ autoscaler.Scaler = (*Scaler)(nil)
 
 // conflictBackoff paces the retries of a /scale write that lost a race: the
 // controller-manager writes the Deployment's status often, so a write can
-// lose a few times in a row; the tries together take at most about a second.
-var conflictBackoff = wait.Backoff{Steps: 8, Duration: 10 * time.Millisecond, Factor: 2, Jitter: 0.2, Cap: 500 * time.Millisecond}
+// lose several times in a row on a busy API server; the tries together take
+// at most about four seconds.
+var conflictBackoff = wait.Backoff{Steps: 14, Duration: 10 * time.Millisecond, Factor: 2, Jitter: 0.2, Cap: 500 * time.Millisecond}
 
 // NewScaler returns a Scaler of the worker Deployments in namespace.
 func NewScaler(client kubernetes.Interface, namespace string) *Scaler {
