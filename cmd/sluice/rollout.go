@@ -164,11 +164,7 @@ func (g *globals) changeRollout(ctx context.Context, name string,
 		}
 		// A new id, not the loop's function-candidate-event-step: two
 		// changes by hand at one step are two events, not one stored twice.
-		status := decision.Status
-		return events.PublishLifecycle(ctx, js, events.Lifecycle{
-			Subject: events.RolloutSubject(name), Type: events.TypeRolloutPrefix + decision.Event, Source: "/sluice/cli",
-			About: name + "/" + status.Candidate, Data: status,
-		})
+		return rollout.Announce(ctx, js, name, decision, "/sluice/cli", "")
 	})
 	return decision, err
 }

@@ -141,10 +141,16 @@ func (l *Loop) step(ctx context.Context, name string, now time.Time) error {
 	}
 	l.log.Info("rollout "+decision.Event, "function", name, "candidate", status.Candidate, "stable", status.Stable,
 		"weight", status.Weight, "reason", status.Reason)
-	return events.PublishLifecycle(ctx, l.js, events.Lifecycle{
-		Subject: events.RolloutSubject(name), Type: events.TypeRolloutPrefix + decision.Event, Source: "/sluice/rollout",
-		ID:    fmt.Sprintf("%s-%s-%s-%d", name, status.Candidate, decision.Event, status.Step),
-		About: name + "/" + status.Candidate, Data: status,
+	// The same id from a second controller's same decision: stored once.
+	return Announce(ctx, l.js, name, decision, "/sluice/rollout", fmt.Sprintf("%s-%s-%s-%d", name, status.Candidate, decision.Event, status.Step))
+}
+
+// Announce publishes a decision's event (dev.sluice.rollout.<event>) about
+// the named function's candidate, from source, with id ("": a new one).
+func Announce(ctx context.Context, js jetstream.JetStream, name string, decision Decision, source, id string) error {
+	return events.PublishLifecycle(ctx, js, events.Lifecycle{
+		Subject: events.RolloutSubject(name), Type: events.TypeRolloutPrefix + decision.Event, Source: source,
+		ID: id, About: name + "/" + decision.Status.Candidate, Data: decision.Status,
 	})
 }
 
