@@ -23,6 +23,8 @@ func WatchBucket(ctx context.Context, kv jetstream.KeyValue, apply func(key stri
 			return nil
 		case entry, ok := <-watcher.Updates():
 			switch {
+			case !ok && ctx.Err() != nil:
+				return nil // the watcher closes its channel when ctx ends, and may win the select
 			case !ok:
 				return fmt.Errorf("watch of %s closed", kv.Bucket())
 			case entry == nil:

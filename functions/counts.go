@@ -94,7 +94,10 @@ func ReadCounts(ctx context.Context, kv jetstream.KeyValue, function, revision s
 		select {
 		case <-ctx.Done():
 			return Counts{}, ctx.Err()
-		case entry := <-watcher.Updates():
+		case entry, ok := <-watcher.Updates():
+			if !ok { // closed when ctx ends, possibly before ctx.Done is seen
+				return Counts{}, fmt.Errorf("read the counts of %s revision %s: watch closed: %w", function, revision, context.Cause(ctx))
+			}
 			if entry == nil { // every current value has been read
 				return sum, nil
 			}
