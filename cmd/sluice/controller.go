@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -20,6 +22,8 @@ type controllerFlags struct {
 	kube       kubeFlags
 	workerNATS string
 	cfg        functionskube.ControllerConfig
+	// cpu and memory are the workers' requests and limits.
+	cpu, cpuLimit, memory, memoryLimit resource.QuantityValue
 }
 
 func newControllerCommand(g *globals) *cobra.Command {
@@ -48,6 +52,17 @@ one leads at a time through the Lease sluice-controller.`,
 	flags.StringVar(&workers.Image, "worker-image", workers.Image, "image of the worker Deployments and trainer Jobs")
 	flags.StringVar(&f.workerNATS, "worker-nats-url", workers.NATSURL, "NATS URL the workers and trainers connect to")
 	flags.DurationVar(&f.cfg.Resync, "resync", f.cfg.Resync, "how often every Function is reconciled, so its status follows the catalog")
+	for _, q := range []struct {
+		value *resource.QuantityValue
+		from  resource.Quantity
+		name  string
+	}{
+		{&f.cpu, workers.CPURequest, "worker-cpu-request"}, {&f.cpuLimit, workers.CPULimit, "worker-cpu-limit"},
+		{&f.memory, workers.MemoryRequest, "worker-memory-request"}, {&f.memoryLimit, workers.MemoryLimit, "worker-memory-limit"},
+	} {
+		q.value.Quantity = q.from.DeepCopy()
+		flags.Var(q.value, q.name, "the "+strings.ReplaceAll(strings.TrimPrefix(q.name, "worker-"), "-", " ")+" of every worker container")
+	}
 	return cmd
 }
 
@@ -65,6 +80,8 @@ func runController(ctx context.Context, g *globals, f controllerFlags, log *slog
 		return fmt.Errorf("kubernetes: %w", err)
 	}
 	f.cfg.Workers.NATSURL, f.cfg.Workers.Namespace = f.workerNATS, f.kube.namespace
+	f.cfg.Workers.CPURequest, f.cfg.Workers.CPULimit = f.cpu.Quantity, f.cpuLimit.Quantity
+	f.cfg.Workers.MemoryRequest, f.cfg.Workers.MemoryLimit = f.memory.Quantity, f.memoryLimit.Quantity
 	jobs := functionskube.DefaultJobConfig()
 	jobs.Image, jobs.Namespace = f.cfg.Workers.Image, f.cfg.Workers.Namespace
 	trainers, err := functionskube.NewJobLauncher(client, jobs)
