@@ -232,13 +232,15 @@ func (c *Catalog) ModelFromStore(ctx context.Context, object string) (*ModelVers
 // PutData stores a function's base training data, a CSV file, named by its
 // sha256, and returns the object's name: what spec.retrain.data.uri names.
 func (c *Catalog) PutData(ctx context.Context, function string, data []byte) (string, error) {
-	object := function + "/data/" + sha256Hex(data) + ".csv"
+	object := dataObject(function, sha256Hex(data))
 	meta := jetstream.ObjectMeta{Name: object, Description: "training data of function " + function}
 	if _, err := c.models.Put(ctx, meta, bytes.NewReader(data)); err != nil {
 		return "", fmt.Errorf("upload data %s: %w", object, err)
 	}
 	return object, nil
 }
+
+func dataObject(function, sha256 string) string { return function + "/data/" + sha256 + ".csv" }
 
 // GetObject downloads an object of the model store: a model or data.
 func (c *Catalog) GetObject(ctx context.Context, object string) ([]byte, error) {

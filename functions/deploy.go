@@ -51,6 +51,9 @@ func (d *Deployer) Deploy(ctx context.Context, fn *Function, modelFile []byte) (
 	if err != nil {
 		return nil, err
 	}
+	if err := d.importData(ctx, fn); err != nil {
+		return nil, err
+	}
 	var loaded *RevisionStatus // what the checker found, once a new revision needs it
 	for attempt := 0; ; attempt++ {
 		previous, version, err := d.catalog.entry(ctx, name)
@@ -217,7 +220,7 @@ func (d *Deployer) modelVersion(ctx context.Context, fn *Function, model []byte)
 	return version, model, err
 }
 
-// MaxModelBytes bounds a model imported from an http(s) URL.
+// MaxModelBytes bounds a model, or base data, imported from an http(s) URL.
 const MaxModelBytes = 2 << 30
 
 // importModel downloads the model at spec.model.uri, an http(s) URL, checks
@@ -228,32 +231,69 @@ func (d *Deployer) importModel(ctx context.Context, fn *Function) (*ModelVersion
 	if version, model, err := d.catalog.ModelFromStore(ctx, fn.Metadata.Name+"/"+spec.SHA256+".onnx"); err == nil {
 		return version, model, nil
 	}
+	model, err := download(ctx, spec, "spec.model")
+	if err != nil {
+		return nil, nil, err
+	}
+	version, err := d.catalog.PutModel(ctx, fn.Metadata.Name, model, nil)
+	return version, model, err
+}
+
+// importData stores the base data at spec.retrain.data.uri, when that is an
+// http(s) URL, in the model store as DataObject names it, unless it is there.
+func (d *Deployer) importData(ctx context.Context, fn *Function) error {
+	if fn.Spec.Retrain == nil || !isURL(fn.Spec.Retrain.Data.URI) {
+		return nil
+	}
+	if _, err := d.catalog.models.GetInfo(ctx, DataObject(fn)); err == nil {
+		return nil
+	}
+	data, err := download(ctx, fn.Spec.Retrain.Data, "spec.retrain.data")
+	if err != nil {
+		return err
+	}
+	_, err = d.catalog.PutData(ctx, fn.Metadata.Name, data)
+	return err
+}
+
+// DataObject is the object of the model store that holds fn's base data:
+// spec.retrain.data.uri, or, for an http(s) URL, where Deploy stored it.
+func DataObject(fn *Function) string {
+	data := fn.Spec.Retrain.Data
+	if isURL(data.URI) {
+		return dataObject(fn.Metadata.Name, data.SHA256)
+	}
+	return data.URI
+}
+
+// download fetches spec.URI, an http(s) URL, and checks it against
+// spec.SHA256; field names spec in errors.
+func download(ctx context.Context, spec ModelSpec, field string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, spec.URI, nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("spec.model.uri: %w", err)
+		return nil, fmt.Errorf("%s.uri: %w", field, err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("spec.model.uri: download: %w", err)
+		return nil, fmt.Errorf("%s.uri: download: %w", field, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("spec.model.uri: download: %s answered %s", spec.URI, resp.Status)
+		return nil, fmt.Errorf("%s.uri: download: %s answered %s", field, spec.URI, resp.Status)
 	}
-	model, err := io.ReadAll(io.LimitReader(resp.Body, MaxModelBytes+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxModelBytes+1))
 	switch {
 	case err != nil:
-		return nil, nil, fmt.Errorf("spec.model.uri: download: %w", err)
-	case len(model) > MaxModelBytes:
-		return nil, nil, fmt.Errorf("spec.model.uri: %s is larger than %d bytes", spec.URI, MaxModelBytes)
+		return nil, fmt.Errorf("%s.uri: download: %w", field, err)
+	case len(body) > MaxModelBytes:
+		return nil, fmt.Errorf("%s.uri: %s is larger than %d bytes", field, spec.URI, MaxModelBytes)
 	}
-	if err := CheckSHA256(model, spec.SHA256); err != nil {
-		return nil, nil, fmt.Errorf("spec.model.sha256: what %s serves: %w", spec.URI, err)
+	if err := CheckSHA256(body, spec.SHA256); err != nil {
+		return nil, fmt.Errorf("%s.sha256: what %s serves: %w", field, spec.URI, err)
 	}
-	version, err := d.catalog.PutModel(ctx, fn.Metadata.Name, model, nil)
-	return version, model, err
+	return body, nil
 }
 
 func newRevision(previous, next *Function, version *ModelVersion) bool {

@@ -77,9 +77,15 @@ func (r *RetrainSpec) Default() {
 func (r *RetrainSpec) validate(bad func(string, string, ...any)) {
 	switch {
 	case r.Data.Path == "" && r.Data.URI == "":
-		bad("spec.retrain.data", "set path (a local CSV file) or uri (an object in the model store)")
+		bad("spec.retrain.data", "set path (a local CSV file) or uri (an object in the model store, or an http(s) URL with sha256)")
 	case r.Data.Path != "" && r.Data.URI != "":
 		bad("spec.retrain.data", "set path or uri, not both")
+	}
+	if sum := r.Data.SHA256; sum != "" && !sha256Pattern.MatchString(sum) {
+		bad("spec.retrain.data.sha256", "want 64 lower-case hex digits, got %q", sum)
+	}
+	if isURL(r.Data.URI) && r.Data.SHA256 == "" {
+		bad("spec.retrain.data.sha256", "an http(s) uri needs the sha256 of what it serves")
 	}
 	if r.NewRows < 0 {
 		bad("spec.retrain.newRows", "must not be negative, got %d", r.NewRows)

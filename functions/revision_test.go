@@ -258,3 +258,33 @@ func TestDeployImportsAModelFromAURL(t *testing.T) {
 	require.ErrorContains(t, err, "spec.model.sha256: what "+server.URL+"/iris.onnx serves: sha256 is")
 	require.ErrorContains(t, parse(t, "metadata: {name: iris}\nspec: {model: {uri: "+server.URL+"/iris.onnx}}\n").Validate(), "spec.model.sha256: an http(s) uri needs")
 }
+
+func TestDeployImportsBaseDataFromAURL(t *testing.T) {
+	_, catalog, deployer := newDeployer(t)
+	data := []byte("a,b,species\n1,2,x\n3,4,y\n")
+	downloads := 0
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		downloads++
+		_, _ = w.Write(data)
+	}))
+	defer server.Close()
+	sum := sha256.Sum256(data)
+	withData := func(sha string) *functions.Function {
+		return parse(t, "metadata: {name: iris}\nspec: {model: {path: m.onnx}, retrain: {data: {uri: "+server.URL+"/iris.csv, sha256: '"+sha+"'}}}\n")
+	}
+	fn, err := deployer.Deploy(t.Context(), withData(hex.EncodeToString(sum[:])), irisModel(t, 1))
+	require.NoError(t, err)
+	stored, err := catalog.GetObject(t.Context(), functions.DataObject(fn))
+	require.NoError(t, err)
+	require.Equal(t, data, stored, "the data is in the model store, where trainers read it")
+	require.Equal(t, server.URL+"/iris.csv", fn.Spec.Retrain.Data.URI, "the spec keeps the URL it was given")
+	_, err = deployer.Deploy(t.Context(), withData(hex.EncodeToString(sum[:])), irisModel(t, 1))
+	require.NoError(t, err)
+	require.Equal(t, 1, downloads, "data stored already is not downloaded again")
+
+	_, err = deployer.Deploy(t.Context(), withData(strings.Repeat("0", 64)), irisModel(t, 1))
+	require.ErrorContains(t, err, "spec.retrain.data.sha256: what "+server.URL+"/iris.csv serves: sha256 is")
+	noSum := parse(t, "metadata: {name: iris}\nspec: {model: {path: m.onnx}, retrain: {data: {uri: "+server.URL+"/iris.csv}}}\n")
+	noSum.Default()
+	require.ErrorContains(t, noSum.Validate(), "spec.retrain.data.sha256: an http(s) uri needs")
+}

@@ -40,7 +40,7 @@ func ReadData(ctx context.Context, js jetstream.JetStream, catalog *functions.Ca
 	if spec.Data.URI == "" {
 		return Data{}, fmt.Errorf("function %s: spec.retrain.data.uri is not set (sluice deploy uploads spec.retrain.data.path)", fn.Metadata.Name)
 	}
-	base, err := catalog.GetObject(ctx, spec.Data.URI)
+	base, err := catalog.GetObject(ctx, functions.DataObject(fn))
 	if err != nil {
 		return Data{}, err
 	}

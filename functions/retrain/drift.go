@@ -79,7 +79,7 @@ func recordedBaseline(fn *functions.Function) (*train.Baseline, string) {
 	if serving, ok := fn.Status.Primary(); ok && serving.Model.Training != nil && serving.Model.Training.Baseline != nil {
 		return serving.Model.Training.Baseline, serving.Model.SHA256
 	}
-	return nil, fn.Spec.Retrain.Data.URI
+	return nil, functions.DataObject(fn)
 }
 
 // baselineOf is the recorded baseline, or the base data's.
@@ -87,7 +87,7 @@ func (d *driftWatch) baselineOf(ctx context.Context, fn *functions.Function, rec
 	if recorded != nil {
 		return *recorded, nil
 	}
-	data, err := d.catalog.GetObject(ctx, fn.Spec.Retrain.Data.URI)
+	data, err := d.catalog.GetObject(ctx, functions.DataObject(fn))
 	if err != nil {
 		return train.Baseline{}, err
 	}
