@@ -69,6 +69,9 @@ var (
 	initErr  error
 )
 
+// disableTelemetry is the variable ONNX Runtime reads when it creates its environment.
+const disableTelemetry = "ORT_DISABLE_TELEMETRY"
+
 // Init loads the ONNX Runtime library and creates its environment, once per
 // process. Later calls return the first call's result.
 func Init(libraryPath string) error {
@@ -79,6 +82,11 @@ func Init(libraryPath string) error {
 			return
 		}
 		ort.SetSharedLibraryPath(path)
+		// ONNX Runtime's own telemetry is off from the start, not only once
+		// the environment exists: nothing of a model leaves the machine.
+		if os.Getenv(disableTelemetry) == "" {
+			_ = os.Setenv(disableTelemetry, "1")
+		}
 		if err := ort.InitializeEnvironment(); err != nil {
 			initErr = fmt.Errorf("onnxruntime: initialize %s: %w", path, err)
 			return
