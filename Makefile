@@ -35,10 +35,10 @@ DEMO_SPEC  := deploy/demo/iris.yaml
 
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.cache/*') go.mod go.sum
 
-.PHONY: help deps kube-bins grpcurl containers image build run test conformance bench vet clean
+.PHONY: help deps kube-bins kube-node grpcurl containers image build run test conformance e2e-kube bench vet clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 deps: $(ORT_LIB) ## install what the tests and the worker need (ONNX Runtime, Go modules)
 	@$(GO) mod download
@@ -46,15 +46,18 @@ deps: $(ORT_LIB) ## install what the tests and the worker need (ONNX Runtime, Go
 $(ORT_LIB):
 	@ORT_VERSION=$(ORT_VERSION) ORT_SHA256=$(ORT_SHA256) ORT_DIR=$(ORT_DIR) deploy/scripts/install-onnxruntime.sh
 
-kube-bins: $(KUBE_BIN)/VERSION ## build etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok (cold: ~13 min)
+kube-bins: $(KUBE_BIN)/VERSION ## build the Kubernetes control plane, kwok, and a node's kubelet, kube-proxy, CoreDNS (cold: ~18 min)
 
-$(KUBE_BIN)/VERSION: e2e/kubebin/go.mod e2e/kubebin/etcd/go.mod e2e/kubebin/build.sh
+$(KUBE_BIN)/VERSION: e2e/kubebin/go.mod e2e/kubebin/etcd/go.mod e2e/kubebin/coredns/go.mod e2e/kubebin/build.sh
 	@KUBE_BIN=$(abspath $(KUBE_BIN)) KUBE_VERSION=$(KUBE_VERSION) KWOK_VERSION=$(KWOK_VERSION) e2e/kubebin/build.sh
 
 grpcurl: $(GRPCURL) ## build grpcurl, which the gRPC tests call as a user would
 
 $(GRPCURL):
 	GOBIN=$(abspath $(dir $(GRPCURL))) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
+kube-node: ## install what a real test node runs beside the kubelet: containerd, runc, CNI plugins, iptables (Debian's packages)
+	@deploy/scripts/install-node.sh
 
 containers: ## install podman, runc and debootstrap (Debian's packages) and make the base image
 	@deploy/scripts/install-containers.sh
@@ -82,6 +85,10 @@ test: deps kube-bins grpcurl image ## run every test against the real nats-serve
 conformance: deps $(ONNX_TESTDATA) ## deploy every ONNX backend test model Debian ships and check each answer
 	$(GO) vet -tags conformance ./e2e/
 	SLUICE_CONFORMANCE_REPORT=$(abspath conformance-report.txt) $(GO) test -tags conformance -count=1 -timeout 40m -run TestModelConformance -v ./e2e/ 2>&1 | grep -v 'level=INFO'; exit $${PIPESTATUS[0]}
+
+e2e-kube: deps kube-bins kube-node image ## install Sluice with kubectl on a real control plane and kubelet node, and prove it end to end (root)
+	$(GO) vet -tags e2ekube ./e2e/
+	$(GO) test -tags e2ekube -count=1 -timeout 20m -run TestSluiceOnKubernetes -v ./e2e/ 2>&1 | grep -v 'level=INFO'; exit $${PIPESTATUS[0]}
 
 $(ONNX_TESTDATA):
 	@ONNX_TESTDATA=$(ONNX_TESTDATA) deploy/scripts/install-onnx-testdata.sh

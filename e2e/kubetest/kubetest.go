@@ -1,7 +1,9 @@
 // Package kubetest runs a real Kubernetes control plane for a test: etcd,
-// kube-apiserver and kube-controller-manager on 127.0.0.1, and with
-// WithFakeNodes also kube-scheduler and kwok, which plays the kubelet of fake
-// nodes so that pods turn Running and Ready although no container runs.
+// kube-apiserver and kube-controller-manager on 127.0.0.1. With WithFakeNodes
+// it also runs kube-scheduler and kwok, which plays the kubelet of fake nodes
+// so that pods turn Running and Ready although no container runs; with
+// WithNode, a real node instead (node.go): containerd, a kubelet, kube-proxy
+// and CoreDNS, on which pods really run.
 //
 // The binaries come from `make kube-bins`, which builds them from the Go
 // module proxy into .cache/kube/<version>/bin; $SLUICE_KUBE_BIN overrides
@@ -38,9 +40,10 @@ const (
 const BinEnv = "SLUICE_KUBE_BIN"
 
 const (
-	adminToken = "sluice-kubetest-admin"
-	serviceIP  = "10.96.0.1" // the first address of the service range, the apiserver's in-cluster address
-	stopGrace  = 10 * time.Second
+	adminToken   = "sluice-kubetest-admin"
+	serviceRange = "10.96.0.0/16"
+	serviceIP    = "10.96.0.1" // the first address of the service range, the apiserver's in-cluster address
+	stopGrace    = 10 * time.Second
 )
 
 // Cluster is a running control plane. Everything it started stops when the test ends.
@@ -54,6 +57,8 @@ type Cluster struct {
 
 	dir       string
 	bin       string
+	address   string // the apiserver's address: 127.0.0.1, or NodeIP with a real node
+	node      *node  // the real node of WithNode, or nil
 	pki       *pki
 	processes []*process // in start order; stopped in reverse
 	logged    bool       // the logs were printed already
@@ -64,6 +69,8 @@ type Option func(*options)
 
 type options struct {
 	fakeNodes bool
+	node      bool
+	images    []string
 	bin       string
 }
 
@@ -92,14 +99,20 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 	if o.fakeNodes {
 		binaries = append(binaries, "kube-scheduler", "kwok")
 	}
+	if o.node {
+		binaries = append(binaries, nodeBinaries...)
+	}
 	for _, name := range binaries {
 		if err := checkBinary(filepath.Join(o.bin, name)); err != nil {
 			t.Fatalf("kubetest: %s is missing (%v): run `make kube-bins` to build the Kubernetes %s binaries into %s, or set $%s",
 				name, err, KubeVersion, o.bin, BinEnv)
 		}
 	}
-	c := &Cluster{dir: t.TempDir(), bin: o.bin}
+	c := &Cluster{dir: t.TempDir(), bin: o.bin, address: "127.0.0.1"}
 	t.Cleanup(func() { c.stop(t) })
+	if o.node {
+		c.must(t, c.prepareNode(t))
+	}
 	var err error
 	if c.pki, err = newPKI(c.dir); err != nil {
 		t.Fatalf("kubetest: certificates: %v", err)
@@ -108,6 +121,9 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 	c.must(t, c.startControllerManager(t))
 	if o.fakeNodes {
 		c.must(t, c.startFakeNodes(t))
+	}
+	if o.node {
+		c.must(t, c.startNode(t, o.images))
 	}
 	return c
 }
@@ -170,20 +186,28 @@ func (c *Cluster) startEtcdAndAPIServer(t testing.TB) error {
 	if err := waitReady(etcd, 30*time.Second, httpOK(http.DefaultClient, etcdURL+"/health")); err != nil {
 		return err
 	}
-	host := "https://127.0.0.1:" + strconv.Itoa(ports[2])
+	host := "https://" + c.address + ":" + strconv.Itoa(ports[2])
 	tokens := filepath.Join(c.dir, "tokens.csv")
 	if err := os.WriteFile(tokens, []byte(adminToken+`,admin,admin,"system:masters"`+"\n"), 0o600); err != nil {
 		return err
 	}
-	apiserver, err := c.start("kube-apiserver",
-		"--etcd-servers="+etcdURL, "--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(ports[2]),
-		"--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
-		"--cert-dir="+filepath.Join(c.dir, "apiserver"),
-		"--tls-cert-file="+c.pki.servingCert, "--tls-private-key-file="+c.pki.servingKey,
-		"--client-ca-file="+c.pki.caCert, "--token-auth-file="+tokens, "--authorization-mode=RBAC",
+	// Pods of a real node reach the apiserver through the Service kubernetes,
+	// whose endpoint the apiserver keeps, with service-account tokens; the
+	// apiserver reaches the kubelet (kubectl logs, exec) by its address, as
+	// the node's name resolves nowhere.
+	node := []string{"--endpoint-reconciler-type=none", "--disable-admission-plugins=ServiceAccount"}
+	if c.node != nil {
+		node = []string{"--endpoint-reconciler-type=lease", "--enable-admission-plugins=ServiceAccount", "--kubelet-preferred-address-types=InternalIP"}
+	}
+	apiserver, err := c.start("kube-apiserver", append([]string{
+		"--etcd-servers=" + etcdURL, "--bind-address=" + c.address, "--secure-port=" + strconv.Itoa(ports[2]),
+		"--advertise-address=" + c.address,
+		"--cert-dir=" + filepath.Join(c.dir, "apiserver"),
+		"--tls-cert-file=" + c.pki.servingCert, "--tls-private-key-file=" + c.pki.servingKey,
+		"--client-ca-file=" + c.pki.caCert, "--token-auth-file=" + tokens, "--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+c.pki.serviceAccountPub, "--service-account-signing-key-file="+c.pki.serviceAccountKey,
-		"--service-cluster-ip-range=10.96.0.0/16", "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true")
+		"--service-account-key-file=" + c.pki.serviceAccountPub, "--service-account-signing-key-file=" + c.pki.serviceAccountKey,
+		"--service-cluster-ip-range=" + serviceRange, "--allow-privileged=true"}, node...)...)
 	if err != nil {
 		return err
 	}
@@ -266,7 +290,12 @@ func (c *Cluster) InstallCRDs(t testing.TB, file string) {
 
 // start runs one binary of the cluster; stop ends it.
 func (c *Cluster) start(name string, args ...string) (*process, error) {
-	p, err := startProcess(c.dir, name, filepath.Join(c.bin, name), childEnv(c.dir), args...)
+	return c.startBinary(name, filepath.Join(c.bin, name), args...)
+}
+
+// startBinary runs the program at path as part of the cluster.
+func (c *Cluster) startBinary(name, path string, args ...string) (*process, error) {
+	p, err := startProcess(c.dir, name, path, childEnv(c.dir), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -280,10 +309,16 @@ func (c *Cluster) stop(t testing.TB) {
 	if t.Failed() {
 		c.printLogs(t)
 	}
+	if c.node != nil {
+		c.drainNode(t) // while the kubelet still runs, so it stops the containers
+	}
 	for i := len(c.processes) - 1; i >= 0; i-- {
 		c.processes[i].stop(stopGrace)
 	}
 	c.processes = nil
+	if c.node != nil {
+		c.node.cleanUp(t)
+	}
 }
 
 // printLogs logs the end of every process's output to t, once.

@@ -57,8 +57,13 @@ func (c *Cluster) startFakeNodes(t testing.TB) error {
 			return fmt.Errorf("create node %s: %w", node.Name, err)
 		}
 	}
-	return waitReady(kwok, 60*time.Second, func(ctx context.Context) error {
-		for _, name := range []string{CPUNode, GPUNode} {
+	return waitReady(kwok, 60*time.Second, c.nodesReady(CPUNode, GPUNode))
+}
+
+// nodesReady checks that the nodes named are Ready.
+func (c *Cluster) nodesReady(names ...string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		for _, name := range names {
 			node, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				return err
@@ -68,7 +73,7 @@ func (c *Cluster) startFakeNodes(t testing.TB) error {
 			}
 		}
 		return nil
-	})
+	}
 }
 
 // fakeNode is a node for kwok; a GPU node has GPUs, and the label and taint

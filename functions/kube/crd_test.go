@@ -69,6 +69,7 @@ func TestFunctionResourceChecksAtAdmission(t *testing.T) {
 		{"weights not 100", "model: {uri: a}\n  traffic: [{revision: '1', weight: 60}, {revision: '2', weight: 30}]", "spec.traffic: Invalid value: the weights must sum to 100"},
 		{"a local path", "model: {path: ./iris.onnx}", "spec.model: Invalid value: set uri"},
 		{"an URL without sha256", "model: {uri: 'https://models.example/iris.onnx'}", "spec.model.sha256: Invalid value: an http(s) uri needs sha256"},
+		{"data by URL without sha256", "model: {uri: a}\n  retrain: {data: {uri: 'https://data.example/iris.csv'}}", "spec.retrain.data.sha256: Invalid value: an http(s) uri needs sha256"},
 		{"a bad duration", "model: {uri: a}\n  timeouts: {request: 2h}", "spec.timeouts.request: Invalid value: \"2h\": must be between 1ms and 1h"},
 		{"steps falling", "model: {uri: a}\n  rollout: {steps: [50, 10, 100]}", "spec.rollout.steps: Invalid value: must rise"},
 		{"bad name", "model: {uri: a}", "metadata.name must be a DNS label"},
