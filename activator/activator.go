@@ -39,6 +39,9 @@ type Config struct {
 	ResultTTL time.Duration
 	// MaxPending bounds the requests published and not yet acknowledged by JetStream.
 	MaxPending int
+	// SinkAllow names the non-public addresses a request's Sluice-Sink-URI
+	// may name; the same list as SinkConfig.Allow.
+	SinkAllow functions.SinkAllowList
 }
 
 // DefaultConfig allows 8 MiB bodies.

@@ -56,7 +56,7 @@ func (a *Activator) accept(ctx context.Context, w http.ResponseWriter, fn *funct
 func (a *Activator) enqueue(ctx context.Context, fn *functions.Function, ev *event.Event, sink string) error {
 	if sink == "" {
 		sink = fn.Spec.Delivery.SinkURI
-	} else if err := functions.ValidateSinkURI(sink); err != nil {
+	} else if err := a.cfg.SinkAllow.CheckURI(sink); err != nil {
 		return fmt.Errorf("%w: header %s: %v", errBadRequest, events.HeaderSinkURI, err)
 	}
 	key := events.ResultKey(ev.Source(), ev.ID())

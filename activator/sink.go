@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
 )
 
 // SinkConfig says how results are delivered to sinks.
@@ -27,6 +31,8 @@ type SinkConfig struct {
 	Concurrency int
 	// ResultTTL is how long result announcements are kept for delivery.
 	ResultTTL time.Duration
+	// Allow names the non-public addresses sinks may have (functions.SinkAllowList).
+	Allow functions.SinkAllowList
 }
 
 // DefaultSinkConfig tries 5 times, after 1s, 2s, 4s and 8s.
@@ -64,7 +70,28 @@ func NewSinks(js jetstream.JetStream, cfg SinkConfig, log *slog.Logger) (*Sinks,
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Sinks{js: js, client: &http.Client{Timeout: cfg.Timeout}, cfg: cfg, log: log}, nil
+	return &Sinks{js: js, client: sinkClient(cfg), cfg: cfg, log: log}, nil
+}
+
+// sinkClient POSTs to sinks. Every connection is checked against cfg.Allow
+// when it is made, after the name is resolved, so neither a name that
+// resolves inside the network nor a redirect reaches what a caller may not
+// name; redirects are not followed, and no proxy is used.
+func sinkClient(cfg SinkConfig) *http.Client {
+	dialer := &net.Dialer{Timeout: cfg.Timeout, Control: func(_, address string, _ syscall.RawConn) error {
+		addrPort, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return err
+		}
+		return cfg.Allow.CheckAddr(addrPort.Addr())
+	}}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.Proxy = nil
+	transport.DialContext = dialer.DialContext
+	return &http.Client{
+		Timeout: cfg.Timeout, Transport: transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
 
 // Run delivers until ctx ends, then finishes the POSTs in flight.
@@ -132,6 +159,8 @@ func (s *Sinks) handle(msg jetstream.Msg) {
 	switch {
 	case err == nil:
 		_ = msg.Ack()
+	case errors.Is(err, functions.ErrSinkAddress): // no retry makes it allowed
+		s.deadLetter(msg, sink, meta.NumDelivered, err)
 	case meta.NumDelivered < uint64(s.cfg.Attempts):
 		s.log.Info("sink delivery failed; retrying", "sink", sink, "attempt", meta.NumDelivered, "error", err)
 		_ = msg.NakWithDelay(s.backoff(meta.NumDelivered))

@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -70,6 +71,7 @@ func newActivatorCommand(g *globals) *cobra.Command {
 
 // runActivator serves the activator and the catalog view it reads, until ctx ends.
 func runActivator(ctx context.Context, js jetstream.JetStream, listeners activatorListeners, cfg activator.Config, sinks activator.SinkConfig, log *slog.Logger) error {
+	cfg.SinkAllow = sinks.Allow
 	return withRegistry(ctx, js, activatorPart(js, listeners, cfg, newRegistry(), log), sinksPart(js, sinks, log))
 }
 
@@ -121,7 +123,30 @@ func withRegistry(ctx context.Context, js jetstream.JetStream, parts ...part) er
 func addSinkFlags(flags *pflag.FlagSet, cfg *activator.SinkConfig) {
 	flags.IntVar(&cfg.Attempts, "sink-attempts", cfg.Attempts, "POSTs a result gets before it is dead-lettered")
 	flags.DurationVar(&cfg.FirstBackoff, "sink-backoff", cfg.FirstBackoff, "wait after the first failed POST; it doubles after each")
+	flags.Var(&sinkAllowFlag{&cfg.Allow}, "sink-allow", "a CIDR prefix or address that sinks may have although it is loopback, private or link-local (repeatable; public addresses need none)")
 }
+
+// sinkAllowFlag adds the prefixes of --sink-allow to a list.
+type sinkAllowFlag struct{ list *functions.SinkAllowList }
+
+func (f *sinkAllowFlag) Set(value string) error {
+	parsed, err := functions.ParseSinkAllowList(strings.Split(value, ","))
+	if err != nil {
+		return err
+	}
+	*f.list = append(*f.list, parsed...)
+	return nil
+}
+
+func (f *sinkAllowFlag) String() string {
+	entries := make([]string, len(*f.list))
+	for i, prefix := range *f.list {
+		entries[i] = prefix.String()
+	}
+	return strings.Join(entries, ",")
+}
+
+func (f *sinkAllowFlag) Type() string { return "cidr" }
 
 // sinksPart delivers asynchronous results to their sinks.
 func sinksPart(js jetstream.JetStream, cfg activator.SinkConfig, log *slog.Logger) part {

@@ -129,7 +129,9 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 func serveUp(ctx context.Context, js jetstream.JetStream, listeners activatorListeners, processes *autoscaler.ProcessScaler, sinks activator.SinkConfig, lifecycle part, reg *prometheus.Registry, log *slog.Logger) error {
 	autoscale := autoscalePart(js, processes, autoscaler.DefaultConfig(), reg, log)
 	log.Info("sluice is up", "http", listeners.http.Addr().String())
-	return withRegistry(ctx, js, autoscale, activatorPart(js, listeners, activator.DefaultConfig(), reg, log), sinksPart(js, sinks, log), lifecycle)
+	cfg := activator.DefaultConfig()
+	cfg.SinkAllow = sinks.Allow
+	return withRegistry(ctx, js, autoscale, activatorPart(js, listeners, cfg, reg, log), sinksPart(js, sinks, log), lifecycle)
 }
 
 // workerProcesses starts `sluice worker` for a revision, as a child of this process.
