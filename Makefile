@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO        ?= go
 BIN       := bin/sluice
 DATA_DIR  ?= .data
-ADDR      ?= :8080
+ADDR      ?= 127.0.0.1:8080
 
 ORT_VERSION := 1.30.0
 ORT_SHA256  := ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23

@@ -39,6 +39,9 @@ type Config struct {
 	ResultTTL time.Duration
 	// MaxPending bounds the requests published and not yet acknowledged by JetStream.
 	MaxPending int
+	// Keys, when set, admits only callers with an API key, each to what its
+	// scopes allow; nil leaves the activator open to whoever reaches it.
+	Keys *Keys
 	// SinkAllow names the non-public addresses a request's Sluice-Sink-URI
 	// may name; the same list as SinkConfig.Allow.
 	SinkAllow functions.SinkAllowList
@@ -139,7 +142,7 @@ func (a *Activator) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: no route for %s %s", errNotFound, r.Method, r.URL.Path))
 	})
-	return mux
+	return a.authenticated(mux)
 }
 
 // Run serves HTTP on listener until ctx ends, then stops taking requests and

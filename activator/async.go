@@ -121,6 +121,10 @@ func (a *Activator) requestResult(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("read the result of %q: %w", id, err))
 		return
 	}
+	if err := authorize(r.Context(), ScopePredict, result.Function); err != nil {
+		writeError(w, err)
+		return
+	}
 	switch result.Status {
 	case events.ResultDone:
 		body, headerLength := result.Answer()

@@ -24,13 +24,22 @@ import (
 // source is the CloudEvent source of the requests the activator publishes.
 const source = "/sluice/activator"
 
-// lookup finds a deployed function and makes the request's one routing
+// lookup checks that the caller may predict with the function named, finds
+// it, and makes the request's one routing
 // decision (functions.Status.Route, by the version asked for or the traffic
 // table, with the caller's route key): the Function returned names that
 // revision and its model in Status.Revision and Status.Model. A function or
 // version the view does not hold yet is read from the catalog, so what a
 // returned deploy wrote answers at once.
 func (a *Activator) lookup(ctx context.Context, name, version, routeKey string) (*functions.Function, error) {
+	if err := authorize(ctx, ScopePredict, name); err != nil {
+		return nil, err
+	}
+	return a.find(ctx, name, version, routeKey)
+}
+
+// find is lookup for a caller already authorized.
+func (a *Activator) find(ctx context.Context, name, version, routeKey string) (*functions.Function, error) {
 	fn, ok := a.registry.Lookup(name)
 	if !ok || fn.Status.Model == nil || (version != "" && !hasRevision(fn, version)) {
 		var err error

@@ -45,6 +45,10 @@ func status(err error) int {
 		return worker.status
 	case errors.As(err, &field), errors.Is(err, errBadEvent), errors.Is(err, errBadRequest):
 		return http.StatusBadRequest
+	case errors.Is(err, errUnauthenticated):
+		return http.StatusUnauthorized
+	case errors.Is(err, errForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, errNotFound), errors.Is(err, functions.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, errDuplicate):
@@ -68,6 +72,9 @@ func writeError(w http.ResponseWriter, err error) int {
 	code := status(err)
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+	}
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
 	}
 	writeJSON(w, code, map[string]string{"error": err.Error()})
 	return code

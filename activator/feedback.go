@@ -70,7 +70,10 @@ func (a *Activator) feedbackEvent(w http.ResponseWriter, r *http.Request, ev *ev
 // keepFeedback checks feedback for the named function and stores it in the
 // feedback stream as a TypeFeedback CloudEvent, once per source and id.
 func (a *Activator) keepFeedback(ctx context.Context, name, id, source string, feedback events.Feedback) error {
-	fn, err := a.lookup(ctx, name, "", "")
+	if err := authorize(ctx, ScopeFeedback, name); err != nil {
+		return err
+	}
+	fn, err := a.find(ctx, name, "", "")
 	if err != nil && !errors.Is(err, functions.ErrModelCannotRun) {
 		return err
 	}

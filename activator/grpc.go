@@ -48,6 +48,7 @@ func (a *Activator) serveGRPC(ctx context.Context) error {
 		return nil
 	}
 	server := grpc.NewServer(
+		grpc.UnaryInterceptor(a.grpcAuthenticated),
 		grpc.MaxRecvMsgSize(int(a.cfg.MaxBodyBytes)),
 		grpc.MaxSendMsgSize(events.DefaultMaxAnswerBytes+1<<20),
 	)
@@ -223,6 +224,10 @@ func grpcError(err error) error {
 		code = codes.InvalidArgument
 	case http.StatusNotFound:
 		code = codes.NotFound
+	case http.StatusUnauthorized:
+		code = codes.Unauthenticated
+	case http.StatusForbidden:
+		code = codes.PermissionDenied
 	case http.StatusConflict:
 		code = codes.AlreadyExists
 	case http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:

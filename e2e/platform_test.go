@@ -26,6 +26,7 @@ import (
 // platform is a running `sluice up` with the iris demo deployed.
 type platform struct {
 	url    string
+	key    string // the API key post sends, if any
 	cmd    *exec.Cmd
 	logs   *syncBuffer
 	exited chan error
@@ -69,6 +70,13 @@ func startPlatform(t testing.TB, extraArgs ...string) *platform {
 // by the Function in spec.
 func startPlatformWith(t testing.TB, spec []byte, extraArgs ...string) *platform {
 	t.Helper()
+	return startPlatformAs(t, "", spec, extraArgs...)
+}
+
+// startPlatformAs is startPlatformWith for a platform with API keys: the
+// test calls it with key.
+func startPlatformAs(t testing.TB, key string, spec []byte, extraArgs ...string) *platform {
+	t.Helper()
 	dir := t.TempDir()
 	out := sluice(t, "train", "--input", "../deploy/demo/iris.csv", "--output", filepath.Join(dir, "iris.onnx"))
 	require.Contains(t, out, "held-out accuracy")
@@ -81,7 +89,7 @@ func startPlatformWith(t testing.TB, spec []byte, extraArgs ...string) *platform
 	require.NoError(t, err)
 	addr := listener.Addr().String()
 	listener.Close()
-	p := &platform{url: "http://" + addr, logs: &syncBuffer{}, exited: make(chan error, 1)}
+	p := &platform{url: "http://" + addr, key: key, logs: &syncBuffer{}, exited: make(chan error, 1)}
 	args := []string{"up", "--data-dir", filepath.Join(dir, "data"), "--addr", addr, "--grpc-addr", "127.0.0.1:0",
 		"--nats-port", "-1", "--deploy", filepath.Join(dir, "iris.yaml")}
 	p.cmd = exec.Command(binary, append(args, extraArgs...)...)
@@ -110,6 +118,9 @@ func (p *platform) post(t testing.TB, path, body string, header http.Header) (in
 	req, err := http.NewRequest(http.MethodPost, p.url+path, strings.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/json")
+	if p.key != "" {
+		req.Header.Set("Authorization", "Bearer "+p.key)
+	}
 	for key, values := range header {
 		req.Header[key] = values
 	}
@@ -390,7 +401,12 @@ func (p *platform) awaitResponse(t *testing.T, location string) ([]byte, http.He
 	var result []byte
 	var header http.Header
 	require.Eventually(t, func() bool {
-		resp, err := http.Get(p.url + location)
+		req, err := http.NewRequest(http.MethodGet, p.url+location, nil)
+		require.NoError(t, err)
+		if p.key != "" {
+			req.Header.Set("Authorization", "Bearer "+p.key)
+		}
+		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		result, err = io.ReadAll(resp.Body)

@@ -22,6 +22,7 @@ import (
 // predictFlags are the settings of `sluice predict`.
 type predictFlags struct {
 	url, version, input, data, file string
+	apiKey                          string
 	output                          string
 	timeout                         time.Duration
 }
@@ -35,7 +36,7 @@ func newPredictCommand() *cobra.Command {
   sluice predict iris -f request.json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			client := &http.Client{Timeout: f.timeout}
+			client := &http.Client{Timeout: f.timeout, Transport: bearer{key: f.apiKey, base: http.DefaultTransport}}
 			body, err := f.requestBody(client, args[0])
 			if err != nil {
 				return err
@@ -56,6 +57,7 @@ func newPredictCommand() *cobra.Command {
 	}
 	flags := cmd.Flags()
 	flags.StringVar(&f.url, "url", envOr("SLUICE_URL", "http://127.0.0.1:8080"), "activator URL ($SLUICE_URL)")
+	flags.StringVar(&f.apiKey, "api-key", os.Getenv("SLUICE_API_KEY"), "API key sent as Authorization: Bearer ($SLUICE_API_KEY)")
 	flags.StringVar(&f.version, "version", "", "model version to call (default: the current one)")
 	flags.StringVar(&f.input, "input", "", "input name for --data (default: the model's first input)")
 	flags.StringVar(&f.data, "data", "", "tensor as a JSON array, nested by dimension, e.g. [[1,2],[3,4]]")
@@ -226,4 +228,19 @@ func formatCell(column []oip.Tensor, row int) string {
 		return "[" + text + "]"
 	}
 	return text
+}
+
+// bearer sends an API key, when there is one, with every request.
+type bearer struct {
+	key  string
+	base http.RoundTripper
+}
+
+func (b bearer) RoundTrip(req *http.Request) (*http.Response, error) {
+	if b.key == "" {
+		return b.base.RoundTrip(req)
+	}
+	req = req.Clone(req.Context())
+	req.Header.Set("Authorization", "Bearer "+b.key)
+	return b.base.RoundTrip(req)
 }

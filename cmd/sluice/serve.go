@@ -38,7 +38,7 @@ func newRegistry() *prometheus.Registry {
 }
 
 func newActivatorCommand(g *globals) *cobra.Command {
-	var addr, grpcAddr string
+	var addr, grpcAddr, keysFile string
 	cfg := activator.DefaultConfig()
 	sinks := activator.DefaultSinkConfig()
 	cmd := &cobra.Command{
@@ -55,6 +55,9 @@ func newActivatorCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
+			if cfg.Keys, err = loadKeys(keysFile, addr, log); err != nil {
+				return err
+			}
 			listeners, err := listen(addr, grpcAddr)
 			if err != nil {
 				return err
@@ -63,6 +66,7 @@ func newActivatorCommand(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", ":8080", "HTTP listen address")
+	cmd.Flags().StringVar(&keysFile, "api-keys", os.Getenv("SLUICE_API_KEYS"), "file of API keys (sluice keys create); without it the activator is open to whoever reaches it ($SLUICE_API_KEYS)")
 	cmd.Flags().StringVar(&grpcAddr, "grpc-addr", ":8081", "gRPC listen address (Open Inference Protocol; off when empty)")
 	cmd.Flags().Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body accepted (413 above)")
 	addSinkFlags(cmd.Flags(), &sinks)
@@ -159,12 +163,47 @@ func sinksPart(js jetstream.JetStream, cfg activator.SinkConfig, log *slog.Logge
 	}
 }
 
-// activatorPart serves the activator on its listeners.
+// keysReload is how often the activator re-reads its API keys file.
+const keysReload = 5 * time.Second
+
+// loadKeys reads the API keys file, if one is named; without one it says
+// that the activator at addr runs open.
+func loadKeys(path, addr string, log *slog.Logger) (*activator.Keys, error) {
+	if path == "" {
+		host, _, _ := net.SplitHostPort(addr)
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+			log.Info("the activator runs open on loopback: no --api-keys, so every local process may call every function", "addr", addr)
+		} else {
+			log.Warn("the activator runs OPEN: no --api-keys, so anyone who reaches it may call every function", "addr", addr)
+		}
+		return nil, nil
+	}
+	keys, err := activator.LoadKeys(path, log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("API keys in force", "file", path, "keys", keys.Count())
+	return keys, nil
+}
+
+// activatorPart serves the activator on its listeners, following its API keys file.
 func activatorPart(js jetstream.JetStream, listeners activatorListeners, cfg activator.Config, reg *prometheus.Registry, log *slog.Logger) part {
 	return func(ctx context.Context, registry *functions.Registry) error {
 		server, err := activator.New(js.Conn(), registry, cfg, reg, log)
 		if err != nil {
 			return err
+		}
+		if cfg.Keys != nil {
+			following, stop := context.WithCancel(ctx)
+			followed := make(chan struct{})
+			go func() {
+				defer close(followed)
+				cfg.Keys.Follow(following, keysReload)
+			}()
+			defer func() {
+				stop()
+				<-followed
+			}()
 		}
 		if listeners.grpc != nil {
 			server.ListenGRPC(listeners.grpc)

@@ -33,6 +33,7 @@ type upFlags struct {
 	deploy      []string
 	libraryPath string
 	sinks       activator.SinkConfig
+	keysFile    string
 	debugAddr   string
 }
 
@@ -52,8 +53,9 @@ func newUpCommand(g *globals) *cobra.Command {
 	}
 	flags := cmd.Flags()
 	flags.StringVar(&f.dataDir, "data-dir", ".data", "directory for JetStream's storage and the model cache")
-	flags.StringVar(&f.addr, "addr", ":8080", "HTTP listen address of the activator")
-	flags.StringVar(&f.grpcAddr, "grpc-addr", ":8081", "gRPC listen address of the activator (Open Inference Protocol; off when empty)")
+	flags.StringVar(&f.addr, "addr", "127.0.0.1:8080", "HTTP listen address of the activator (loopback unless you open it: --addr :8080)")
+	flags.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:8081", "gRPC listen address of the activator (Open Inference Protocol; off when empty)")
+	flags.StringVar(&f.keysFile, "api-keys", os.Getenv("SLUICE_API_KEYS"), "file of API keys (sluice keys create); without it the activator is open to whoever reaches it ($SLUICE_API_KEYS)")
 	flags.StringVar(&f.natsHost, "nats-host", "127.0.0.1", "listen host of the embedded NATS server")
 	flags.IntVar(&f.natsPort, "nats-port", 4222, "listen port of the embedded NATS server (-1: any free port)")
 	flags.StringArrayVar(&f.deploy, "deploy", nil, "Function YAML to deploy at start (repeatable)")
@@ -104,6 +106,10 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 	if err := deployAll(ctx, js, f.deploy, checker, log); err != nil {
 		return err
 	}
+	keys, err := loadKeys(f.keysFile, f.addr, log)
+	if err != nil {
+		return err
+	}
 	listeners, err := listen(f.addr, f.grpcAddr)
 	if err != nil {
 		return err
@@ -121,16 +127,16 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 	trainerEnv := map[string]string{retrain.EnvNATSURL: g.natsURL, onnx.LibraryEnv: library}
 	reg := newRegistry()
 	lifecycle := lifecyclePart(js, trainers, trainerEnv, checker, reg, log)
-	return serveUp(ctx, js, listeners, processes, f.sinks, lifecycle, reg, log)
+	return serveUp(ctx, js, listeners, processes, f.sinks, keys, lifecycle, reg, log)
 }
 
 // serveUp runs the activator, the autoscaler, which starts and stops worker
 // processes with the queue depth, and the models' lifecycle, until ctx ends.
-func serveUp(ctx context.Context, js jetstream.JetStream, listeners activatorListeners, processes *autoscaler.ProcessScaler, sinks activator.SinkConfig, lifecycle part, reg *prometheus.Registry, log *slog.Logger) error {
+func serveUp(ctx context.Context, js jetstream.JetStream, listeners activatorListeners, processes *autoscaler.ProcessScaler, sinks activator.SinkConfig, keys *activator.Keys, lifecycle part, reg *prometheus.Registry, log *slog.Logger) error {
 	autoscale := autoscalePart(js, processes, autoscaler.DefaultConfig(), reg, log)
 	log.Info("sluice is up", "http", listeners.http.Addr().String())
 	cfg := activator.DefaultConfig()
-	cfg.SinkAllow = sinks.Allow
+	cfg.SinkAllow, cfg.Keys = sinks.Allow, keys
 	return withRegistry(ctx, js, autoscale, activatorPart(js, listeners, cfg, reg, log), sinksPart(js, sinks, log), lifecycle)
 }
 
