@@ -42,6 +42,10 @@ type Config struct {
 	// Keys, when set, admits only callers with an API key, each to what its
 	// scopes allow; nil leaves the activator open to whoever reaches it.
 	Keys *Keys
+	// MetricsTargets, when set, is served at GET /metrics/targets for
+	// Prometheus's HTTP service discovery: where the processes of the
+	// platform serve /metrics (sluice up's workers).
+	MetricsTargets func() []TargetGroup
 	// SinkAllow names the non-public addresses a request's Sluice-Sink-URI
 	// may name; the same list as SinkConfig.Allow.
 	SinkAllow functions.SinkAllowList
@@ -123,6 +127,13 @@ func New(nc *nats.Conn, registry *functions.Registry, cfg Config, reg *prometheu
 	}, nil
 }
 
+// TargetGroup is one entry of Prometheus's HTTP service discovery: addresses
+// that serve /metrics, and the labels their series get.
+type TargetGroup struct {
+	Targets []string          `json:"targets"`
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
 // Handler routes the HTTP API.
 func (a *Activator) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -139,6 +150,11 @@ func (a *Activator) Handler() http.Handler {
 	mux.HandleFunc("GET /v2", a.serverMetadata)
 	mux.HandleFunc("POST /{$}", a.limited(a.cloudEvent))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.gatherer, promhttp.HandlerOpts{}))
+	if a.cfg.MetricsTargets != nil {
+		mux.HandleFunc("GET /metrics/targets", func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, a.cfg.MetricsTargets())
+		})
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: no route for %s %s", errNotFound, r.Method, r.URL.Path))
 	})

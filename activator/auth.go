@@ -218,7 +218,7 @@ func authorize(ctx context.Context, verb, function string) error {
 }
 
 // openPaths need no key: probes and the server's own metadata.
-var openPaths = []string{"/v2/health/live", "/v2/health/ready", "/v2", "/metrics"}
+var openPaths = []string{"/v2/health/live", "/v2/health/ready", "/v2", "/metrics", "/metrics/targets"}
 
 // authenticated admits a request with a known key, and records the key for
 // authorize; without keys, everyone is admitted.

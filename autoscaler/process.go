@@ -64,7 +64,8 @@ type ProcessScaler struct {
 }
 
 // ReadyFileEnv names the environment variable through which a worker process
-// learns the file it creates once it is ready to take work.
+// learns the file it creates once it is ready to take work, holding the
+// address of its /metrics (Targets).
 const ReadyFileEnv = "SLUICE_READY_FILE"
 
 // replica is one supervised worker process; cancel asks it to stop for good.
@@ -133,6 +134,27 @@ func (s *ProcessScaler) Ready(_ context.Context, function, revision string) (int
 		}
 	}
 	return ready, nil
+}
+
+// Target is where a ready worker serves its /metrics.
+type Target struct {
+	Function, Revision, Address string
+}
+
+// Targets lists the ready workers' /metrics addresses (what each wrote in
+// its ready file), in no particular order.
+func (s *ProcessScaler) Targets() []Target {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var targets []Target
+	for key, replicas := range s.replicas {
+		for _, r := range replicas {
+			if address, err := os.ReadFile(r.readyFile); err == nil && len(address) > 0 {
+				targets = append(targets, Target{Function: key.function, Revision: key.revision, Address: string(address)})
+			}
+		}
+	}
+	return targets
 }
 
 // Close stops every worker with SIGTERM and waits until all have exited.

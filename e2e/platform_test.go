@@ -416,3 +416,32 @@ func (p *platform) awaitResponse(t *testing.T, location string) ([]byte, http.He
 	}, 30*time.Second, 20*time.Millisecond, "no result at %s", location)
 	return result, header
 }
+
+// Prometheus finds every process of `sluice up` through one URL: GET
+// /metrics/targets lists the activator and each ready worker (HTTP service
+// discovery), and each address serves its /metrics.
+func TestUpListsItsMetricsTargets(t *testing.T) {
+	p := startPlatform(t)
+	resp, err := http.Get(p.url + "/metrics/targets")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var groups []struct {
+		Targets []string
+		Labels  map[string]string
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&groups))
+	var worker string
+	for _, group := range groups {
+		require.Len(t, group.Targets, 1)
+		if group.Labels["component"] == "worker" && group.Labels["function"] == "iris" && group.Labels["revision"] == "1" {
+			worker = group.Targets[0]
+		}
+	}
+	require.NotEmpty(t, worker, "the worker that answered startPlatform's prediction is listed: %+v", groups)
+	metrics, err := http.Get("http://" + worker + "/metrics")
+	require.NoError(t, err)
+	defer metrics.Body.Close()
+	body, err := io.ReadAll(metrics.Body)
+	require.NoError(t, err)
+	require.Contains(t, string(body), `sluice_worker_requests_total{function="iris",outcome="ok",revision="1"}`)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync/atomic"
 
@@ -52,8 +53,12 @@ func runLeading(ctx context.Context, client kubernetes.Interface, f kubeFlags, l
 	}
 	var alive atomic.Bool // ready once connected; only the leader acts
 	alive.Store(true)
+	probes, err := net.Listen("tcp", f.metricsAddr)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	group, ctx := errgroup.WithContext(ctx)
-	group.Go(func() error { return serveProbes(ctx, f.metricsAddr, reg, &alive, log) })
+	group.Go(func() error { return serveProbes(ctx, probes, reg, &alive, log) })
 	group.Go(func() error {
 		if !f.leaderElect {
 			return leading(ctx)

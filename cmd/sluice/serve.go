@@ -272,8 +272,12 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 	counter := functions.NewCounter(counts)
 	var ready atomic.Bool
 	reg := newRegistry()
+	probes, err := net.Listen("tcp", f.metricsAddr)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	group, ctx := errgroup.WithContext(ctx)
-	group.Go(func() error { return serveProbes(ctx, f.metricsAddr, reg, &ready, log) })
+	group.Go(func() error { return serveProbes(ctx, probes, reg, &ready, log) })
 	// The counts are written until the worker has settled its last request.
 	counted, stopCounting := context.WithCancel(context.WithoutCancel(ctx))
 	group.Go(func() error {
@@ -297,7 +301,7 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 			return w.Run(ctx)
 		}
 		group.Go(func() error {
-			err := announceReady(ctx, w.Ready(), &ready)
+			err := announceReady(ctx, w.Ready(), &ready, probes.Addr().String())
 			log.Info("worker ready", "function", f.function, "startup_ms", time.Since(started).Milliseconds())
 			return err
 		})
@@ -307,8 +311,9 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 }
 
 // announceReady, once the worker takes requests, turns /readyz green and,
-// under the process scaler, creates the file it watches for readiness.
-func announceReady(ctx context.Context, workerReady <-chan struct{}, ready *atomic.Bool) error {
+// under the process scaler, writes the file it watches for readiness: the
+// address of the worker's /metrics, for discovery.
+func announceReady(ctx context.Context, workerReady <-chan struct{}, ready *atomic.Bool, metricsAddr string) error {
 	select {
 	case <-ctx.Done():
 		return nil
@@ -316,7 +321,11 @@ func announceReady(ctx context.Context, workerReady <-chan struct{}, ready *atom
 	}
 	ready.Store(true)
 	if path := os.Getenv(autoscaler.ReadyFileEnv); path != "" {
-		if err := os.WriteFile(path, nil, 0o644); err != nil {
+		// Written aside and renamed: whoever sees the file reads it whole.
+		if err := os.WriteFile(path+".tmp", []byte(metricsAddr), 0o644); err != nil {
+			return fmt.Errorf("announce readiness: %w", err)
+		}
+		if err := os.Rename(path+".tmp", path); err != nil {
 			return fmt.Errorf("announce readiness: %w", err)
 		}
 	}
@@ -474,11 +483,7 @@ func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
 }
 
 // serveProbes serves /metrics, /livez and /readyz (200 once the model is loaded) until ctx ends.
-func serveProbes(ctx context.Context, addr string, gatherer prometheus.Gatherer, ready *atomic.Bool, log *slog.Logger) error {
-	listener, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
-	}
+func serveProbes(ctx context.Context, listener net.Listener, gatherer prometheus.Gatherer, ready *atomic.Bool, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)

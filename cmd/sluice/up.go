@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -137,10 +139,29 @@ func serveUp(ctx context.Context, js jetstream.JetStream, listeners activatorLis
 	log.Info("sluice is up", "http", listeners.http.Addr().String())
 	cfg := activator.DefaultConfig()
 	cfg.SinkAllow, cfg.Keys = sinks.Allow, keys
+	cfg.MetricsTargets = metricsTargets(listeners.http.Addr().String(), processes)
 	return withRegistry(ctx, js, autoscale, activatorPart(js, listeners, cfg, reg, log), sinksPart(js, sinks, log), lifecycle)
 }
 
 // workerProcesses starts `sluice worker` for a revision, as a child of this process.
+// metricsTargets lists, for Prometheus, the activator's /metrics (which has
+// the autoscaler's and the lifecycle's series too) and every ready worker's.
+func metricsTargets(activatorAddr string, processes *autoscaler.ProcessScaler) func() []activator.TargetGroup {
+	return func() []activator.TargetGroup {
+		groups := []activator.TargetGroup{{Targets: []string{activatorAddr}, Labels: map[string]string{"component": "activator"}}}
+		targets := processes.Targets()
+		slices.SortFunc(targets, func(a, b autoscaler.Target) int {
+			return cmp.Or(cmp.Compare(a.Function, b.Function), cmp.Compare(a.Revision, b.Revision), cmp.Compare(a.Address, b.Address))
+		})
+		for _, target := range targets {
+			groups = append(groups, activator.TargetGroup{Targets: []string{target.Address}, Labels: map[string]string{
+				"component": "worker", "function": target.Function, "revision": target.Revision,
+			}})
+		}
+		return groups
+	}
+}
+
 func workerProcesses(g *globals, f upFlags, library string) autoscaler.ProcessConfig {
 	cfg := autoscaler.DefaultProcessConfig()
 	executable, _ := os.Executable()
