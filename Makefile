@@ -63,7 +63,7 @@ containers: ## install podman, runc and debootstrap (Debian's packages) and make
 	@deploy/scripts/install-containers.sh
 
 image: containers deps $(BIN) ## build the sluice image (sluice:latest) with podman, from the binary built here
-	podman build --quiet --target prebuilt --build-arg BASE=localhost/debian:$$(. /etc/os-release && echo $$VERSION_CODENAME)-minbase \
+	podman build --quiet --target prebuilt --build-arg BASE=localhost/debian:$$(. /etc/os-release && echo $$VERSION_CODENAME)-minbase-ca \
 		-t $(IMAGE) -f deploy/Dockerfile . >/dev/null
 	@echo "built $(IMAGE)"
 

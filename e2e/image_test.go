@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -110,4 +111,25 @@ func TestTheImageRunsTheDemo(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "10001:10001", inspect.Config.User, "the image runs as a non-root user")
 	require.True(t, inspect.HostConfig.ReadonlyRootfs)
+
+	// What is in it: CA certificates, for models and data by https; no shell.
+	certificates, err := up.CopyFileFromContainer(ctx, "/etc/ssl/certs/ca-certificates.crt")
+	require.NoError(t, err, "the CA certificates are in the image")
+	pem, err := io.ReadAll(certificates)
+	require.NoError(t, err)
+	require.Greater(t, strings.Count(string(pem), "BEGIN CERTIFICATE"), 50)
+	for _, shell := range []string{"/bin/sh", "/bin/bash", "/usr/bin/apt-get"} {
+		_, err := up.CopyFileFromContainer(ctx, shell)
+		require.Error(t, err, "%s is not in the image", shell)
+	}
+	size, err := exec.Command("podman", "image", "inspect", image, "--format", "{{.Size}}").Output()
+	require.NoError(t, err)
+	bytes, err := strconv.ParseInt(strings.TrimSpace(string(size)), 10, 64)
+	require.NoError(t, err)
+	t.Logf("image %s: %.0f MB", image, float64(bytes)/1e6)
+	require.LessOrEqual(t, bytes, int64(imageBudget), "the image's size budget (the binary, ONNX Runtime, the C/C++ runtime)")
 }
+
+// imageBudget is the most the image may weigh: about 92 MB of binary, 46 MB
+// of ONNX Runtime and 5 MB of C/C++ runtime and certificates today.
+const imageBudget = 160e6

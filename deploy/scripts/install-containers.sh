@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs podman, runc and debootstrap from Debian's packages when they are
 # missing, and makes the base image the Dockerfile builds on here: Debian's
-# minbase of this machine's release, from the machine's own apt mirror, as
-# localhost/debian:<release>-minbase. Nothing outside the repository changes
+# minbase of this machine's release with CA certificates, from the machine's own apt mirror, as
+# localhost/debian:<release>-minbase-ca. Nothing outside the repository changes
 # but the packages and podman's image store.
 set -euo pipefail
 
@@ -17,7 +17,7 @@ if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -
     { $sudo apt-get update >/dev/null && $sudo apt-get install -y podman runc debootstrap >/dev/null; }
 fi
 release=$(. /etc/os-release && echo "$VERSION_CODENAME")
-image="localhost/debian:$release-minbase"
+image="localhost/debian:$release-minbase-ca"
 if podman image exists "$image"; then
   exit 0
 fi
@@ -32,6 +32,6 @@ if [ -z "$mirror" ]; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-$sudo debootstrap --variant=minbase "$release" "$tmp/rootfs" "$mirror" >/dev/null
+$sudo debootstrap --variant=minbase --include=ca-certificates "$release" "$tmp/rootfs" "$mirror" >/dev/null
 tar -C "$tmp/rootfs" -c . | podman import --quiet - "$image" >/dev/null
 echo "made $image"
