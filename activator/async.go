@@ -70,7 +70,7 @@ func (a *Activator) enqueue(ctx context.Context, fn *functions.Function, ev *eve
 	_, err = a.results.Create(ctx, key, pending)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists):
-		return nil
+		return a.sameFunction(ctx, key, fn.Metadata.Name, ev)
 	case err != nil:
 		return fmt.Errorf("%w: record the request: %v", errUnavailable, err)
 	}
@@ -89,6 +89,21 @@ func (a *Activator) enqueue(ctx context.Context, fn *functions.Function, ev *eve
 		return publishError(fn.Metadata.Name, err)
 	}
 	return nil
+}
+
+// sameFunction accepts a request again only for the function it was
+// accepted for: an id taken by another function's request is a conflict,
+// not a 202 for a request that was never queued.
+func (a *Activator) sameFunction(ctx context.Context, key, function string, ev *event.Event) error {
+	entry, err := a.results.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("%w: read the request's record: %v", errUnavailable, err)
+	}
+	recorded, err := events.DecodeResult(entry.Value())
+	if err != nil || recorded.Function == function {
+		return nil
+	}
+	return fmt.Errorf("%w: request %q from %q was sent to another function: choose another id", errDuplicate, ev.ID(), ev.Source())
 }
 
 // resultLocation is where the result of an accepted request is fetched.

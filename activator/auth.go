@@ -61,6 +61,9 @@ func ParseKeyFile(data []byte) (*KeyFile, error) {
 	if err := yaml.UnmarshalStrict(data, &file); err != nil {
 		return nil, fmt.Errorf("api keys: %w", err)
 	}
+	if file.Keys == nil { // an empty or cut-off file must not revoke every key
+		return nil, errors.New("api keys: keys: required (keys: [] revokes every key)")
+	}
 	var errs []error
 	names := map[string]bool{}
 	for i, key := range file.Keys {
@@ -238,6 +241,22 @@ func (a *Activator) authenticated(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, key)))
 	})
+}
+
+// grpcStreamAuthenticated admits a streaming call (server reflection) with
+// any known key, once keys are on.
+func (a *Activator) grpcStreamAuthenticated(srv any, stream grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if a.cfg.Keys == nil {
+		return handler(srv, stream)
+	}
+	var authorization string
+	if values := metadata.ValueFromIncomingContext(stream.Context(), "authorization"); len(values) > 0 {
+		authorization = values[0]
+	}
+	if _, err := a.cfg.Keys.authenticate(authorization); err != nil {
+		return grpcError(err)
+	}
+	return handler(srv, stream)
 }
 
 // grpcAuthenticated is authenticated for gRPC calls: the key comes in the

@@ -19,6 +19,8 @@ import (
 
 	"sluice.dev/sluice/activator"
 	"sluice.dev/sluice/activator/inference"
+	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/functions"
 )
 
 // keyFile writes a key file with a key per scope list, and returns its path
@@ -126,9 +128,31 @@ func TestKeyFileMistakesNameTheirField(t *testing.T) {
 		"keys: [{name: a, sha256: abc, scopes: [predict:iris]}]":                         "keys[0].sha256: want the 64 lower-case hex digits",
 		"keys: [{name: a, sha256: " + strings.Repeat("a", 64) + ", scopes: [eat:iris]}]": `keys[0].scopes[0]: "eat:iris"`,
 		"keys: [{name: a, sha256: " + strings.Repeat("a", 64) + "}]":                     "keys[0].scopes: a key needs at least one scope",
-		"keys: [{name: a, sha: x}]":                                                        `unknown field "sha"`,
+		"keys: [{name: a, sha: x}]":                                                      `unknown field "sha"`,
+		"":                                                                               "keys: required (keys: [] revokes every key)",
 	} {
 		_, err := activator.ParseKeyFile([]byte(file))
 		require.ErrorContains(t, err, want, file)
 	}
+}
+
+// An asynchronous request's id belongs to the function it was first sent to:
+// the same id for another function is a conflict, not a 202 for a request
+// that would never run (nor a way to read another function's answer).
+func TestAnAcceptedIDBelongsToItsFunction(t *testing.T) {
+	p := startPlatform(t, newSetup())
+	model, err := irisModel()
+	require.NoError(t, err)
+	catalog, err := functions.OpenCatalog(t.Context(), p.js)
+	require.NoError(t, err)
+	other, err := functions.Parse([]byte("apiVersion: sluice.dev/v1alpha1\nkind: Function\nmetadata: {name: other}\nspec: {model: {path: ./iris.onnx}}\n"))
+	require.NoError(t, err)
+	_, err = functions.NewDeployer(p.js, catalog, events.DefaultQueueConfig()).Deploy(t.Context(), other, model)
+	require.NoError(t, err)
+
+	async := http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}, "Idempotency-Key": {"order-42"}}
+	require.Equal(t, http.StatusAccepted, p.send(t, p.newRequest(t, http.MethodPost, "/v2/models/iris/infer", async, irisBody)).status)
+	require.Equal(t, http.StatusAccepted, p.send(t, p.newRequest(t, http.MethodPost, "/v2/models/iris/infer", async, irisBody)).status, "the same request again")
+	errorMessage(t, p.send(t, p.newRequest(t, http.MethodPost, "/v2/models/other/infer", async, irisBody)), http.StatusConflict,
+		`request "order-42"`, "was sent to another function")
 }

@@ -30,16 +30,49 @@ func ParseSinkAllowList(entries []string) (SinkAllowList, error) {
 			}
 			prefix = netip.PrefixFrom(addr, addr.BitLen())
 		}
+		if prefix.Addr().Is4In6() && prefix.Bits() >= 96 { // ::ffff:10.0.0.0/104 is 10.0.0.0/8
+			prefix = netip.PrefixFrom(prefix.Addr().Unmap(), prefix.Bits()-96)
+		}
 		allow = append(allow, prefix.Masked())
 	}
 	return allow, nil
 }
 
-var sharedAddressSpace = netip.MustParsePrefix("100.64.0.0/10")
+var (
+	sharedAddressSpace = netip.MustParsePrefix("100.64.0.0/10")
+	siteLocal          = netip.MustParsePrefix("fec0::/10") // deprecated, still private
+	// IPv6 prefixes that carry an IPv4 address, which a translator or relay
+	// reaches: the embedded address is checked as well.
+	nat64          = []netip.Prefix{netip.MustParsePrefix("64:ff9b::/96"), netip.MustParsePrefix("64:ff9b:1::/48")}
+	sixToFour      = netip.MustParsePrefix("2002::/16")
+	ipv4Compatible = netip.MustParsePrefix("::/96") // deprecated ::a.b.c.d
+)
 
-// CheckAddr refuses addr unless it is public or allowed.
+// embeddedIPv4 is the IPv4 address an IPv6 address carries: NAT64 (its last
+// 32 bits), 6to4 (bits 16 to 48) or IPv4-compatible; ok is false otherwise.
+func embeddedIPv4(addr netip.Addr) (netip.Addr, bool) {
+	if !addr.Is6() {
+		return netip.Addr{}, false
+	}
+	b := addr.As16()
+	switch {
+	case nat64[0].Contains(addr), nat64[1].Contains(addr), ipv4Compatible.Contains(addr) && !addr.IsUnspecified() && !addr.IsLoopback():
+		return netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}), true
+	case sixToFour.Contains(addr):
+		return netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}), true
+	}
+	return netip.Addr{}, false
+}
+
+// CheckAddr refuses addr unless it is public or allowed; an IPv6 address
+// that carries an IPv4 one must pass for both.
 func (allow SinkAllowList) CheckAddr(addr netip.Addr) error {
 	addr = addr.Unmap()
+	if inner, ok := embeddedIPv4(addr); ok {
+		if err := allow.CheckAddr(inner); err != nil {
+			return fmt.Errorf("%w (carried by %s)", err, addr)
+		}
+	}
 	for _, prefix := range allow {
 		if prefix.Contains(addr) {
 			return nil
@@ -49,7 +82,7 @@ func (allow SinkAllowList) CheckAddr(addr netip.Addr) error {
 	switch {
 	case addr.IsLoopback():
 		kind = "a loopback address"
-	case addr.IsPrivate():
+	case addr.IsPrivate() || siteLocal.Contains(addr):
 		kind = "a private address"
 	case addr.IsLinkLocalUnicast() || addr.IsLinkLocalMulticast():
 		kind = "a link-local address (where cloud metadata services answer)"

@@ -15,6 +15,8 @@ func TestSinkAddressesOfThePlatformsOwnNetworkAreRefused(t *testing.T) {
 		"10.1.2.3": "private", "172.16.0.9": "private", "192.168.1.1": "private", "fd00:ec2::254": "private",
 		"169.254.169.254": "link-local", "fe80::1": "link-local",
 		"100.64.0.1": "shared", "0.0.0.0": "unspecified", "239.1.2.3": "multicast",
+		"64:ff9b::a9fe:a9fe": "link-local", "64:ff9b:1::a00:1": "private", "2002:7f00:1::": "loopback",
+		"::a9fe:a9fe": "link-local", "fec0::1": "private",
 	}
 	var none functions.SinkAllowList
 	for address, kind := range refused {
@@ -26,7 +28,8 @@ func TestSinkAddressesOfThePlatformsOwnNetworkAreRefused(t *testing.T) {
 		require.NoError(t, none.CheckAddr(netip.MustParseAddr(public)), public)
 	}
 
-	allow, err := functions.ParseSinkAllowList([]string{"10.0.0.0/8", "127.0.0.1"})
+	require.NoError(t, none.CheckAddr(netip.MustParseAddr("64:ff9b::808:808")), "NAT64 of a public address")
+	allow, err := functions.ParseSinkAllowList([]string{"10.0.0.0/8", "::ffff:127.0.0.1"})
 	require.NoError(t, err)
 	require.NoError(t, allow.CheckAddr(netip.MustParseAddr("10.200.0.5")))
 	require.NoError(t, allow.CheckAddr(netip.MustParseAddr("127.0.0.1")))

@@ -55,7 +55,7 @@ func newActivatorCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			if cfg.Keys, err = loadKeys(keysFile, addr, log); err != nil {
+			if cfg.Keys, err = loadKeys(keysFile, []string{addr, grpcAddr}, log); err != nil {
 				return err
 			}
 			listeners, err := listen(addr, grpcAddr)
@@ -167,14 +167,19 @@ func sinksPart(js jetstream.JetStream, cfg activator.SinkConfig, log *slog.Logge
 const keysReload = 5 * time.Second
 
 // loadKeys reads the API keys file, if one is named; without one it says
-// that the activator at addr runs open.
-func loadKeys(path, addr string, log *slog.Logger) (*activator.Keys, error) {
+// that the activator at addrs (HTTP and gRPC; an empty one is off) runs open.
+func loadKeys(path string, addrs []string, log *slog.Logger) (*activator.Keys, error) {
 	if path == "" {
-		host, _, _ := net.SplitHostPort(addr)
-		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-			log.Info("the activator runs open on loopback: no --api-keys, so every local process may call every function", "addr", addr)
+		onLoopback := true
+		for _, addr := range addrs {
+			host, _, _ := net.SplitHostPort(addr)
+			ip := net.ParseIP(host)
+			onLoopback = onLoopback && (addr == "" || host == "localhost" || (ip != nil && ip.IsLoopback()))
+		}
+		if onLoopback {
+			log.Info("the activator runs open on loopback: no --api-keys, so every local process may call every function", "addrs", addrs)
 		} else {
-			log.Warn("the activator runs OPEN: no --api-keys, so anyone who reaches it may call every function", "addr", addr)
+			log.Warn("the activator runs OPEN: no --api-keys, so anyone who reaches it may call every function", "addrs", addrs)
 		}
 		return nil, nil
 	}

@@ -108,7 +108,7 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 	if err := deployAll(ctx, js, f.deploy, checker, log); err != nil {
 		return err
 	}
-	keys, err := loadKeys(f.keysFile, f.addr, log)
+	keys, err := loadKeys(f.keysFile, []string{f.addr, f.grpcAddr}, log)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -60,10 +61,11 @@ func WithNode(images ...string) Option {
 // the kubelet mounts below it) and what the host looked like before.
 type node struct {
 	dir      string
-	socket   string   // containerd's
-	sysctls  []sysctl // as they were
-	netns    []string // network namespaces present before
-	iptables bool     // rules may have been added: remove the node's chains
+	socket   string              // containerd's
+	sysctls  []sysctl            // as they were
+	netns    []string            // network namespaces present before
+	iptables bool                // rules may have been added: remove the node's chains
+	chains   map[string][]string // KUBE-* and CNI-* chains present before, by command: kept
 }
 
 type sysctl struct{ path, value string }
@@ -103,9 +105,29 @@ func (c *Cluster) prepareNode(t testing.TB) error {
 			return err
 		}
 	}
+	// The kubelet sets these for itself (protectKernelDefaults is off): they
+	// are put back as they were too.
+	for _, path := range kubeletSysctls {
+		c.node.rememberSysctl(path)
+	}
+	c.node.chains = map[string][]string{"iptables": nodeChains("iptables"), "ip6tables": nodeChains("ip6tables")}
 	return run("ip", "link", "add", bridgeName, "type", "bridge").
 		then("ip", "addr", "add", NodeIP+"/24", "dev", bridgeName).
 		then("ip", "link", "set", bridgeName, "up").err
+}
+
+// kubeletSysctls are the kernel settings the kubelet changes.
+var kubeletSysctls = []string{
+	"/proc/sys/kernel/panic", "/proc/sys/kernel/panic_on_oops", "/proc/sys/vm/overcommit_memory",
+	"/proc/sys/vm/panic_on_oom", "/proc/sys/kernel/keys/root_maxkeys", "/proc/sys/kernel/keys/root_maxbytes",
+}
+
+// rememberSysctl records a setting as it is, for cleanUp; one that does not
+// exist here is left out.
+func (n *node) rememberSysctl(path string) {
+	if old, err := os.ReadFile(path); err == nil {
+		n.sysctls = append(n.sysctls, sysctl{path, strings.TrimSpace(string(old))})
+	}
 }
 
 // setSysctl writes s, remembering what it was.
@@ -255,7 +277,7 @@ hostnameOverride: %s
 bindAddress: 127.0.0.1
 healthzBindAddress: 127.0.0.1:%d
 metricsBindAddress: 127.0.0.1:%d
-conntrack: {maxPerCore: 0}
+conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 `, c.Kubeconfig, podSubnet, NodeName, ports[2], ports[3]),
 		// Cluster names are answered from the API; any other name is
 		// logged (ExternalLookups) and refused: the node has no upstream.
@@ -328,13 +350,13 @@ func (n *node) ctr(ctx context.Context, args ...string) error {
 // so no container outlives the test; what is left is killed through containerd.
 func (c *Cluster) drainNode(t testing.TB) {
 	if c.Client == nil {
-		return
+		return // nothing ran: the apiserver never started
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), podGrace+15*time.Second)
 	defer cancel()
 	namespaces, err := c.Client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return
+		namespaces = &corev1.NamespaceList{} // the apiserver is gone: containerd stops what runs
 	}
 	for _, ns := range namespaces.Items {
 		// Controllers would make new pods: take their owners away first.
@@ -343,7 +365,7 @@ func (c *Cluster) drainNode(t testing.TB) {
 		_ = c.Client.AppsV1().ReplicaSets(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 		_ = c.Client.CoreV1().Pods(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 	}
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && len(namespaces.Items) > 0 {
 		pods, err := c.Client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
 		if err != nil || len(pods.Items) == 0 {
 			break
@@ -369,7 +391,7 @@ func (c *Cluster) drainNode(t testing.TB) {
 // the iptables chains of the kubelet, kube-proxy and CNI, and the sysctls.
 func (n *node) cleanUp(t testing.TB) {
 	var errs []error
-	// Shims that outlive containerd hold containers: they end with them.
+	// drainNode has stopped the containers; shims left behind by containerd go too.
 	if out, err := exec.Command("pgrep", "-f", "containerd-shim.*"+n.socket).Output(); err == nil {
 		for _, pid := range strings.Fields(string(out)) {
 			if id, err := strconv.Atoi(pid); err == nil {
@@ -379,7 +401,7 @@ func (n *node) cleanUp(t testing.TB) {
 	}
 	errs = append(errs, unmountBelow(n.dir))
 	for _, name := range netnsNames() {
-		if !slices.Contains(n.netns, name) {
+		if strings.HasPrefix(name, "cni-") && !slices.Contains(n.netns, name) { // containerd's, not podman's
 			path := filepath.Join("/var/run/netns", name)
 			errs = append(errs, unmount(path), os.Remove(path))
 		}
@@ -388,7 +410,7 @@ func (n *node) cleanUp(t testing.TB) {
 		errs = append(errs, run("ip", "link", "delete", bridgeName).err)
 	}
 	if n.iptables {
-		errs = append(errs, removeChains("iptables"), removeChains("ip6tables"))
+		errs = append(errs, removeChains("iptables", n.chains["iptables"]), removeChains("ip6tables", n.chains["ip6tables"]))
 	}
 	for i := len(n.sysctls) - 1; i >= 0; i-- {
 		errs = append(errs, os.WriteFile(n.sysctls[i].path, []byte(n.sysctls[i].value), 0o644))
@@ -399,28 +421,51 @@ func (n *node) cleanUp(t testing.TB) {
 	}
 }
 
-// removeChains removes every chain of the node's components from every
-// table, and every rule that jumps to one, by restoring the tables without
-// them: KUBE-* (the kubelet and kube-proxy) and CNI-* (the bridge and portmap plugins).
-func removeChains(command string) error {
+// nodeChains lists the KUBE-* and CNI-* chains (the kubelet's, kube-proxy's
+// and the CNI plugins') present in every table.
+func nodeChains(command string) []string {
+	out, err := exec.Command(command + "-save").Output()
+	if err != nil {
+		return nil
+	}
+	var chains []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if name, ok := strings.CutPrefix(line, ":"); ok {
+			name, _, _ = strings.Cut(name, " ")
+			if strings.HasPrefix(name, "KUBE-") || strings.HasPrefix(name, "CNI-") {
+				chains = append(chains, name)
+			}
+		}
+	}
+	return chains
+}
+
+// removeChains removes the KUBE-* and CNI-* chains that were not there
+// before (kept), and every rule that jumps to one, by restoring the tables
+// without them.
+func removeChains(command string, kept []string) error {
 	out, err := exec.Command(command + "-save").Output()
 	if err != nil {
 		return fmt.Errorf("%s-save: %w", command, err)
 	}
-	var kept []string
+	added := map[string]bool{}
+	for _, chain := range nodeChains(command) {
+		added[chain] = !slices.Contains(kept, chain)
+	}
+	var lines []string
 	changed := false
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, "KUBE-") || strings.Contains(line, "CNI-") {
+		if slices.ContainsFunc(strings.FieldsFunc(line, func(r rune) bool { return r == ' ' || r == ':' }), func(field string) bool { return added[field] }) {
 			changed = true
 			continue
 		}
-		kept = append(kept, line)
+		lines = append(lines, line)
 	}
 	if !changed {
 		return nil
 	}
 	restore := exec.Command(command + "-restore")
-	restore.Stdin = strings.NewReader(strings.Join(kept, "\n"))
+	restore.Stdin = strings.NewReader(strings.Join(lines, "\n"))
 	if out, err := restore.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s-restore: %v: %s", command, err, out)
 	}
