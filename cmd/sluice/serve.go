@@ -487,12 +487,16 @@ func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
 	}, nil
 }
 
-// serveProbes serves /metrics, /livez and /readyz (200 once the model is loaded) until ctx ends.
+// serveProbes serves /metrics, /livez and /readyz (200 once the model is
+// loaded) until ctx ends, and the Go profiler too when it listens on
+// loopback (a worker of sluice up): never where the network reaches it.
 func serveProbes(ctx context.Context, listener net.Listener, gatherer prometheus.Gatherer, ready *atomic.Bool, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	if addr, ok := listener.Addr().(*net.TCPAddr); ok && addr.IP.IsLoopback() {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {
