@@ -26,7 +26,9 @@ func TestProbesServeTheProfilerOnlyOnLoopback(t *testing.T) {
 		ctx, stop := context.WithCancel(t.Context())
 		served := make(chan error, 1)
 		var ready atomic.Bool
-		go func() { served <- serveProbes(ctx, listener, prometheus.NewRegistry(), &ready, slog.New(slog.DiscardHandler)) }()
+		go func() {
+			served <- serveProbes(ctx, listener, prometheus.NewRegistry(), &ready, slog.New(slog.DiscardHandler))
+		}()
 		port := strconv.Itoa(listener.Addr().(*net.TCPAddr).Port)
 		resp, err := http.Get("http://127.0.0.1:" + port + "/debug/pprof/")
 		require.NoError(t, err)
