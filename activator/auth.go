@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"sigs.k8s.io/yaml"
 )
 
@@ -82,8 +81,8 @@ func ParseKeyFile(data []byte) (*KeyFile, error) {
 			errs = append(errs, fmt.Errorf("%s.scopes: a key needs at least one scope, such as predict:iris", field))
 		}
 		for j, scope := range key.Scopes {
-			if !scopePattern.MatchString(scope) {
-				errs = append(errs, fmt.Errorf("%s.scopes[%d]: %q: want predict, feedback or admin, a colon, and a function name or *", field, j, scope))
+			if err := checkScope(scope); err != nil {
+				errs = append(errs, fmt.Errorf("%s.scopes[%d]: %w", field, j, err))
 			}
 		}
 	}
@@ -91,6 +90,14 @@ func ParseKeyFile(data []byte) (*KeyFile, error) {
 		return nil, fmt.Errorf("api keys: %w", err)
 	}
 	return &file, nil
+}
+
+// checkScope says what is wrong with a scope, if anything.
+func checkScope(scope string) error {
+	if !scopePattern.MatchString(scope) {
+		return fmt.Errorf("%q: want predict, feedback or admin, a colon, and a function name or *", scope)
+	}
+	return nil
 }
 
 // allows says whether key may do verb with function.
@@ -111,8 +118,8 @@ func NewAPIKey(name string, scopes []string) (secret string, key APIKey, err err
 		return "", APIKey{}, errors.New("a key needs at least one scope, such as predict:iris")
 	}
 	for _, scope := range scopes {
-		if !scopePattern.MatchString(scope) {
-			return "", APIKey{}, fmt.Errorf("scope %q: want predict, feedback or admin, a colon, and a function name or *", scope)
+		if err := checkScope(scope); err != nil {
+			return "", APIKey{}, fmt.Errorf("scope %w", err)
 		}
 	}
 	secret = "sluice_" + base64.RawURLEncoding.EncodeToString(random)
@@ -249,11 +256,7 @@ func (a *Activator) grpcStreamAuthenticated(srv any, stream grpc.ServerStream, _
 	if a.cfg.Keys == nil {
 		return handler(srv, stream)
 	}
-	var authorization string
-	if values := metadata.ValueFromIncomingContext(stream.Context(), "authorization"); len(values) > 0 {
-		authorization = values[0]
-	}
-	if _, err := a.cfg.Keys.authenticate(authorization); err != nil {
+	if _, err := a.cfg.Keys.authenticate(firstMetadata(stream.Context(), "authorization")); err != nil {
 		return grpcError(err)
 	}
 	return handler(srv, stream)
@@ -265,11 +268,7 @@ func (a *Activator) grpcAuthenticated(ctx context.Context, req any, info *grpc.U
 	if a.cfg.Keys == nil || slices.Contains([]string{"ServerLive", "ServerReady", "ServerMetadata"}, info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]) {
 		return handler(ctx, req)
 	}
-	var authorization string
-	if values := metadata.ValueFromIncomingContext(ctx, "authorization"); len(values) > 0 {
-		authorization = values[0]
-	}
-	key, err := a.cfg.Keys.authenticate(authorization)
+	key, err := a.cfg.Keys.authenticate(firstMetadata(ctx, "authorization"))
 	if err != nil {
 		return nil, grpcError(err)
 	}
