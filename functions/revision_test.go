@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -234,25 +235,18 @@ func TestSpecTrafficPinsTheWeights(t *testing.T) {
 func TestDeployImportsAModelFromAURL(t *testing.T) {
 	_, catalog, deployer := newDeployer(t)
 	model := irisModel(t, 1)
-	downloads := 0
-	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		downloads++
-		_, _ = w.Write(model)
-	}))
-	defer server.Close()
-	sum := sha256.Sum256(model)
+	server, downloads, sum := serveCounted(t, model)
 	byURL := func(sha string) *functions.Function {
-		fn := parse(t, "metadata: {name: iris}\nspec: {model: {uri: "+server.URL+"/iris.onnx, sha256: '"+sha+"'}}\n")
-		return fn
+		return parse(t, "metadata: {name: iris}\nspec: {model: {uri: "+server.URL+"/iris.onnx, sha256: '"+sha+"'}}\n")
 	}
-	fn, err := deployer.Deploy(t.Context(), byURL(hex.EncodeToString(sum[:])), nil)
+	fn, err := deployer.Deploy(t.Context(), byURL(sum), nil)
 	require.NoError(t, err)
 	stored, err := catalog.GetModel(t.Context(), *fn.Status.Model)
 	require.NoError(t, err)
 	require.Equal(t, model, stored)
-	_, err = deployer.Deploy(t.Context(), byURL(hex.EncodeToString(sum[:])), nil)
+	_, err = deployer.Deploy(t.Context(), byURL(sum), nil)
 	require.NoError(t, err)
-	require.Equal(t, 1, downloads, "a model stored already is not downloaded again")
+	require.Equal(t, int32(1), downloads.Load(), "a model stored already is not downloaded again")
 
 	_, err = deployer.Deploy(t.Context(), byURL(strings.Repeat("0", 64)), nil)
 	require.ErrorContains(t, err, "spec.model.sha256: what "+server.URL+"/iris.onnx serves: sha256 is")
@@ -262,29 +256,37 @@ func TestDeployImportsAModelFromAURL(t *testing.T) {
 func TestDeployImportsBaseDataFromAURL(t *testing.T) {
 	_, catalog, deployer := newDeployer(t)
 	data := []byte("a,b,species\n1,2,x\n3,4,y\n")
-	downloads := 0
-	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		downloads++
-		_, _ = w.Write(data)
-	}))
-	defer server.Close()
-	sum := sha256.Sum256(data)
+	server, downloads, sum := serveCounted(t, data)
 	withData := func(sha string) *functions.Function {
 		return parse(t, "metadata: {name: iris}\nspec: {model: {path: m.onnx}, retrain: {data: {uri: "+server.URL+"/iris.csv, sha256: '"+sha+"'}}}\n")
 	}
-	fn, err := deployer.Deploy(t.Context(), withData(hex.EncodeToString(sum[:])), irisModel(t, 1))
+	fn, err := deployer.Deploy(t.Context(), withData(sum), irisModel(t, 1))
 	require.NoError(t, err)
 	stored, err := catalog.GetObject(t.Context(), functions.DataObject(fn))
 	require.NoError(t, err)
 	require.Equal(t, data, stored, "the data is in the model store, where trainers read it")
 	require.Equal(t, server.URL+"/iris.csv", fn.Spec.Retrain.Data.URI, "the spec keeps the URL it was given")
-	_, err = deployer.Deploy(t.Context(), withData(hex.EncodeToString(sum[:])), irisModel(t, 1))
+	_, err = deployer.Deploy(t.Context(), withData(sum), irisModel(t, 1))
 	require.NoError(t, err)
-	require.Equal(t, 1, downloads, "data stored already is not downloaded again")
+	require.Equal(t, int32(1), downloads.Load(), "data stored already is not downloaded again")
 
 	_, err = deployer.Deploy(t.Context(), withData(strings.Repeat("0", 64)), irisModel(t, 1))
 	require.ErrorContains(t, err, "spec.retrain.data.sha256: what "+server.URL+"/iris.csv serves: sha256 is")
 	noSum := parse(t, "metadata: {name: iris}\nspec: {model: {path: m.onnx}, retrain: {data: {uri: "+server.URL+"/iris.csv}}}\n")
 	noSum.Default()
 	require.ErrorContains(t, noSum.Validate(), "spec.retrain.data.sha256: an http(s) uri needs")
+}
+
+// serveCounted serves body over HTTP until the test ends, and returns the
+// server, how many times body was fetched, and body's sha256.
+func serveCounted(t *testing.T, body []byte) (*httptest.Server, *atomic.Int32, string) {
+	t.Helper()
+	downloads := &atomic.Int32{}
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		downloads.Add(1)
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(server.Close)
+	sum := sha256.Sum256(body)
+	return server, downloads, hex.EncodeToString(sum[:])
 }
