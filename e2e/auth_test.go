@@ -12,20 +12,29 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// An operator makes keys with `sluice keys create`, puts their entries in a
-// file and starts `sluice up --api-keys`; callers then need their key, and
-// `sluice predict --api-key` sends it.
-func TestUpWithAPIKeys(t *testing.T) {
-	entries := []string{}
+// keysFile makes a key per name with `sluice keys create NAME --scope
+// SCOPE`, as an operator does, writes their entries into a keys file, and
+// returns its path and each key's secret.
+func keysFile(t *testing.T, scopes map[string]string) (string, map[string]string) {
+	t.Helper()
+	var entries []string
 	secrets := map[string]string{}
-	for name, scope := range map[string]string{"app": "predict:iris", "other": "predict:other"} {
+	for name, scope := range scopes {
 		out := sluice(t, "keys", "create", name, "--scope", scope)
 		secrets[name] = regexp.MustCompile(`sluice_[A-Za-z0-9_-]+`).FindString(out)
 		require.NotEmpty(t, secrets[name], out)
 		entries = append(entries, out[strings.Index(out, "- name:"):])
 	}
-	keys := filepath.Join(t.TempDir(), "keys.yaml")
-	require.NoError(t, os.WriteFile(keys, []byte("keys:\n"+strings.Join(entries, "")), 0o600))
+	path := filepath.Join(t.TempDir(), "keys.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("keys:\n"+strings.Join(entries, "")), 0o600))
+	return path, secrets
+}
+
+// An operator makes keys with `sluice keys create`, puts their entries in a
+// file and starts `sluice up --api-keys`; callers then need their key, and
+// `sluice predict --api-key` sends it.
+func TestUpWithAPIKeys(t *testing.T) {
+	keys, secrets := keysFile(t, map[string]string{"app": "predict:iris", "other": "predict:other"})
 	spec, err := os.ReadFile("../deploy/demo/iris.yaml")
 	require.NoError(t, err)
 	p := startPlatformAs(t, secrets["app"], spec, "--api-keys", keys)

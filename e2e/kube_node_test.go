@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -72,15 +71,12 @@ func TestSluiceOnKubernetes(t *testing.T) {
 
 	install(t, cluster, image, natsPort)
 	// Callers need a key: the Secret sluice-api-keys holds the keys file.
-	created := sluice(t, "keys", "create", "e2e", "--scope", "admin:iris")
-	secret := regexp.MustCompile(`sluice_[A-Za-z0-9_-]+`).FindString(created)
-	keys := filepath.Join(t.TempDir(), "keys.yaml")
-	require.NoError(t, os.WriteFile(keys, []byte("keys:\n"+created[strings.Index(created, "- name:"):]), 0o600))
+	keys, secrets := keysFile(t, map[string]string{"e2e": "admin:iris"})
 	kubectl("", "create", "secret", "generic", "sluice-api-keys", "--from-file=keys.yaml="+keys)
 	for _, component := range []string{"controller", "autoscaler", "activator"} {
 		kubectl("", "rollout", "status", "deployment/sluice-"+component, "--timeout=180s")
 	}
-	activator := &platform{url: "http://" + serviceIP(t, cluster, "sluice-activator"), key: secret}
+	activator := &platform{url: "http://" + serviceIP(t, cluster, "sluice-activator"), key: secrets["e2e"]}
 	code, _ := (&platform{url: activator.url}).post(t, "/v2/models/iris/infer", irisRequest, nil)
 	require.Equal(t, http.StatusUnauthorized, code, "the activator's Service asks for a key")
 

@@ -113,14 +113,19 @@ func startPlatformAs(t testing.TB, key string, spec []byte, extraArgs ...string)
 
 const irisRequest = `{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2,6.7,3.0,5.2,2.3]}]}`
 
+// authorize sends the platform's API key with req, if it has one.
+func (p *platform) authorize(req *http.Request) {
+	if p.key != "" {
+		req.Header.Set("Authorization", "Bearer "+p.key)
+	}
+}
+
 func (p *platform) post(t testing.TB, path, body string, header http.Header) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, p.url+path, strings.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/json")
-	if p.key != "" {
-		req.Header.Set("Authorization", "Bearer "+p.key)
-	}
+	p.authorize(req)
 	for key, values := range header {
 		req.Header[key] = values
 	}
@@ -403,9 +408,7 @@ func (p *platform) awaitResponse(t *testing.T, location string) ([]byte, http.He
 	require.Eventually(t, func() bool {
 		req, err := http.NewRequest(http.MethodGet, p.url+location, nil)
 		require.NoError(t, err)
-		if p.key != "" {
-			req.Header.Set("Authorization", "Bearer "+p.key)
-		}
+		p.authorize(req)
 		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
 		defer resp.Body.Close()
