@@ -63,7 +63,7 @@ containers: ## install podman, runc and debootstrap (Debian's packages) and make
 	@deploy/scripts/install-containers.sh
 
 image: containers deps $(BIN) ## build the sluice image (sluice:latest) with podman, from the binary built here
-	podman build --quiet --target prebuilt --build-arg BASE=localhost/debian:$$(. /etc/os-release && echo $$VERSION_CODENAME)-minbase-ca \
+	podman build --quiet --format docker --target prebuilt --build-arg BASE=localhost/debian:$$(. /etc/os-release && echo $$VERSION_CODENAME)-minbase-ca \
 		-t $(IMAGE) -f deploy/Dockerfile . >/dev/null
 	@echo "built $(IMAGE)"
 
@@ -101,6 +101,7 @@ bench: deps $(BIN) $(DEMO_MODEL) ## ONNX Runtime, platform and autoscaler benchm
 	$(GO) test -run '^$$' -bench 'ClientText' -benchtime 3x ./functions/batch/
 	$(GO) test -run '^$$' -bench 'LargeTensor' -benchtime 3x ./e2e/
 	$(GO) test -run '^$$' -bench 'JSONImage' -benchtime 10x ./events/oip/
+	$(GO) test -run '^$$' -bench 'SyncAlways' -benchtime 1x -v ./events/embedded/ | grep -E 'Benchmark|ratio'
 
 vet: ## go vet
 	$(GO) vet ./...

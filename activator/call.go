@@ -206,7 +206,7 @@ func serverSide(err error) bool {
 // dropped. attempt tells a second try of the same event from the first, so
 // that the stream does not take it for a duplicate.
 func (a *Activator) send(ctx context.Context, fn *functions.Function, ev *event.Event, timeout time.Duration, attempt string) (*nats.Msg, error) {
-	replyTo, replies, stopWaiting := a.inbox.register()
+	replyTo, replies, stopWaiting := a.inbox.register(fn.Metadata.Name)
 	defer stopWaiting()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

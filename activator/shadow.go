@@ -39,7 +39,7 @@ func (a *Activator) shadow(ctx context.Context, fn *functions.Function, ev *even
 		return ignore
 	}
 	deadline := time.Now().Add(fn.Spec.Timeouts.Request.Duration)
-	replyTo, replies, stopWaiting := a.inbox.register()
+	replyTo, replies, stopWaiting := a.inbox.register(fn.Metadata.Name)
 	copied := ev.Clone()
 	copied.SetID(ev.ID() + shadowSuffix)
 	copied.SetExtension(events.ExtensionModelVersion, candidate.Name)

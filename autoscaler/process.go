@@ -21,7 +21,8 @@ import (
 type ProcessConfig struct {
 	// Command returns the command that serves one revision of a function,
 	// made with exec.CommandContext(ctx, …) so it is stopped when ctx ends.
-	Command func(ctx context.Context, function, revision string) *exec.Cmd
+	// An error is retried as a worker that exited would be.
+	Command func(ctx context.Context, function, revision string) (*exec.Cmd, error)
 	// StopTimeout is how long a worker may drain after SIGTERM before it is killed.
 	StopTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait before a crashed worker is restarted.
@@ -212,7 +213,10 @@ func (s *ProcessScaler) supervise(ctx context.Context, key revisionKey, readyFil
 func (s *ProcessScaler) runOnce(ctx context.Context, key revisionKey, readyFile string) error {
 	_ = os.Remove(readyFile)
 	defer os.Remove(readyFile)
-	cmd := s.cfg.Command(ctx, key.function, key.revision)
+	cmd, err := s.cfg.Command(ctx, key.function, key.revision)
+	if err != nil {
+		return fmt.Errorf("worker command: %w", err)
+	}
 	if cmd.Env == nil {
 		cmd.Env = os.Environ()
 	}

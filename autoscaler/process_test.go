@@ -63,10 +63,10 @@ func newScaler(t *testing.T, mode string, stopTimeout time.Duration) (*autoscale
 	cfg := autoscaler.DefaultProcessConfig()
 	cfg.StopTimeout = stopTimeout
 	cfg.MinBackoff, cfg.MaxBackoff = 20*time.Millisecond, 100*time.Millisecond
-	cfg.Command = func(ctx context.Context, function, revision string) *exec.Cmd {
+	cfg.Command = func(ctx context.Context, function, revision string) (*exec.Cmd, error) {
 		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "SLUICE_TEST_WORKER="+mode, "SLUICE_TEST_DIR="+dir)
-		return cmd
+		return cmd, nil
 	}
 	scaler, err := autoscaler.NewProcessScaler(cfg, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)

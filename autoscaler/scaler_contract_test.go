@@ -64,10 +64,10 @@ func startProcessScaler(t *testing.T) scalerUnderTest {
 	t.Helper()
 	cfg := autoscaler.DefaultProcessConfig()
 	cfg.StopTimeout = 5 * time.Second
-	cfg.Command = func(ctx context.Context, function, revision string) *exec.Cmd {
+	cfg.Command = func(ctx context.Context, function, revision string) (*exec.Cmd, error) {
 		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), contractWorkerEnv+"=1")
-		return cmd
+		return cmd, nil
 	}
 	scaler, err := autoscaler.NewProcessScaler(cfg, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)

@@ -53,9 +53,9 @@ func startBatchPlatform(tb testing.TB, queue events.QueueConfig, replicas int) *
 
 	cfg := autoscaler.DefaultProcessConfig()
 	cfg.StopTimeout = 15 * time.Second
-	cfg.Command = func(ctx context.Context, function, revision string) *exec.Cmd {
+	cfg.Command = func(ctx context.Context, function, revision string) (*exec.Cmd, error) {
 		return exec.CommandContext(ctx, binary, "worker", "--function", function, "--revision", revision,
-			"--nats-url", srv.ClientURL(), "--metrics-addr", "127.0.0.1:0", "--drain-timeout", "10s", "--log-level", "warn")
+			"--nats-url", srv.ClientURL(), "--metrics-addr", "127.0.0.1:0", "--drain-timeout", "10s", "--log-level", "warn"), nil
 	}
 	workers, err := autoscaler.NewProcessScaler(cfg, slog.New(slog.DiscardHandler))
 	require.NoError(tb, err)

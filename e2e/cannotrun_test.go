@@ -5,12 +5,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/events/oip"
+	"sluice.dev/sluice/functions"
 	"sluice.dev/sluice/functions/onnxfile"
 )
 
@@ -84,4 +89,51 @@ func TestModelThatCannotRunIsFoundOutByItsWorker(t *testing.T) {
 	}, 5*time.Second, 50*time.Millisecond, "once the revision is marked Failed the activator answers at once")
 	status := sluice(t, "--nats-url", natsURL(t, p), "status")
 	require.Contains(t, status, "add revision 1 cannot run")
+}
+
+// A model replaced in the model store outside the control plane (here with
+// the operator's own credentials, which may write it) is not served: the
+// next worker finds its digest changed, callers get 503 with the reason,
+// the revision is marked Failed, and a dev.sluice.model.changed event and
+// an error in the log say so.
+func TestModelChangedOutsideTheControlPlaneIsNotServed(t *testing.T) {
+	p := startPlatform(t)
+	ctx := t.Context()
+	nc, err := nats.Connect(natsURL(t, p), nats.UserCredentials(os.Getenv("SLUICE_NATS_CREDS")))
+	require.NoError(t, err)
+	defer nc.Close()
+	announced, err := nc.SubscribeSync(events.IntegritySubject("iris"))
+	require.NoError(t, err)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	catalog, err := functions.OpenCatalog(ctx, js)
+	require.NoError(t, err)
+	fn, err := catalog.Get(ctx, "iris")
+	require.NoError(t, err)
+	revision, ok := fn.Status.FindRevision(fn.Status.Revision)
+	require.True(t, ok)
+	models, err := js.ObjectStore(ctx, events.ModelsBucket)
+	require.NoError(t, err)
+	other, err := os.ReadFile(filepath.Join(filepath.Dir(p.data), "iris.onnx"))
+	require.NoError(t, err)
+	_, err = models.PutBytes(ctx, revision.Model.Object, append(other, 0)) // another model under the same name
+	require.NoError(t, err)
+
+	// The next worker starts without the copy the first one kept.
+	require.NoError(t, os.RemoveAll(filepath.Join(p.data, "models")))
+	require.NoError(t, exec.Command("pkill", "-KILL", "-f", "--", "--model-cache "+filepath.Join(p.data, "models")).Run())
+	// The worker that restarts finds it out and the control plane marks the
+	// revision Failed; from then on callers are told at once.
+	require.Eventually(t, func() bool {
+		return strings.Contains(sluice(t, "--nats-url", natsURL(t, p), "functions", "get", "iris"), "state: Failed")
+	}, 30*time.Second, 200*time.Millisecond, "the revision is marked Failed")
+	code, body := p.post(t, "/v2/models/iris/infer", irisRequest, nil)
+	require.Equal(t, http.StatusServiceUnavailable, code, "%s", body)
+	require.Contains(t, string(body), functions.ErrModelChanged.Error(), "callers are told the model changed")
+	msg, err := announced.NextMsg(10 * time.Second)
+	require.NoError(t, err, "a dev.sluice.model.changed event")
+	ev, err := events.ReadEvent(ctx, msg.Header, msg.Data)
+	require.NoError(t, err)
+	require.Equal(t, events.TypeModelChanged, ev.Type())
+	require.Contains(t, p.logs.String(), "model changed outside the control plane")
 }

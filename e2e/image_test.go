@@ -107,6 +107,8 @@ func TestTheImageRunsTheDemo(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, exit)
 	_, _ = io.Copy(io.Discard, reader)
+	health, err := exec.Command("podman", "healthcheck", "run", up.GetContainerID()).CombinedOutput()
+	require.NoError(t, err, "the image's health check (sluice health) passes once the platform is ready: %s", health)
 	inspect, err := up.Inspect(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "10001:10001", inspect.Config.User, "the image runs as a non-root user")

@@ -21,25 +21,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"sluice.dev/sluice/e2e/kubetest"
-	"sluice.dev/sluice/events/embedded"
-	"sluice.dev/sluice/events/natstest"
 	"sluice.dev/sluice/functions"
 	functionskube "sluice.dev/sluice/functions/kube"
 )
 
-// The namespace deploy/base installs into.
-const sluiceNamespace = "sluice"
-
 // TestSluiceOnKubernetes is the proof that Sluice runs on Kubernetes as a
 // cluster operator installs it (`make e2e-kube`): a real control plane and a
 // real kubelet node, every component a pod of the sluice image installed
-// with `kubectl apply -k` of deploy/base, and NATS beside the cluster (as a
-// managed NATS would be) behind the Service nats, reached through cluster DNS.
+// with `kubectl apply -k` of deploy/base, NATS included: three servers of a
+// StatefulSet on PersistentVolumes, every stream at 3 replicas, reached
+// through cluster DNS, and NATS authorization on — each component, each
+// worker and the trainer logs in as its own user, from the Secrets of
+// `sluice nats init` and those the controller makes.
 //
 // kubectl apply of a Function → Ready → a prediction through the activator's
 // Service → a burst scales the worker Deployment 0 → 2 → 0 → `sluice
@@ -64,18 +63,31 @@ func TestSluiceOnKubernetes(t *testing.T) {
 		return out
 	}
 
-	natsPort, js := hostNATS(t)
-	t.Logf("NATS at %s:%d, behind the Service nats", kubetest.NodeIP, natsPort)
 	model, data := modelAndData(t)
 	files := serveFiles(t, map[string][]byte{"/iris.onnx": model, "/iris.csv": data})
 
-	install(t, cluster, image, natsPort)
-	// Callers need a key: the Secret sluice-api-keys holds the keys file.
+	install(t, cluster, image)
+	// NATS's identities, from `sluice nats init`, and the callers' keys
+	// (sluice keys create) are Secrets, as the README says.
+	auth := t.TempDir()
+	sluice(t, "nats", "init", "--out", auth)
+	for secret, files := range map[string][]string{
+		"sluice-nats-auth": {"auth.conf"}, "sluice-nats-controller": {"controller.creds", "authority.json"},
+		"sluice-nats-activator": {"activator.creds"}, "sluice-nats-autoscaler": {"autoscaler.creds"},
+	} {
+		args := []string{"create", "secret", "generic", secret}
+		for _, file := range files {
+			args = append(args, "--from-file="+filepath.Join(auth, file))
+		}
+		kubectl("", args...)
+	}
 	keys, secrets := keysFile(t, map[string]string{"e2e": "admin:iris"})
 	kubectl("", "create", "secret", "generic", "sluice-api-keys", "--from-file=keys.yaml="+keys)
+	kubectl("", "rollout", "status", "statefulset/nats", "--timeout=180s")
 	for _, component := range []string{"controller", "autoscaler", "activator"} {
 		kubectl("", "rollout", "status", "deployment/sluice-"+component, "--timeout=180s")
 	}
+	js := natsAs(t, serviceIP(t, cluster, "nats"), filepath.Join(auth, "admin.creds"))
 	activator := &platform{url: "http://" + serviceIP(t, cluster, "sluice-activator"), key: secrets["e2e"]}
 	code, _ := (&platform{url: activator.url}).post(t, "/v2/models/iris/infer", irisRequest, nil)
 	require.Equal(t, http.StatusUnauthorized, code, "the activator's Service asks for a key")
@@ -186,21 +198,16 @@ spec:
 	}, 60*time.Second, 200*time.Millisecond, "the worker Deployments are owned by the Function")
 }
 
-// hostNATS runs nats-server on the host at the node's address, where pods
-// reach it, and returns its port and a JetStream context on it.
-func hostNATS(t *testing.T) (int, jetstream.JetStream) {
+// natsAs connects to NATS at addr with the credentials in creds, the
+// operator's from the host through the Service's cluster address.
+func natsAs(t *testing.T, addr, creds string) jetstream.JetStream {
 	t.Helper()
-	cfg := embedded.DefaultConfig()
-	cfg.Host, cfg.Port, cfg.StoreDir = kubetest.NodeIP, -1, t.TempDir()
-	srv, err := embedded.Start(cfg)
+	nc, err := nats.Connect("nats://"+addr, nats.UserCredentials(creds))
 	require.NoError(t, err)
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	js, err := jetstream.New(natstest.Connect(t, srv))
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	return srv.Addr().(*net.TCPAddr).Port, js
+	return js
 }
 
 // modelAndData are the demo model, trained here, and its training data.
@@ -237,48 +244,50 @@ func serveFiles(t *testing.T, files map[string][]byte) string {
 }
 
 // install applies deploy/base as an operator would, through an overlay that
-// names the image built here, gives workers small requests (the node has two
-// cores) and points the Service nats at the NATS on the host.
-func install(t *testing.T, cluster *kubetest.Cluster, image string, natsPort int) {
+// names the image and asks less of the one small node for each worker, after
+// making the node's storage: a PersistentVolume (a host folder) for each of
+// the three NATS servers' claims, as a storage class would.
+func install(t *testing.T, cluster *kubetest.Cluster, image string) {
 	t.Helper()
 	dir := t.TempDir()
+	volumes, err := os.MkdirTemp("", "sluice-volumes-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(volumes) })
+	require.NoError(t, os.Chmod(volumes, 0o755))
+	for i := range 3 {
+		path := filepath.Join(volumes, fmt.Sprintf("nats-%d", i))
+		require.NoError(t, os.Mkdir(path, 0o700))
+		require.NoError(t, os.Chown(path, 10001, 10001)) // the pods' user: a host folder takes no fsGroup
+		out, err := cluster.Kubectl(t, fmt.Sprintf(`apiVersion: v1
+kind: PersistentVolume
+metadata: {name: nats-%d}
+spec:
+  capacity: {storage: 10Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  claimRef: {namespace: %s, name: data-nats-%d}
+  hostPath: {path: %s, type: Directory}
+`, i, sluiceNamespace, i, path), "apply", "-f", "-")
+		require.NoError(t, err, out)
+	}
 	base, err := filepath.Abs("../deploy/base")
 	require.NoError(t, err)
 	relative, err := filepath.Rel(dir, base)
 	require.NoError(t, err)
 	name, tag, _ := strings.Cut(image[strings.LastIndex(image, "/")+1:], ":")
 	name = image[:strings.LastIndex(image, "/")+1] + name
-	files := map[string]string{
-		"kustomization.yaml": fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+	kustomization := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 namespace: %s
-resources: [%s, nats.yaml]
+resources: [%s]
 images: [{name: sluice, newName: %s, newTag: %s}]
 patches:
   - target: {kind: Deployment, name: sluice-controller}
     patch: |
       - {op: add, path: /spec/template/spec/containers/0/args/-, value: --worker-cpu-request=100m}
       - {op: add, path: /spec/template/spec/containers/0/args/-, value: --worker-memory-request=128Mi}
-`, sluiceNamespace, relative, name, tag),
-		"nats.yaml": fmt.Sprintf(`apiVersion: v1
-kind: Service
-metadata: {name: nats}
-spec:
-  ports: [{name: client, port: 4222, targetPort: %[1]d}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: nats-host
-  labels: {kubernetes.io/service-name: nats}
-addressType: IPv4
-ports: [{name: client, port: %[1]d, protocol: TCP}]
-endpoints: [{addresses: [%[2]s]}]
-`, natsPort, kubetest.NodeIP),
-	}
-	for file, content := range files {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, file), []byte(content), 0o600))
-	}
+`, sluiceNamespace, relative, name, tag)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kustomization), 0o600))
 	out, err := cluster.Kubectl(t, "", "apply", "-k", dir)
 	require.NoError(t, err, "kubectl apply -k:\n%s", out)
 }

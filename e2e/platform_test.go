@@ -26,6 +26,7 @@ import (
 // platform is a running `sluice up` with the iris demo deployed.
 type platform struct {
 	url    string
+	data   string // its --data-dir
 	key    string // the API key post sends, if any
 	cmd    *exec.Cmd
 	logs   *syncBuffer
@@ -89,8 +90,11 @@ func startPlatformAs(t testing.TB, key string, spec []byte, extraArgs ...string)
 	require.NoError(t, err)
 	addr := listener.Addr().String()
 	listener.Close()
-	p := &platform{url: "http://" + addr, key: key, logs: &syncBuffer{}, exited: make(chan error, 1)}
-	args := []string{"up", "--data-dir", filepath.Join(dir, "data"), "--addr", addr, "--grpc-addr", "127.0.0.1:0",
+	p := &platform{url: "http://" + addr, data: filepath.Join(dir, "data"), key: key, logs: &syncBuffer{}, exited: make(chan error, 1)}
+	// The CLI the test runs logs in to NATS as the operator, with the
+	// credentials `sluice up` writes.
+	t.Setenv("SLUICE_NATS_CREDS", filepath.Join(p.data, "nats", "admin.creds"))
+	args := []string{"up", "--data-dir", p.data, "--addr", addr, "--grpc-addr", "127.0.0.1:0",
 		"--nats-port", "-1", "--deploy", filepath.Join(dir, "iris.yaml")}
 	p.cmd = exec.Command(binary, append(args, extraArgs...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs

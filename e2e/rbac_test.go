@@ -20,6 +20,7 @@ import (
 	autoscalerkube "sluice.dev/sluice/autoscaler/kube"
 	"sluice.dev/sluice/e2e/kubetest"
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/access"
 	"sluice.dev/sluice/functions"
 	functionskube "sluice.dev/sluice/functions/kube"
 	"sluice.dev/sluice/functions/retrain"
@@ -62,6 +63,9 @@ func TestEachComponentMayDoOnlyWhatItNeeds(t *testing.T) {
 	// The controller, as itself: leads, reconciles, launches a Job, deletes.
 	cfg := functionskube.DefaultControllerConfig()
 	cfg.Workers.Namespace, cfg.Resync = namespace, 500*time.Millisecond
+	cfg.Authority, err = access.NewAuthority()
+	require.NoError(t, err)
+	cfg.Workers.NATSCredentials = true
 	controller, err := functionskube.NewController(controllerID.client, controllerID.dynamic, js, catalog, functions.NewDeployer(js, catalog, events.DefaultQueueConfig()), cfg, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	var wg sync.WaitGroup
@@ -89,6 +93,8 @@ func TestEachComponentMayDoOnlyWhatItNeeds(t *testing.T) {
 		_, err := deployments.Get(ctx, functionskube.DeploymentName("iris", "1"), metav1.GetOptions{})
 		return err == nil
 	}, 30*time.Second, 100*time.Millisecond, "the controller, as itself, created the worker Deployment")
+	_, err = cluster.Client.CoreV1().Secrets(namespace).Get(ctx, functionskube.CredentialsSecretName(functionskube.DeploymentName("iris", "1")), metav1.GetOptions{})
+	require.NoError(t, err, "and the Secret of its workers' NATS credentials")
 	require.Eventually(t, func() bool {
 		out, err := cluster.Kubectl(t, "", "get", "functions", "--namespace", namespace)
 		return err == nil && regexp.MustCompile(`iris\s+True`).MatchString(out)
@@ -97,7 +103,9 @@ func TestEachComponentMayDoOnlyWhatItNeeds(t *testing.T) {
 	jobs.Namespace = namespace
 	launcher, err := functionskube.NewJobLauncher(controllerID.client, jobs)
 	require.NoError(t, err)
-	require.NoError(t, launcher.Launch(ctx, retrain.Run{Name: "iris-train-1-abcdef", Function: "iris", Args: []string{"train"}, Deadline: time.Minute}))
+	require.NoError(t, launcher.Launch(ctx, retrain.Run{Name: "iris-train-1-abcdef", Function: "iris", Args: []string{"train"}, Deadline: time.Minute, Credentials: []byte("creds")}))
+	_, err = cluster.Client.CoreV1().Secrets(namespace).Get(ctx, functionskube.CredentialsSecretName("iris-train-1-abcdef"), metav1.GetOptions{})
+	require.NoError(t, err, "the controller made the Secret of the trainer's NATS credentials")
 	_, err = launcher.Status(ctx, "iris-train-1-abcdef")
 	require.NoError(t, err, "the controller reads the Jobs it launched")
 

@@ -51,7 +51,7 @@ func startLifecycle(t *testing.T, spec string) *lifecycle {
 	t.Helper()
 	p := startPlatformWith(t, []byte(spec))
 	url := natsURL(t, p)
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, nats.UserCredentials(os.Getenv("SLUICE_NATS_CREDS")))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)

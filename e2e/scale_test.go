@@ -88,9 +88,9 @@ func workerScaler(t *testing.T, natsURL string) *autoscaler.ProcessScaler {
 	t.Helper()
 	cfg := autoscaler.DefaultProcessConfig()
 	cfg.StopTimeout = 15 * time.Second
-	cfg.Command = func(ctx context.Context, function, revision string) *exec.Cmd {
+	cfg.Command = func(ctx context.Context, function, revision string) (*exec.Cmd, error) {
 		return exec.CommandContext(ctx, binary, "worker", "--function", function, "--revision", revision,
-			"--nats-url", natsURL, "--metrics-addr", "127.0.0.1:0", "--drain-timeout", "10s", "--log-level", "warn")
+			"--nats-url", natsURL, "--metrics-addr", "127.0.0.1:0", "--drain-timeout", "10s", "--log-level", "warn"), nil
 	}
 	scaler, err := autoscaler.NewProcessScaler(cfg, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)

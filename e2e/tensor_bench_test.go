@@ -125,10 +125,10 @@ func BenchmarkLargeTensor(b *testing.B) {
 func transportFloor(tb testing.TB, url string, n int, request []byte, answerBytes int) time.Duration {
 	tb.Helper()
 	ctx := tb.Context()
-	caller, err := nats.Connect(url)
+	caller, err := nats.Connect(url, nats.UserCredentials(os.Getenv("SLUICE_NATS_CREDS")))
 	require.NoError(tb, err)
 	defer caller.Close()
-	server, err := nats.Connect(url)
+	server, err := nats.Connect(url, nats.UserCredentials(os.Getenv("SLUICE_NATS_CREDS")))
 	require.NoError(tb, err)
 	defer server.Close()
 	js, err := jetstream.New(caller)

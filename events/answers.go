@@ -31,22 +31,12 @@ var ErrAnswerTooLarge = errors.New("answer too large")
 // EnsureAnswersStore opens the answers store, creating it with ttl if it does
 // not exist yet.
 func EnsureAnswersStore(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.ObjectStore, error) {
-	store, err := js.ObjectStore(ctx, AnswersStore)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		store, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
-			Bucket:      AnswersStore,
-			Description: "Sluice answers too large for one NATS message",
-			TTL:         ttl,
-			Storage:     jetstream.FileStorage,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) { // another process made it meanwhile
-			store, err = js.ObjectStore(ctx, AnswersStore)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open object store %s: %w", AnswersStore, err)
-	}
-	return store, nil
+	return OpenOrCreateObjectStore(ctx, js, jetstream.ObjectStoreConfig{
+		Bucket:      AnswersStore,
+		Description: "Sluice answers too large for one NATS message",
+		TTL:         ttl,
+		Storage:     jetstream.FileStorage,
+	})
 }
 
 // ReadAnswer returns the answer kept in store, AnswersStore, under name, and

@@ -2,7 +2,6 @@ package events
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -26,14 +25,10 @@ func CountsKeys(function, revision string) string { return function + "." + revi
 
 // EnsureCountsBucket creates the counts bucket if it does not exist.
 func EnsureCountsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	return OpenOrCreateKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      CountsBucket,
 		Description: "Sluice request counts per function revision and process",
 		History:     1,
 		Storage:     jetstream.FileStorage,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("open bucket %s: %w", CountsBucket, err)
-	}
-	return kv, nil
 }

@@ -59,10 +59,10 @@ type DeadLetter struct {
 	Data   []byte
 }
 
-// EnsureDeadLetterStream creates or updates the dead-letter stream: a week
+// EnsureDeadLetterStream opens the dead-letter stream, creating it if it does not exist: a week
 // or 256 MiB of dead letters, the oldest dropped first.
 func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	return OpenOrCreateStream(ctx, js, jetstream.StreamConfig{
 		Name:        DeadLetterStream,
 		Description: "Sluice requests given up: unprocessable, or out of deliveries",
 		Subjects:    []string{deadLetterSubjects},
@@ -72,10 +72,6 @@ func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream) (jetstr
 		MaxAge:      7 * 24 * time.Hour,
 		MaxBytes:    256 << 20,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", DeadLetterStream, err)
-	}
-	return stream, nil
 }
 
 // PublishDeadLetter stores msg, a request of letter.Function, in the

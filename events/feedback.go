@@ -59,9 +59,9 @@ const FeedbackStream = "SLUICE_FEEDBACK"
 // FeedbackSubject is where a function's feedback is published.
 func FeedbackSubject(function string) string { return "sluice.feedback." + function }
 
-// EnsureFeedbackStream creates or updates the feedback stream.
+// EnsureFeedbackStream opens the feedback stream, creating it if it does not exist.
 func EnsureFeedbackStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	return OpenOrCreateStream(ctx, js, jetstream.StreamConfig{
 		Name:              FeedbackStream,
 		Description:       "Sluice feedback: labelled rows per function",
 		Subjects:          []string{FeedbackSubject("*")},
@@ -72,10 +72,6 @@ func EnsureFeedbackStream(ctx context.Context, js jetstream.JetStream) (jetstrea
 		MaxBytes:          1 << 30,
 		Duplicates:        10 * time.Minute,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", FeedbackStream, err)
-	}
-	return stream, nil
 }
 
 // Prediction is what the prediction log keeps of one answered request, for
@@ -99,13 +95,17 @@ func PredictionSubject(function, requestID string) string {
 	return "sluice.predictions." + function + "." + hex.EncodeToString(sum[:16])
 }
 
-// EnsurePredictionsStream creates or updates a function's prediction log.
+// PredictionSubjects matches the logged predictions of function.
+func PredictionSubjects(function string) string { return "sluice.predictions." + function + ".*" }
+
+// EnsurePredictionsStream opens a function's prediction log, creating it if it does not exist.
 func EnsurePredictionsStream(ctx context.Context, js jetstream.JetStream, function string) (jetstream.Stream, error) {
 	name := PredictionsStream(function)
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	return OpenOrCreateStream(ctx, js, jetstream.StreamConfig{
 		Name:              name,
 		Description:       "Sluice prediction log of " + function,
-		Subjects:          []string{"sluice.predictions." + function + ".*"},
+		Subjects:          []string{PredictionSubjects(function)},
+		AllowDirect:       true, // a request's prediction is read by its subject alone
 		Retention:         jetstream.LimitsPolicy,
 		Storage:           jetstream.FileStorage,
 		Discard:           jetstream.DiscardOld,
@@ -114,10 +114,6 @@ func EnsurePredictionsStream(ctx context.Context, js jetstream.JetStream, functi
 		MaxAge:            7 * 24 * time.Hour,
 		MaxBytes:          256 << 20,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", name, err)
-	}
-	return stream, nil
 }
 
 // ErrNoPrediction says the prediction log has no request of that id: it was

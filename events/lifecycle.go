@@ -59,9 +59,9 @@ type ModelPublished struct {
 	Run string `json:"run,omitempty"`
 }
 
-// EnsureLifecycleStream creates or updates the lifecycle stream.
+// EnsureLifecycleStream opens the lifecycle stream, creating it if it does not exist.
 func EnsureLifecycleStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	return OpenOrCreateStream(ctx, js, jetstream.StreamConfig{
 		Name:        LifecycleStream,
 		Description: "Sluice lifecycle events: retraining, model versions, rollouts",
 		Subjects:    []string{RetrainSubject("*"), ModelSubject("*"), RolloutSubject("*")},
@@ -72,10 +72,6 @@ func EnsureLifecycleStream(ctx context.Context, js jetstream.JetStream) (jetstre
 		MaxBytes:    64 << 20,
 		Duplicates:  10 * time.Minute,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", LifecycleStream, err)
-	}
-	return stream, nil
 }
 
 // Lifecycle is one lifecycle event to publish.

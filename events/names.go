@@ -66,6 +66,25 @@ func RequestSubject(function, revision string) string {
 // RequestSubjects matches the requests of every revision of a function.
 func RequestSubjects(function string) string { return "sluice.fn." + function + ".req.>" }
 
+// ReplySubject is the core NATS subject where the synchronous caller
+// waiting as token in the activator instance replies to a request of
+// function. Replies are grouped by function so that a worker may answer its
+// own function's callers and no one else's.
+func ReplySubject(function, instance, token string) string {
+	return "sluice.reply." + function + "." + instance + "." + token
+}
+
+// ReplySubjects matches the replies to every caller of function.
+func ReplySubjects(function string) string { return "sluice.reply." + function + ".>" }
+
+// InstanceReplies matches every reply to the callers of one activator instance.
+func InstanceReplies(instance string) string { return "sluice.reply.*." + instance + ".*" }
+
+// IntegritySubject is where the control plane announces, on core NATS, that
+// the model store does not hold the model a revision of function was
+// deployed with (TypeModelChanged).
+func IntegritySubject(function string) string { return EventsSubjectPrefix + ".integrity." + function }
+
 // ResultSubject is where the results of a function that were recorded are
 // announced, on core NATS, for live subscribers.
 func ResultSubject(function string) string { return "sluice.fn." + function + ".res" }

@@ -1,11 +1,13 @@
 package events
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,6 +32,22 @@ type QueueConfig struct {
 	Replicas int
 }
 
+// replicas is how many copies JetStream keeps of each stream and bucket
+// Sluice makes: 1 on one server, 3 on a cluster of three.
+var replicas atomic.Int32
+
+func init() { replicas.Store(1) }
+
+// SetReplicas sets, once at start (the binary's --nats-replicas), how many
+// copies JetStream keeps of every stream and bucket made from then on.
+func SetReplicas(n int) error {
+	if n < 1 || n > 5 {
+		return fmt.Errorf("replicas: want 1 to 5, got %d", n)
+	}
+	replicas.Store(int32(n))
+	return nil
+}
+
 // DefaultQueueConfig is a buffer of 100k requests or 256 MiB, whichever comes
 // first. JetStream reserves MaxBytes of storage for each function's stream.
 func DefaultQueueConfig() QueueConfig {
@@ -40,7 +58,7 @@ func DefaultQueueConfig() QueueConfig {
 		AckWait:       30 * time.Second,
 		MaxDeliver:    5,
 		MaxAckPending: 4096,
-		Replicas:      1,
+		Replicas:      int(replicas.Load()),
 	}
 }
 
@@ -149,4 +167,55 @@ func IsQueueFull(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsStreamStoreFailed &&
 		strings.Contains(apiErr.Description, "maximum")
+}
+
+// OpenOrCreateStream returns the stream cfg names, creating it with cfg when
+// it does not exist yet. An existing stream is left as it is: a component
+// may be allowed to create a stream it uses (events/access) but never to
+// change one.
+func OpenOrCreateStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	cfg.Replicas = cmp.Or(cfg.Replicas, int(replicas.Load()))
+	stream, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		stream, err = js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // another process made it meanwhile
+			stream, err = js.Stream(ctx, cfg.Name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", cfg.Name, err)
+	}
+	return stream, nil
+}
+
+// OpenOrCreateKeyValue is OpenOrCreateStream for a KV bucket.
+func OpenOrCreateKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	cfg.Replicas = cmp.Or(cfg.Replicas, int(replicas.Load()))
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, cfg.Bucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}
+
+// OpenOrCreateObjectStore is OpenOrCreateStream for an object store.
+func OpenOrCreateObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	cfg.Replicas = cmp.Or(cfg.Replicas, int(replicas.Load()))
+	store, err := js.ObjectStore(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		store, err = js.CreateObjectStore(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			store, err = js.ObjectStore(ctx, cfg.Bucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open object store %s: %w", cfg.Bucket, err)
+	}
+	return store, nil
 }

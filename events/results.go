@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -110,23 +109,13 @@ const DefaultResultTTL = 24 * time.Hour
 // EnsureResultsBucket opens the results bucket, creating it with ttl if it
 // does not exist yet; an existing bucket keeps the TTL it was made with.
 func EnsureResultsBucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, ResultsBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      ResultsBucket,
-			Description: "Sluice request results",
-			History:     1,
-			TTL:         ttl,
-			Storage:     jetstream.FileStorage,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) { // another process made it meanwhile
-			kv, err = js.KeyValue(ctx, ResultsBucket)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open bucket %s: %w", ResultsBucket, err)
-	}
-	return kv, nil
+	return OpenOrCreateKeyValue(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      ResultsBucket,
+		Description: "Sluice request results",
+		History:     1,
+		TTL:         ttl,
+		Storage:     jetstream.FileStorage,
+	})
 }
 
 // SinkStream keeps the results that go to a sink (sluice.fn.<name>.sink)
@@ -139,9 +128,9 @@ const SinkStream = "SLUICE_SINKS"
 // CloudEvent by HTTP POST; the worker copies it onto the result it publishes.
 const HeaderSinkURI = "Sluice-Sink-URI"
 
-// EnsureSinkStream creates or updates the stream of results bound for sinks.
+// EnsureSinkStream opens the stream of results bound for sinks, creating it if it does not exist.
 func EnsureSinkStream(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.Stream, error) {
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	return OpenOrCreateStream(ctx, js, jetstream.StreamConfig{
 		Name:        SinkStream,
 		Description: "Sluice results bound for HTTP sinks",
 		Subjects:    []string{SinkSubject("*")},
@@ -151,8 +140,4 @@ func EnsureSinkStream(ctx context.Context, js jetstream.JetStream, ttl time.Dura
 		MaxAge:      ttl,
 		MaxBytes:    1 << 30,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", SinkStream, err)
-	}
-	return stream, nil
 }

@@ -2,7 +2,6 @@ package events
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -37,16 +36,12 @@ type ScaleStatus struct {
 
 // EnsureScaleBucket creates the scale status bucket if it does not exist.
 func EnsureScaleBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	return OpenOrCreateKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      ScaleBucket,
 		Description: "Sluice autoscaler status per function revision",
 		History:     1,
 		Storage:     jetstream.FileStorage,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("open bucket %s: %w", ScaleBucket, err)
-	}
-	return kv, nil
 }
 
 // ScaleEventSubject is where the autoscaler announces each scale decision of a

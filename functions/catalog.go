@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -28,22 +29,22 @@ type Catalog struct {
 
 // OpenCatalog creates the catalog's buckets if they do not exist yet.
 func OpenCatalog(ctx context.Context, js jetstream.JetStream) (*Catalog, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := events.OpenOrCreateKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      events.FunctionsBucket,
 		Description: "Sluice functions",
 		History:     5,
 		Storage:     jetstream.FileStorage,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open bucket %s: %w", events.FunctionsBucket, err)
+		return nil, err
 	}
-	models, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	models, err := events.OpenOrCreateObjectStore(ctx, js, jetstream.ObjectStoreConfig{
 		Bucket:      events.ModelsBucket,
 		Description: "Sluice model versions (ONNX files)",
 		Storage:     jetstream.FileStorage,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open object store %s: %w", events.ModelsBucket, err)
+		return nil, err
 	}
 	return &Catalog{kv: kv, models: models}, nil
 }
@@ -254,17 +255,26 @@ func (c *Catalog) GetObject(ctx context.Context, object string) ([]byte, error) 
 	return data, nil
 }
 
-// GetModel downloads a model version and checks it against its sha256.
+// GetModel downloads a model version and checks it against its sha256: an
+// object replaced since it was deployed is refused with ErrModelChanged,
+// before its chunks are read when the store's own digest already differs.
 func (c *Catalog) GetModel(ctx context.Context, version ModelVersion) ([]byte, error) {
-	data, err := c.models.GetBytes(ctx, version.Object)
+	info, err := c.models.GetInfo(ctx, version.Object)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, fmt.Errorf("model %q: %w", version.Object, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get model %q: %w", version.Object, err)
 	}
+	if want, err := hex.DecodeString(version.SHA256); err == nil && info.Digest != "SHA-256="+base64.URLEncoding.EncodeToString(want) {
+		return nil, fmt.Errorf("model %q: %w: its digest is %s, want sha256 %s", version.Object, ErrModelChanged, info.Digest, version.SHA256)
+	}
+	data, err := c.models.GetBytes(ctx, version.Object)
+	if err != nil {
+		return nil, fmt.Errorf("get model %q: %w", version.Object, err)
+	}
 	if err := CheckSHA256(data, version.SHA256); err != nil {
-		return nil, fmt.Errorf("model %q: %w", version.Object, err)
+		return nil, fmt.Errorf("model %q: %w: %v", version.Object, ErrModelChanged, err)
 	}
 	return data, nil
 }

@@ -55,7 +55,7 @@ func TestLoadModel(t *testing.T) {
 				_, err := store.PutBytes(context.Background(), version.Object, []byte("some other model"))
 				require.NoError(t, err)
 			},
-			wantErr: "sha256 is ",
+			wantErr: functions.ErrModelChanged.Error(),
 		},
 		{
 			name: "model not in the store",

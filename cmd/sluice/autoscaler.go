@@ -53,7 +53,7 @@ func runKubeAutoscaler(ctx context.Context, g *globals, f autoscalerFlags, log *
 	if err != nil {
 		return fmt.Errorf("kubernetes: %w", err)
 	}
-	nc, js, err := connect(g.natsURL, "sluice-autoscaler")
+	nc, js, err := g.connect("sluice-autoscaler")
 	if err != nil {
 		return err
 	}

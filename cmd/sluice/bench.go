@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
+	"sluice.dev/sluice/events/access"
 	"sluice.dev/sluice/events/oip"
 	"sluice.dev/sluice/functions"
 	"sluice.dev/sluice/functions/onnxfile"
@@ -156,7 +158,12 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 	if err != nil {
 		return nil, err
 	}
-	url, pid, stop, err := startPlatform(ctx, f, captured, spec, coldSpec, natsAddr)
+	dataDir, err := os.MkdirTemp("", "sluice-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dataDir)
+	url, pid, stop, err := startPlatform(ctx, f, captured, dataDir, spec, coldSpec, natsAddr)
 	if err != nil {
 		fmt.Fprint(logs, captured.String())
 		return nil, err
@@ -175,7 +182,7 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 	concurrency := f.concurrency[len(f.concurrency)-1]
 	rows = append(rows, attack(async, concurrency, f.duration, fmt.Sprintf("async predict (202), 1 row, concurrency %d", concurrency)))
 	rows = append(rows, peakRSS(pid, "sluice up peak RSS after the async level too"))
-	activatorRows, err := benchActivatorMemory(ctx, f, natsAddr, captured)
+	activatorRows, err := benchActivatorMemory(ctx, f, natsAddr, dataDir, captured)
 	if err != nil {
 		fmt.Fprint(logs, captured.String())
 		return nil, err
@@ -189,13 +196,9 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 	return append(rows, cold...), nil
 }
 
-// startPlatform runs `sluice up` on free ports with a fresh data directory and
-// waits until the function answers.
-func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, spec, coldSpec, natsAddr string) (string, int, func(), error) {
-	dataDir, err := os.MkdirTemp("", "sluice-bench-")
-	if err != nil {
-		return "", 0, nil, err
-	}
+// startPlatform runs `sluice up` on free ports with the data directory
+// dataDir and waits until the function answers.
+func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, dataDir, spec, coldSpec, natsAddr string) (string, int, func(), error) {
 	_, natsPort, err := net.SplitHostPort(natsAddr)
 	if err != nil {
 		return "", 0, nil, err
@@ -203,10 +206,9 @@ func startPlatform(ctx context.Context, f benchFlags, logs io.Writer, spec, cold
 	url, pid, stop, err := startSluice(ctx, f, logs, "up", "--data-dir", dataDir, "--nats-port", natsPort, "--grpc-addr", "127.0.0.1:0",
 		"--deploy", spec, "--deploy", coldSpec)
 	if err != nil {
-		_ = os.RemoveAll(dataDir)
 		return "", 0, nil, err
 	}
-	return url, pid, func() { stop(); _ = os.RemoveAll(dataDir) }, nil
+	return url, pid, stop, nil
 }
 
 // startSluice runs this executable with args and a free --addr, and waits
@@ -242,9 +244,19 @@ func startSluice(ctx context.Context, f benchFlags, logs io.Writer, args ...stri
 // benchActivatorMemory starts `sluice activator` in a process of its own
 // against the platform's NATS server, drives three rounds of asynchronous requests
 // through it, and reports its resident set after each: the activator keeps
-// nothing per request once it is queued, so the figure stays flat.
-func benchActivatorMemory(ctx context.Context, f benchFlags, natsAddr string, logs io.Writer) ([]benchRow, error) {
-	url, pid, stop, err := startSluice(ctx, f, logs, "activator", "--nats-url", "nats://"+natsAddr, "--grpc-addr", "127.0.0.1:0")
+// nothing per request once it is queued, so the figure stays flat. It logs
+// in as an activator, with a user signed by the platform's keys in dataDir.
+func benchActivatorMemory(ctx context.Context, f benchFlags, natsAddr, dataDir string, logs io.Writer) ([]benchRow, error) {
+	natsDir := filepath.Join(dataDir, "nats")
+	authority, err := access.Load(natsDir)
+	if err != nil {
+		return nil, err
+	}
+	creds := filepath.Join(natsDir, "activator.creds")
+	if err := authority.WriteCredentials(creds, "activator", access.Activator()); err != nil {
+		return nil, err
+	}
+	url, pid, stop, err := startSluice(ctx, f, logs, "activator", "--nats-url", "nats://"+natsAddr, "--nats-creds", creds, "--grpc-addr", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}

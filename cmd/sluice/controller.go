@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/access"
 	"sluice.dev/sluice/functions"
 	functionskube "sluice.dev/sluice/functions/kube"
 	"sluice.dev/sluice/functions/retrain"
@@ -21,6 +23,7 @@ import (
 type controllerFlags struct {
 	kube       kubeFlags
 	workerNATS string
+	authority  string
 	cfg        functionskube.ControllerConfig
 	// cpu and memory are the workers' requests and limits.
 	cpu, cpuLimit, memory, memoryLimit resource.QuantityValue
@@ -51,6 +54,7 @@ one leads at a time through the Lease sluice-controller.`,
 	f.kube.add(flags, "controller")
 	flags.StringVar(&workers.Image, "worker-image", workers.Image, "image of the worker Deployments and trainer Jobs")
 	flags.StringVar(&f.workerNATS, "worker-nats-url", workers.NATSURL, "NATS URL the workers and trainers connect to")
+	flags.StringVar(&f.authority, "nats-authority", os.Getenv("SLUICE_NATS_AUTHORITY"), "directory with the authority.json of `sluice nats init`: each worker and trainer then gets a NATS user of its own, in a Secret ($SLUICE_NATS_AUTHORITY)")
 	flags.DurationVar(&f.cfg.Resync, "resync", f.cfg.Resync, "how often every Function is reconciled, so its status follows the catalog")
 	for _, q := range []struct {
 		value *resource.QuantityValue
@@ -88,7 +92,18 @@ func runController(ctx context.Context, g *globals, f controllerFlags, log *slog
 	if err != nil {
 		return err
 	}
-	nc, js, err := connect(g.natsURL, "sluice-controller")
+	trainerCfg := retrain.DefaultConfig()
+	trainerCfg.Env = map[string]string{retrain.EnvNATSURL: f.workerNATS}
+	if f.authority != "" {
+		if f.cfg.Authority, err = access.Load(f.authority); err != nil {
+			return fmt.Errorf("--nats-authority: %w", err)
+		}
+		f.cfg.Workers.NATSCredentials = true
+		trainerCfg.Credentials = func(_ context.Context, function string) ([]byte, error) {
+			return f.cfg.Authority.Mint("trainer "+function, access.Trainer(function))
+		}
+	}
+	nc, js, err := g.connect("sluice-controller")
 	if err != nil {
 		return err
 	}
@@ -102,7 +117,7 @@ func runController(ctx context.Context, g *globals, f controllerFlags, log *slog
 		return err
 	}
 	reg := newRegistry()
-	lifecycle := lifecyclePart(js, trainers, map[string]string{retrain.EnvNATSURL: f.workerNATS}, nil, reg, log)
+	lifecycle := lifecyclePart(js, trainers, trainerCfg, nil, reg, log)
 	return runLeading(ctx, client, f.kube, "sluice-controller", reg, log, func(ctx context.Context) error {
 		return withRegistry(ctx, js, lifecycle, func(ctx context.Context, _ *functions.Registry) error { return controller.Run(ctx) })
 	})

@@ -15,11 +15,11 @@ import (
 )
 
 // lifecyclePart runs what happens to a function's models: the retrain loop,
-// which starts trainings through launcher with trainerEnv added to their
-// environment; the publisher, which makes each published version a new
-// revision (loaded once by checker first, when there is one); and the
-// rollout loop, which moves traffic to it or back.
-func lifecyclePart(js jetstream.JetStream, launcher retrain.Launcher, trainerEnv map[string]string, checker functions.ModelChecker, reg prometheus.Registerer, log *slog.Logger) part {
+// which starts trainings through launcher as trainers says; the publisher, which makes each published version a new
+// revision (loaded once by checker first, when there is one); the rollout
+// loop, which moves traffic to it or back; and the record of what workers
+// report of their models.
+func lifecyclePart(js jetstream.JetStream, launcher retrain.Launcher, trainers retrain.Config, checker functions.ModelChecker, reg prometheus.Registerer, log *slog.Logger) part {
 	return func(ctx context.Context, _ *functions.Registry) error {
 		catalog, err := functions.OpenCatalog(ctx, js)
 		if err != nil {
@@ -30,9 +30,7 @@ func lifecyclePart(js jetstream.JetStream, launcher retrain.Launcher, trainerEnv
 		if err != nil {
 			return err
 		}
-		cfg := retrain.DefaultConfig()
-		cfg.Env = trainerEnv
-		trainings, err := retrain.NewLoop(js, catalog, launcher, cfg, reg, log)
+		trainings, err := retrain.NewLoop(js, catalog, launcher, trainers, reg, log)
 		if err != nil {
 			return err
 		}
@@ -41,6 +39,7 @@ func lifecyclePart(js jetstream.JetStream, launcher retrain.Launcher, trainerEnv
 		group.Go(func() error { return rollouts.Run(ctx) })
 		group.Go(func() error { return trainings.Run(ctx) })
 		group.Go(func() error { return publisher.Run(ctx) })
+		group.Go(func() error { return catalog.RecordReports(ctx, js.Conn(), log) })
 		return group.Wait()
 	}
 }

@@ -50,7 +50,7 @@ func newActivatorCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			nc, js, err := connect(g.natsURL, "sluice-activator")
+			nc, js, err := g.connect("sluice-activator")
 			if err != nil {
 				return err
 			}
@@ -265,7 +265,7 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 	if err := onnx.Init(f.libraryPath); err != nil {
 		return err
 	}
-	nc, js, err := connect(g.natsURL, "sluice-worker-"+f.function)
+	nc, js, err := g.connect("sluice-worker-" + f.function)
 	if err != nil {
 		return err
 	}
@@ -338,9 +338,10 @@ func announceReady(ctx context.Context, workerReady <-chan struct{}, ready *atom
 }
 
 // loadWorker fetches the function's model, opens its sessions and its
-// consumer. When the model does not load, the revision is marked Failed with
-// ONNX Runtime's error and the worker returned answers every request with it
-// (cannotRun says why); other errors are returned.
+// consumer. When the model does not load, or is not the one deployed
+// (functions.ErrModelChanged), the control plane is told to mark the
+// revision Failed with the reason, and the worker returned answers every
+// request with it (cannotRun says why); other errors are returned.
 func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, counter worker.Counter, reg prometheus.Registerer, log *slog.Logger) (_ *worker.Worker, closeModels func(), cannotRun error, _ error) {
 	catalog, err := functions.OpenCatalog(ctx, js)
 	if err != nil {
@@ -361,11 +362,15 @@ func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, coun
 	connected := time.Since(started)
 	start := time.Now()
 	model, err := worker.LoadModel(ctx, catalog, revision.Model, f.modelCache)
-	if err != nil {
+	changed := errors.Is(err, functions.ErrModelChanged)
+	if err != nil && !changed {
 		return nil, nil, nil, err
 	}
 	fetched := time.Since(start)
-	sessions, err := openSessions(model, revision, f.sessions)
+	var sessions []*onnx.Session
+	if err == nil {
+		sessions, err = openSessions(model, revision, f.sessions)
+	}
 	closeModels = func() {
 		for _, session := range sessions {
 			_ = session.Close()
@@ -385,13 +390,12 @@ func loadWorker(ctx context.Context, js jetstream.JetStream, f workerFlags, coun
 			"session_ms", (time.Since(start) - fetched).Milliseconds())
 	}
 	if revision.State != state || state == functions.RevisionFailed {
-		reason := ""
+		report := functions.RevisionReport{Function: f.function, Revision: name, State: state, ModelChanged: changed}
 		if err != nil {
-			reason = err.Error()
+			report.Reason = err.Error()
 		}
-		if err := catalog.SetRevisionState(ctx, f.function, name, state, reason); err != nil {
-			log.Warn("record the revision's state", "function", f.function, "revision", name, "state", state, "error", err)
-		}
+		// The control plane records it: a worker may not write the catalog.
+		go func() { _ = functions.Report(ctx, js.Conn(), report, log) }()
 	}
 	w, err := newWorker(ctx, js, fn, name, revision.Model.Signature, models, f, counter, reg, log)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"sluice.dev/sluice/activator"
 	"sluice.dev/sluice/autoscaler"
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/access"
 	"sluice.dev/sluice/events/embedded"
 	"sluice.dev/sluice/functions"
 	"sluice.dev/sluice/functions/retrain"
@@ -79,9 +80,21 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 		}
 		defer stop()
 	}
+	// NATS in operator mode: each part below logs in as its own user,
+	// allowed only the subjects it needs (events/access).
+	natsDir := filepath.Join(f.dataDir, "nats")
+	authority, err := access.LoadOrCreate(natsDir)
+	if err != nil {
+		return err
+	}
+	trust, err := authority.Trust()
+	if err != nil {
+		return err
+	}
 	serverCfg := embedded.DefaultConfig()
 	serverCfg.Host, serverCfg.Port = f.natsHost, f.natsPort
 	serverCfg.StoreDir = filepath.Join(f.dataDir, "jetstream")
+	serverCfg.Trust, serverCfg.Log = &trust, log
 	server, err := embedded.Start(serverCfg)
 	if err != nil {
 		return err
@@ -91,13 +104,44 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 		server.WaitForShutdown()
 	}()
 	g.natsURL = server.ClientURL()
-	log.Info("nats listening", "url", g.natsURL, "store", serverCfg.StoreDir)
-	// The activator talks to the embedded server in memory, not over loopback TCP.
-	nc, js, err := connect(g.natsURL, "sluice-up", nats.InProcessServer(server))
-	if err != nil {
+	adminCreds := filepath.Join(natsDir, "admin.creds")
+	if err := authority.WriteCredentials(adminCreds, "admin", access.Control()); err != nil {
 		return err
 	}
-	defer nc.Close()
+	log.Info("nats listening", "url", g.natsURL, "store", serverCfg.StoreDir, "admin_credentials", adminCreds)
+	// The parts talk to the embedded server in memory, not over loopback TCP.
+	var closers []func()
+	login := func(name string, p access.Permissions) (jetstream.JetStream, error) {
+		creds, err := authority.Mint(name, p)
+		if err != nil {
+			return nil, err
+		}
+		options, err := access.Connect(creds)
+		if err != nil {
+			return nil, err
+		}
+		nc, js, err := connect(g.natsURL, "sluice-up-"+name, append(options, nats.InProcessServer(server))...)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, nc.Close)
+		return js, nil
+	}
+	defer func() {
+		for _, close := range closers {
+			close()
+		}
+	}()
+	var parts upParts
+	for _, identity := range []struct {
+		name string
+		p    access.Permissions
+		js   *jetstream.JetStream
+	}{{"control", access.Control(), &parts.control}, {"activator", access.Activator(), &parts.activator}, {"autoscaler", access.Autoscaler(), &parts.autoscaler}} {
+		if *identity.js, err = login(identity.name, identity.p); err != nil {
+			return err
+		}
+	}
 	// ONNX Runtime in this process checks models before they take traffic.
 	var checker functions.ModelChecker
 	if err := onnx.Init(library); err == nil {
@@ -105,7 +149,11 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 	} else {
 		log.Warn("models are not loaded before they take traffic", "error", err)
 	}
-	if err := deployAll(ctx, js, f.deploy, checker, log); err != nil {
+	if err := deployAll(ctx, parts.control, f.deploy, checker, log); err != nil {
+		return err
+	}
+	catalog, err := functions.OpenCatalog(ctx, parts.control)
+	if err != nil {
 		return err
 	}
 	keys, err := loadKeys(f.keysFile, []string{f.addr, f.grpcAddr}, log)
@@ -116,7 +164,7 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	processes, err := autoscaler.NewProcessScaler(workerProcesses(g, f, library), log)
+	processes, err := autoscaler.NewProcessScaler(workerProcesses(g, f, library, authority, catalog), log)
 	if err != nil {
 		return err
 	}
@@ -126,20 +174,30 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 		return err
 	}
 	defer trainers.Close()
-	trainerEnv := map[string]string{retrain.EnvNATSURL: g.natsURL, onnx.LibraryEnv: library}
+	trainerCfg := retrain.DefaultConfig()
+	trainerCfg.Env = map[string]string{retrain.EnvNATSURL: g.natsURL, onnx.LibraryEnv: library}
+	trainerCfg.Credentials = func(_ context.Context, function string) ([]byte, error) {
+		return authority.Mint("trainer "+function, access.Trainer(function))
+	}
 	reg := newRegistry()
-	lifecycle := lifecyclePart(js, trainers, trainerEnv, checker, reg, log)
-	return serveUp(ctx, js, listeners, processes, f.sinks, keys, lifecycle, reg, log)
+	lifecycle := lifecyclePart(parts.control, trainers, trainerCfg, checker, reg, log)
+	return serveUp(ctx, parts, listeners, processes, f.sinks, keys, lifecycle, reg, log)
+}
+
+// upParts are the connections of `sluice up`'s parts, each its own NATS user.
+type upParts struct {
+	control, activator, autoscaler jetstream.JetStream
 }
 
 // serveUp runs the activator, the autoscaler, which starts and stops worker
 // processes with the queue depth, and the models' lifecycle, until ctx ends.
-func serveUp(ctx context.Context, js jetstream.JetStream, listeners activatorListeners, processes *autoscaler.ProcessScaler, sinks activator.SinkConfig, keys *activator.Keys, lifecycle part, reg *prometheus.Registry, log *slog.Logger) error {
-	autoscale := autoscalePart(js, processes, autoscaler.DefaultConfig(), reg, log)
+func serveUp(ctx context.Context, parts upParts, listeners activatorListeners, processes *autoscaler.ProcessScaler, sinks activator.SinkConfig, keys *activator.Keys, lifecycle part, reg *prometheus.Registry, log *slog.Logger) error {
+	autoscale := autoscalePart(parts.autoscaler, processes, autoscaler.DefaultConfig(), reg, log)
 	log.Info("sluice is up", "http", listeners.http.Addr().String())
 	cfg := activator.DefaultConfig()
 	cfg.SinkAllow, cfg.Keys = sinks.Allow, keys
 	cfg.MetricsTargets = metricsTargets(listeners.http.Addr().String(), processes)
+	js := parts.activator
 	return withRegistry(ctx, js, autoscale, activatorPart(js, listeners, cfg, reg, log), sinksPart(js, sinks, log), lifecycle)
 }
 
@@ -162,19 +220,28 @@ func metricsTargets(activatorAddr string, processes *autoscaler.ProcessScaler) f
 	}
 }
 
-func workerProcesses(g *globals, f upFlags, library string) autoscaler.ProcessConfig {
+func workerProcesses(g *globals, f upFlags, library string, authority *access.Authority, catalog *functions.Catalog) autoscaler.ProcessConfig {
 	cfg := autoscaler.DefaultProcessConfig()
 	executable, _ := os.Executable()
-	cfg.Command = func(ctx context.Context, function, revision string) *exec.Cmd {
+	cfg.Command = func(ctx context.Context, function, revision string) (*exec.Cmd, error) {
+		// Each start gets a user of its own, allowed this revision only.
+		permissions, err := catalog.WorkerAccess(ctx, function, revision)
+		if err != nil {
+			return nil, err
+		}
+		creds := filepath.Join(f.dataDir, "nats", "workers", function+"-"+revision+".creds")
+		if err := authority.WriteCredentials(creds, "worker "+function+" "+revision, permissions); err != nil {
+			return nil, err
+		}
 		cmd := exec.CommandContext(ctx, executable, "worker",
 			"--function", function, "--revision", revision,
-			"--nats-url", g.natsURL, "--onnxruntime-lib", library,
+			"--nats-url", g.natsURL, "--nats-creds", creds, "--onnxruntime-lib", library,
 			"--model-cache", filepath.Join(f.dataDir, "models"),
 			"--metrics-addr", "127.0.0.1:0",
 			"--drain-timeout", (cfg.StopTimeout - 5*time.Second).String(),
 			"--log-level", g.logLevel, "--log-format", g.logFormat)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		return cmd
+		return cmd, nil
 	}
 	return cfg
 }

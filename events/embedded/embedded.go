@@ -6,9 +6,13 @@ package embedded
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
+
+	"sluice.dev/sluice/events/access"
 )
 
 // Config configures the embedded nats-server.
@@ -22,6 +26,16 @@ type Config struct {
 	MaxPayload int32
 	// Logs turns the server's own logging on.
 	Logs bool
+	// SyncAlways makes JetStream write every message to disk before it
+	// acknowledges it (sync_interval: always); otherwise it syncs every 2
+	// minutes and a power loss may lose what it acknowledged since.
+	SyncAlways bool
+	// Trust, when set, runs the server in operator mode: only users minted
+	// by that Authority connect, each allowed what it was minted for.
+	Trust *access.Trust
+	// Log, when set, gets the server's errors and warnings, among them
+	// every refused publish or subscription, with the user's name.
+	Log *slog.Logger
 }
 
 // DefaultConfig listens on loopback at NATS's usual port.
@@ -47,7 +61,7 @@ func Start(cfg Config) (*server.Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	srv, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName: "sluice",
 		Host:       cfg.Host,
 		Port:       cfg.Port,
@@ -55,13 +69,28 @@ func Start(cfg Config) (*server.Server, error) {
 		StoreDir:   cfg.StoreDir,
 		MaxPayload: cfg.MaxPayload,
 		NoSigs:     true,
-		NoLog:      !cfg.Logs,
-	})
+		NoLog:      !cfg.Logs && cfg.Log == nil,
+		SyncAlways: cfg.SyncAlways,
+	}
+	if t := cfg.Trust; t != nil {
+		resolver := &server.MemAccResolver{}
+		for pub, token := range t.Accounts {
+			_ = resolver.Store(pub, token) // a map: never fails
+		}
+		opts.TrustedOperators = []*jwt.OperatorClaims{t.Operator}
+		opts.AccountResolver = resolver
+		opts.SystemAccount = t.SystemAccount
+		opts.MaxControlLine = access.MaxControlLine
+	}
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats server: %w", err)
 	}
-	if cfg.Logs {
+	switch {
+	case cfg.Logs:
 		srv.ConfigureLogger()
+	case cfg.Log != nil:
+		srv.SetLoggerV2(serverLog{cfg.Log}, false, false, false)
 	}
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
@@ -69,4 +98,20 @@ func Start(cfg Config) (*server.Server, error) {
 		return nil, fmt.Errorf("nats server: not ready for connections on %s:%d after 10s", cfg.Host, cfg.Port)
 	}
 	return srv, nil
+}
+
+// serverLog passes the server's warnings and errors to a structured logger.
+type serverLog struct{ log *slog.Logger }
+
+func (l serverLog) Noticef(string, ...any) {}
+func (l serverLog) Debugf(string, ...any)  {}
+func (l serverLog) Tracef(string, ...any)  {}
+func (l serverLog) Warnf(format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...), "component", "nats")
+}
+func (l serverLog) Errorf(format string, v ...any) {
+	l.log.Error(fmt.Sprintf(format, v...), "component", "nats")
+}
+func (l serverLog) Fatalf(format string, v ...any) {
+	l.log.Error(fmt.Sprintf(format, v...), "component", "nats")
 }

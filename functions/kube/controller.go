@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -24,6 +25,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"sluice.dev/sluice/events"
+	"sluice.dev/sluice/events/access"
 	"sluice.dev/sluice/functions"
 )
 
@@ -46,6 +48,10 @@ type ControllerConfig struct {
 	// CleanupTimeout bounds the removal of a deleted Function from NATS: past
 	// it the resource is let go anyway, with a warning.
 	CleanupTimeout time.Duration
+	// Authority, when set, signs each worker Deployment's own NATS user
+	// (events/access.Worker), kept in a Secret beside it; Workers.NATSCredentials
+	// must be set too.
+	Authority *access.Authority
 }
 
 // DefaultControllerConfig reconciles with 2 threads, at each change of a
@@ -58,6 +64,9 @@ func DefaultControllerConfig() ControllerConfig {
 func (c ControllerConfig) Validate() error {
 	if c.Threads < 1 || c.Resync <= 0 || c.CleanupTimeout <= 0 {
 		return fmt.Errorf("controller: Threads, Resync and CleanupTimeout must be positive, got %d, %s and %s", c.Threads, c.Resync, c.CleanupTimeout)
+	}
+	if (c.Authority != nil) != c.Workers.NATSCredentials {
+		return errors.New("controller: Authority and Workers.NATSCredentials go together: workers mount the credentials the Authority signs")
 	}
 	return c.Workers.Validate()
 }
@@ -248,12 +257,39 @@ func (c *Controller) ensureDeployments(ctx context.Context, resource *unstructur
 	for _, revision := range fn.Status.Revisions {
 		deployment := Deployment(fn, revision, cfg)
 		deployment.OwnerReferences = []metav1.OwnerReference{*owner}
+		if err := c.ensureCredentials(ctx, deployment, fn.Metadata.Name, revision.Name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		_, err := c.client.AppsV1().Deployments(cfg.Namespace).Create(ctx, deployment, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			errs = append(errs, fmt.Errorf("create deployment %s: %w", deployment.Name, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ensureCredentials makes the Secret with the NATS credentials of a worker
+// Deployment, with the Deployment's owner, unless it exists.
+func (c *Controller) ensureCredentials(ctx context.Context, deployment *appsv1.Deployment, function, revision string) error {
+	if c.cfg.Authority == nil {
+		return nil
+	}
+	permissions, err := c.catalog.WorkerAccess(ctx, function, revision)
+	if err != nil {
+		return err
+	}
+	creds, err := c.cfg.Authority.Mint("worker "+function+" "+revision, permissions)
+	if err != nil {
+		return err
+	}
+	secret := credentialsSecret(CredentialsSecretName(deployment.Name), deployment.Namespace, deployment.Labels, creds)
+	secret.OwnerReferences = deployment.OwnerReferences
+	_, err = c.client.CoreV1().Secrets(deployment.Namespace).Create(ctx, secret, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create secret %s: %w", secret.Name, err)
+	}
+	return nil
 }
 
 // readScale reads the autoscaler's status of each live revision.

@@ -61,6 +61,9 @@ type WorkerConfig struct {
 	ONNXRuntimeLib string
 	// ServiceAccountName runs workers under that account; empty means the namespace default.
 	ServiceAccountName string
+	// NATSCredentials mounts each revision's Secret CredentialsSecretName of
+	// its Deployment, whose user may serve that revision only.
+	NATSCredentials bool
 }
 
 // DefaultWorkerConfig runs sluice:latest in namespace sluice against the
@@ -143,6 +146,10 @@ func Deployment(fn *functions.Function, revision functions.RevisionStatus, cfg W
 		ServiceAccountName:            cfg.ServiceAccountName,
 		TerminationGracePeriodSeconds: &grace,
 		Containers:                    []corev1.Container{workerContainer(name, revision.Name, cfg)},
+	}
+	if cfg.NATSCredentials {
+		withCredentials(&pod, CredentialsSecretName(DeploymentName(name, revision.Name)))
+		pod.Containers[0].Args = append(pod.Containers[0].Args, "--nats-creds", credentialsPath)
 	}
 	hardened(&pod)
 	if revision.Runtime.Device == functions.DeviceGPU {

@@ -88,9 +88,21 @@ func (l *JobLauncher) Launch(ctx context.Context, run retrain.Run) error {
 	if run.Deadline <= 0 {
 		return fmt.Errorf("launch %s: Deadline must be positive, got %s", run.Name, run.Deadline)
 	}
-	_, err := l.client.BatchV1().Jobs(l.cfg.Namespace).Create(ctx, trainingJob(run, l.cfg), metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
+	job, err := l.client.BatchV1().Jobs(l.cfg.Namespace).Create(ctx, trainingJob(run, l.cfg), metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("launch %s: create job %s/%s: %w", run.Name, l.cfg.Namespace, run.Name, err)
+	}
+	if run.Credentials == nil {
+		return nil
+	}
+	// The Job's pod waits for its credentials' Secret, which goes with the Job.
+	secret := credentialsSecret(CredentialsSecretName(run.Name), l.cfg.Namespace, job.Labels, run.Credentials)
+	secret.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(job, batchv1.SchemeGroupVersion.WithKind("Job"))}
+	if _, err := l.client.CoreV1().Secrets(l.cfg.Namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("launch %s: create secret %s: %w", run.Name, secret.Name, err)
 	}
 	return nil
 }
@@ -150,6 +162,10 @@ func trainingJob(run retrain.Run, cfg JobConfig) *batchv1.Job {
 		RestartPolicy:      corev1.RestartPolicyNever,
 		ServiceAccountName: cfg.ServiceAccountName,
 		Containers:         []corev1.Container{container},
+	}
+	if run.Credentials != nil {
+		withCredentials(&pod, CredentialsSecretName(run.Name))
+		pod.Containers[0].Env = append(pod.Containers[0].Env, corev1.EnvVar{Name: retrain.EnvNATSCreds, Value: credentialsPath})
 	}
 	hardened(&pod)
 	return &batchv1.Job{

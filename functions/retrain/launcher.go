@@ -20,6 +20,10 @@ type Run struct {
 	Args []string
 	// Env is the trainer's environment (the trainer contract's variables).
 	Env map[string]string
+	// Credentials, when set, are the run's own NATS credentials: the
+	// launcher hands them to the trainer as a file that EnvNATSCreds names,
+	// never in its environment.
+	Credentials []byte
 	// Deadline bounds the run from its start; past it the run is stopped
 	// and fails with ReasonDeadlineExceeded.
 	Deadline time.Duration

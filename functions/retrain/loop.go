@@ -30,6 +30,8 @@ type Config struct {
 	Args []string
 	// Env is added to every run's environment: EnvNATSURL at least.
 	Env map[string]string
+	// Credentials, when set, makes the NATS credentials of a run of function.
+	Credentials func(ctx context.Context, function string) ([]byte, error)
 }
 
 // DefaultConfig decides every 2 seconds and runs `sluice train`.
@@ -270,7 +272,14 @@ func (l *Loop) launch(ctx context.Context, fn *functions.Function, run string) e
 	}
 	env[EnvFunction], env[EnvRun] = fn.Metadata.Name, run
 	args := append(append([]string{}, l.cfg.Args...), "--function", fn.Metadata.Name, "--run", run)
-	return l.launcher.Launch(ctx, Run{Name: run, Function: fn.Metadata.Name, Args: args, Env: env, Deadline: fn.Spec.Retrain.Deadline.Duration})
+	launched := Run{Name: run, Function: fn.Metadata.Name, Args: args, Env: env, Deadline: fn.Spec.Retrain.Deadline.Duration}
+	if l.cfg.Credentials != nil {
+		var err error
+		if launched.Credentials, err = l.cfg.Credentials(ctx, fn.Metadata.Name); err != nil {
+			return fmt.Errorf("run %s: credentials: %w", run, err)
+		}
+	}
+	return l.launcher.Launch(ctx, launched)
 }
 
 // announce says how a run ended.

@@ -102,10 +102,18 @@ func (l *ProcessLauncher) Launch(_ context.Context, run Run) error {
 	if _, ok := l.runs[run.Name]; ok {
 		return nil
 	}
+	creds, err := credentialsFile(run)
+	if err != nil {
+		return fmt.Errorf("launch %s: %w", run.Name, err)
+	}
 	ctx, stop := context.WithTimeout(context.Background(), run.Deadline)
 	cmd, output, signalled := l.command(ctx, run)
+	if creds != "" {
+		cmd.Env = append(cmd.Env, EnvNATSCreds+"="+creds)
+	}
 	if err := startInOwnGroup(cmd); err != nil {
 		stop()
+		_ = os.Remove(creds)
 		return fmt.Errorf("launch %s: %w", run.Name, err)
 	}
 	l.log.Info("training run started", "run", run.Name, "function", run.Function, "pid", cmd.Process.Pid)
@@ -115,6 +123,9 @@ func (l *ProcessLauncher) Launch(_ context.Context, run Run) error {
 	go func() {
 		defer l.wg.Done()
 		defer stop()
+		if creds != "" {
+			defer os.Remove(creds)
+		}
 		err := cmd.Wait()
 		// The trainer's own children are in its group: none outlives the run.
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
@@ -127,6 +138,24 @@ func (l *ProcessLauncher) Launch(_ context.Context, run Run) error {
 		l.mu.Unlock()
 	}()
 	return nil
+}
+
+// credentialsFile writes run's credentials to a file only this user may
+// read, for the run's life; "" when it has none.
+func credentialsFile(run Run) (string, error) {
+	if run.Credentials == nil {
+		return "", nil
+	}
+	file, err := os.CreateTemp("", "sluice-"+run.Name+"-*.creds") // 0600
+	if err != nil {
+		return "", err
+	}
+	if _, err := file.Write(run.Credentials); err != nil {
+		file.Close()
+		os.Remove(file.Name())
+		return "", err
+	}
+	return file.Name(), file.Close()
 }
 
 // Status reports on a run launched since the launcher was made.

@@ -24,6 +24,9 @@ const (
 	// EnvNATSURL is where NATS is, with the model store, the feedback and
 	// the prediction log.
 	EnvNATSURL = "SLUICE_NATS_URL"
+	// EnvNATSCreds is the file of the run's NATS credentials, when NATS
+	// asks for them: a user allowed only what a trainer of this function needs.
+	EnvNATSCreds = "SLUICE_NATS_CREDS"
 )
 
 // heldOut is the share of every class held out to compare the new model
