@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,22 +22,36 @@ import (
 // imageEnv names the image the container tests run; `make image` builds it.
 const imageEnv = "SLUICE_IMAGE"
 
-// podmanService serves podman's Docker-compatible API on a socket of the
-// test's own for testcontainers-go, until the test ends.
+// podman is podman's Docker-compatible API for testcontainers-go, one
+// service for every container test (testcontainers-go keeps its first
+// client), stopped by TestMain.
+var podman struct {
+	once    sync.Once
+	socket  string
+	service *exec.Cmd
+	err     error
+}
+
+// podmanService points testcontainers-go at podman's service, started by the
+// first test that needs it.
 func podmanService(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("podman"); err != nil {
 		t.Fatalf("podman is missing: run `make image`, which installs it and builds the image")
 	}
-	socket := filepath.Join(t.TempDir(), "podman.sock")
-	service := exec.Command("podman", "system", "service", "--time=0", "unix://"+socket)
-	require.NoError(t, service.Start())
-	t.Cleanup(func() {
-		_ = service.Process.Kill()
-		_ = service.Wait()
+	podman.once.Do(func() {
+		dir, err := os.MkdirTemp("", "sluice-podman-")
+		if err != nil {
+			podman.err = err
+			return
+		}
+		podman.socket = filepath.Join(dir, "podman.sock")
+		podman.service = exec.Command("podman", "system", "service", "--time=0", "unix://"+podman.socket)
+		podman.err = podman.service.Start()
 	})
-	require.Eventually(t, func() bool { _, err := os.Stat(socket); return err == nil }, 10*time.Second, 50*time.Millisecond)
-	t.Setenv("DOCKER_HOST", "unix://"+socket)
+	require.NoError(t, podman.err)
+	require.Eventually(t, func() bool { _, err := os.Stat(podman.socket); return err == nil }, 10*time.Second, 50*time.Millisecond)
+	t.Setenv("DOCKER_HOST", "unix://"+podman.socket)
 	t.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true") // its reaper image is in no local store; Terminate cleans up
 	t.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
 }
@@ -130,6 +145,15 @@ func TestTheImageRunsTheDemo(t *testing.T) {
 	require.NoError(t, err)
 	t.Logf("image %s: %.0f MB", image, float64(bytes)/1e6)
 	require.LessOrEqual(t, bytes, int64(imageBudget), "the image's size budget (the binary, ONNX Runtime, the C/C++ runtime)")
+}
+
+// stopPodman stops podman's service, if a test started it.
+func stopPodman() {
+	if podman.service != nil && podman.service.Process != nil {
+		_ = podman.service.Process.Kill()
+		_ = podman.service.Wait()
+		_ = os.RemoveAll(filepath.Dir(podman.socket))
+	}
 }
 
 // imageBudget is the most the image may weigh: about 92 MB of binary, 46 MB
