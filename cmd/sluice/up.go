@@ -80,68 +80,12 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 		}
 		defer stop()
 	}
-	// NATS in operator mode: each part below logs in as its own user,
-	// allowed only the subjects it needs (events/access).
-	natsDir := filepath.Join(f.dataDir, "nats")
-	authority, err := access.LoadOrCreate(natsDir)
+	bus, err := startBus(g, f, log)
 	if err != nil {
 		return err
 	}
-	trust, err := authority.Trust()
-	if err != nil {
-		return err
-	}
-	serverCfg := embedded.DefaultConfig()
-	serverCfg.Host, serverCfg.Port = f.natsHost, f.natsPort
-	serverCfg.StoreDir = filepath.Join(f.dataDir, "jetstream")
-	serverCfg.Trust, serverCfg.Log = &trust, log
-	server, err := embedded.Start(serverCfg)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		server.Shutdown()
-		server.WaitForShutdown()
-	}()
-	g.natsURL = server.ClientURL()
-	adminCreds := filepath.Join(natsDir, "admin.creds")
-	if err := authority.WriteCredentials(adminCreds, "admin", access.Control()); err != nil {
-		return err
-	}
-	log.Info("nats listening", "url", g.natsURL, "store", serverCfg.StoreDir, "admin_credentials", adminCreds)
-	// The parts talk to the embedded server in memory, not over loopback TCP.
-	var closers []func()
-	login := func(name string, p access.Permissions) (jetstream.JetStream, error) {
-		creds, err := authority.Mint(name, p)
-		if err != nil {
-			return nil, err
-		}
-		options, err := access.Connect(creds)
-		if err != nil {
-			return nil, err
-		}
-		nc, js, err := connect(g.natsURL, "sluice-up-"+name, append(options, nats.InProcessServer(server))...)
-		if err != nil {
-			return nil, err
-		}
-		closers = append(closers, nc.Close)
-		return js, nil
-	}
-	defer func() {
-		for _, close := range closers {
-			close()
-		}
-	}()
-	var parts upParts
-	for _, identity := range []struct {
-		name string
-		p    access.Permissions
-		js   *jetstream.JetStream
-	}{{"control", access.Control(), &parts.control}, {"activator", access.Activator(), &parts.activator}, {"autoscaler", access.Autoscaler(), &parts.autoscaler}} {
-		if *identity.js, err = login(identity.name, identity.p); err != nil {
-			return err
-		}
-	}
+	defer bus.close()
+	authority, parts := bus.authority, bus.parts
 	// ONNX Runtime in this process checks models before they take traffic.
 	var checker functions.ModelChecker
 	if err := onnx.Init(library); err == nil {
@@ -187,6 +131,76 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 // upParts are the connections of `sluice up`'s parts, each its own NATS user.
 type upParts struct {
 	control, activator, autoscaler jetstream.JetStream
+}
+
+// upBus is `sluice up`'s embedded NATS and its parts' connections to it.
+type upBus struct {
+	authority *access.Authority
+	parts     upParts
+	close     func()
+}
+
+// startBus starts the embedded NATS in operator mode, with the keys kept in
+// <data-dir>/nats (made at the first start), writes the operator's
+// credentials there for the CLI, and logs each part in as its own user,
+// allowed only the subjects it needs (events/access). The parts talk to the
+// server in memory, not over loopback TCP. It sets g.natsURL.
+func startBus(g *globals, f upFlags, log *slog.Logger) (*upBus, error) {
+	natsDir := filepath.Join(f.dataDir, "nats")
+	authority, err := access.LoadOrCreate(natsDir)
+	if err != nil {
+		return nil, err
+	}
+	trust, err := authority.Trust()
+	if err != nil {
+		return nil, err
+	}
+	serverCfg := embedded.DefaultConfig()
+	serverCfg.Host, serverCfg.Port = f.natsHost, f.natsPort
+	serverCfg.StoreDir = filepath.Join(f.dataDir, "jetstream")
+	serverCfg.Trust, serverCfg.Log = &trust, log
+	server, err := embedded.Start(serverCfg)
+	if err != nil {
+		return nil, err
+	}
+	bus := &upBus{authority: authority}
+	closers := []func(){func() { server.Shutdown(); server.WaitForShutdown() }}
+	bus.close = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	g.natsURL = server.ClientURL()
+	adminCreds := filepath.Join(natsDir, "admin.creds")
+	if err := authority.WriteCredentials(adminCreds, "admin", access.Control()); err != nil {
+		bus.close()
+		return nil, err
+	}
+	log.Info("nats listening", "url", g.natsURL, "store", serverCfg.StoreDir, "admin_credentials", adminCreds)
+	for _, part := range []struct {
+		name string
+		p    access.Permissions
+		js   *jetstream.JetStream
+	}{{"control", access.Control(), &bus.parts.control}, {"activator", access.Activator(), &bus.parts.activator}, {"autoscaler", access.Autoscaler(), &bus.parts.autoscaler}} {
+		creds, err := authority.Mint(part.name, part.p)
+		if err != nil {
+			bus.close()
+			return nil, err
+		}
+		options, err := access.Connect(creds)
+		if err != nil {
+			bus.close()
+			return nil, err
+		}
+		nc, js, err := connect(g.natsURL, "sluice-up-"+part.name, append(options, nats.InProcessServer(server))...)
+		if err != nil {
+			bus.close()
+			return nil, err
+		}
+		closers = append(closers, nc.Close)
+		*part.js = js
+	}
+	return bus, nil
 }
 
 // serveUp runs the activator, the autoscaler, which starts and stops worker

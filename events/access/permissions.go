@@ -31,24 +31,27 @@ func publish(subjects ...string) Permissions { return Permissions{Publish: subje
 // subscribe allows subscribing to subjects on core NATS.
 func subscribe(subjects ...string) Permissions { return Permissions{Subscribe: subjects} }
 
+// lookupStream allows looking a stream up: its configuration and state.
+func lookupStream(stream string) Permissions { return publish(api + "STREAM.INFO." + stream) }
+
 // openStream allows looking a stream up and creating it when it does not
-// exist yet, with the configuration the code gives it. Changing, purging or
-// deleting it is not allowed.
+// exist yet, with the configuration the code gives it: what a component
+// that writes to it needs. Changing, purging or deleting it is not allowed.
 func openStream(stream string) Permissions {
-	return publish(api+"STREAM.INFO."+stream, api+"STREAM.CREATE."+stream)
+	return lookupStream(stream).with(publish(api + "STREAM.CREATE." + stream))
 }
 
 // readKeys allows reading and watching the keys of a KV bucket that match keys.
 func readKeys(bucket, keys string) Permissions {
 	stream, subjects := "KV_"+bucket, "$KV."+bucket+"."+keys
-	return openStream(stream).with(
+	return lookupStream(stream).with(
 		publish(api+"DIRECT.GET."+stream+"."+subjects, api+"CONSUMER.CREATE."+stream+".*."+subjects),
 		consumerHousekeeping(stream))
 }
 
 // writeKeys allows reading and writing the keys of a KV bucket that match keys.
 func writeKeys(bucket, keys string) Permissions {
-	return readKeys(bucket, keys).with(publish("$KV." + bucket + "." + keys))
+	return readKeys(bucket, keys).with(openStream("KV_"+bucket), publish("$KV."+bucket+"."+keys))
 }
 
 // consumerHousekeeping is what an ephemeral or ordered consumer of stream
@@ -60,7 +63,7 @@ func consumerHousekeeping(stream string) Permissions {
 // readObjects allows reading every object of an object store.
 func readObjects(bucket string) Permissions {
 	stream := "OBJ_" + bucket
-	return openStream(stream).with(
+	return lookupStream(stream).with(
 		publish(api+"DIRECT.GET."+stream+".$O."+bucket+".M.*", api+"CONSUMER.CREATE."+stream+".*.$O."+bucket+".C.*"),
 		consumerHousekeeping(stream))
 }
@@ -68,7 +71,7 @@ func readObjects(bucket string) Permissions {
 // readObject allows reading one object, whose chunks carry the id nuid.
 func readObject(bucket, name, nuid string) Permissions {
 	stream := "OBJ_" + bucket
-	return openStream(stream).with(
+	return lookupStream(stream).with(
 		publish(api+"DIRECT.GET."+stream+"."+objectMeta(bucket, name), api+"CONSUMER.CREATE."+stream+".*.$O."+bucket+".C."+nuid),
 		consumerHousekeeping(stream))
 }
@@ -81,13 +84,13 @@ func objectMeta(bucket, name string) string {
 // writeObjects allows reading, writing and deleting every object of an object store.
 func writeObjects(bucket string) Permissions {
 	stream := "OBJ_" + bucket
-	return readObjects(bucket).with(publish("$O."+bucket+".>", api+"STREAM.PURGE."+stream, api+"STREAM.MSG.GET."+stream))
+	return readObjects(bucket).with(openStream(stream), publish("$O."+bucket+".>", api+"STREAM.PURGE."+stream, api+"STREAM.MSG.GET."+stream))
 }
 
 // consume allows taking, and settling, the messages of one durable consumer.
 func consume(stream, consumer string) Permissions {
-	return publish(api+"STREAM.INFO."+stream, api+"CONSUMER.INFO."+stream+"."+consumer,
-		api+"CONSUMER.MSG.NEXT."+stream+"."+consumer, "$JS.ACK."+stream+"."+consumer+".>")
+	return lookupStream(stream).with(publish(api+"CONSUMER.INFO."+stream+"."+consumer,
+		api+"CONSUMER.MSG.NEXT."+stream+"."+consumer, "$JS.ACK."+stream+"."+consumer+".>"))
 }
 
 // consumeDurable allows creating a durable consumer and consuming it.
@@ -100,7 +103,7 @@ func consumeDurable(stream, consumer, filter string) Permissions {
 // one or through consumers of its own (which take no message away: the
 // streams read so are not work queues).
 func readMessages(stream, subjects string) Permissions {
-	return openStream(stream).with(publish(api+"DIRECT.GET."+stream+"."+subjects,
+	return lookupStream(stream).with(publish(api+"DIRECT.GET."+stream+"."+subjects,
 		api+"CONSUMER.CREATE."+stream+".*."+subjects, api+"CONSUMER.MSG.NEXT."+stream+".*", "$JS.ACK."+stream+".>"),
 		consumerHousekeeping(stream))
 }
