@@ -54,6 +54,7 @@ one leads at a time through the Lease sluice-controller.`,
 	f.kube.add(flags, "controller")
 	flags.StringVar(&workers.Image, "worker-image", workers.Image, "image of the worker Deployments and trainer Jobs")
 	flags.StringVar(&f.workerNATS, "worker-nats-url", workers.NATSURL, "NATS URL the workers and trainers connect to")
+	flags.StringVar(&workers.NATSCAConfigMap, "worker-nats-ca-configmap", "", "ConfigMap whose ca.crt signed NATS's TLS certificate, mounted in workers and trainers (for a tls:// --worker-nats-url)")
 	flags.StringVar(&f.authority, "nats-authority", os.Getenv("SLUICE_NATS_AUTHORITY"), "directory with the authority.json of `sluice nats init`: each worker and trainer then gets a NATS user of its own, in a Secret ($SLUICE_NATS_AUTHORITY)")
 	flags.DurationVar(&f.cfg.Resync, "resync", f.cfg.Resync, "how often every Function is reconciled, so its status follows the catalog")
 	for _, q := range []struct {
@@ -87,7 +88,7 @@ func runController(ctx context.Context, g *globals, f controllerFlags, log *slog
 	f.cfg.Workers.CPURequest, f.cfg.Workers.CPULimit = f.cpu.Quantity, f.cpuLimit.Quantity
 	f.cfg.Workers.MemoryRequest, f.cfg.Workers.MemoryLimit = f.memory.Quantity, f.memoryLimit.Quantity
 	jobs := functionskube.DefaultJobConfig()
-	jobs.Image, jobs.Namespace = f.cfg.Workers.Image, f.cfg.Workers.Namespace
+	jobs.Image, jobs.Namespace, jobs.NATSCAConfigMap = f.cfg.Workers.Image, f.cfg.Workers.Namespace, f.cfg.Workers.NATSCAConfigMap
 	trainers, err := functionskube.NewJobLauncher(client, jobs)
 	if err != nil {
 		return err

@@ -34,3 +34,24 @@ func withCredentials(pod *corev1.PodSpec, secret string) {
 			corev1.VolumeMount{Name: "nats-credentials", MountPath: "/var/run/sluice/nats", ReadOnly: true})
 	}
 }
+
+// natsCAPath is where a pod finds the CA of NATS's TLS certificate, from
+// the ConfigMap withNATSCA mounts: its key ca.crt.
+const natsCAPath = "/etc/sluice/nats-ca/ca.crt"
+
+// withNATSCA mounts the ConfigMap configMap, which holds the CA that signed
+// NATS's certificate under ca.crt, in every container of pod, and points
+// $SLUICE_NATS_CA at it: for a tls:// NATS URL. An empty name mounts nothing.
+func withNATSCA(pod *corev1.PodSpec, configMap string) {
+	if configMap == "" {
+		return
+	}
+	pod.Volumes = append(pod.Volumes, corev1.Volume{Name: "nats-ca", VolumeSource: corev1.VolumeSource{
+		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: configMap}},
+	}})
+	for i := range pod.Containers {
+		container := &pod.Containers[i]
+		container.VolumeMounts = append(container.VolumeMounts, corev1.VolumeMount{Name: "nats-ca", MountPath: "/etc/sluice/nats-ca", ReadOnly: true})
+		container.Env = append(container.Env, corev1.EnvVar{Name: "SLUICE_NATS_CA", Value: natsCAPath})
+	}
+}

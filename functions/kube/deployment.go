@@ -64,6 +64,9 @@ type WorkerConfig struct {
 	// NATSCredentials mounts each revision's Secret CredentialsSecretName of
 	// its Deployment, whose user may serve that revision only.
 	NATSCredentials bool
+	// NATSCAConfigMap, when set, names the ConfigMap whose ca.crt signed
+	// NATS's TLS certificate, for a tls:// NATSURL.
+	NATSCAConfigMap string
 }
 
 // DefaultWorkerConfig runs sluice:latest in namespace sluice against the
@@ -151,6 +154,7 @@ func Deployment(fn *functions.Function, revision functions.RevisionStatus, cfg W
 		withCredentials(&pod, CredentialsSecretName(DeploymentName(name, revision.Name)))
 		pod.Containers[0].Args = append(pod.Containers[0].Args, "--nats-creds", credentialsPath)
 	}
+	withNATSCA(&pod, cfg.NATSCAConfigMap)
 	hardened(&pod)
 	if revision.Runtime.Device == functions.DeviceGPU {
 		onGPU(&pod, cfg)

@@ -143,3 +143,28 @@ func TestWorkerConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// With NATS authorization and TLS, a worker logs in with its revision's own
+// Secret and trusts the CA of the ConfigMap, each mounted read-only.
+func TestDeploymentMountsCredentialsAndCA(t *testing.T) {
+	fn, revision := iris(t, functions.DeviceCPU)
+	cfg := kube.DefaultWorkerConfig()
+	cfg.NATSURL, cfg.NATSCredentials, cfg.NATSCAConfigMap = "tls://nats:4222", true, "nats-ca"
+	pod := kube.Deployment(fn, revision, cfg).Spec.Template.Spec
+	container := pod.Containers[0]
+	require.Equal(t, []string{"--nats-creds", "/var/run/sluice/nats/nats.creds"}, container.Args[len(container.Args)-2:])
+	require.Contains(t, container.Env, corev1.EnvVar{Name: "SLUICE_NATS_CA", Value: "/etc/sluice/nats-ca/ca.crt"})
+	volumes := map[string]corev1.VolumeSource{}
+	for _, volume := range pod.Volumes {
+		volumes[volume.Name] = volume.VolumeSource
+	}
+	require.Equal(t, kube.CredentialsSecretName("iris-r3"), volumes["nats-credentials"].Secret.SecretName)
+	require.Equal(t, "nats-ca", volumes["nats-ca"].ConfigMap.Name)
+	mounts := map[string]corev1.VolumeMount{}
+	for _, mount := range container.VolumeMounts {
+		mounts[mount.Name] = mount
+	}
+	require.True(t, mounts["nats-credentials"].ReadOnly)
+	require.Equal(t, "/var/run/sluice/nats", mounts["nats-credentials"].MountPath)
+	require.Equal(t, "/etc/sluice/nats-ca", mounts["nats-ca"].MountPath)
+}

@@ -33,6 +33,9 @@ type JobConfig struct {
 	// TTLAfterFinished is how long a finished Job is kept, and with it the
 	// run's status: after it, Status says ErrRunNotFound. Whole seconds.
 	TTLAfterFinished time.Duration
+	// NATSCAConfigMap, when set, names the ConfigMap whose ca.crt signed
+	// NATS's TLS certificate (WorkerConfig.NATSCAConfigMap).
+	NATSCAConfigMap string
 }
 
 // DefaultJobConfig runs sluice:latest in namespace sluice and keeps finished
@@ -167,6 +170,7 @@ func trainingJob(run retrain.Run, cfg JobConfig) *batchv1.Job {
 		withCredentials(&pod, CredentialsSecretName(run.Name))
 		pod.Containers[0].Env = append(pod.Containers[0].Env, corev1.EnvVar{Name: retrain.EnvNATSCreds, Value: credentialsPath})
 	}
+	withNATSCA(&pod, cfg.NATSCAConfigMap)
 	hardened(&pod)
 	return &batchv1.Job{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "batch/v1", Kind: "Job"},
