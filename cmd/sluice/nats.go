@@ -1,19 +1,23 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/spf13/cobra"
 
 	"sluice.dev/sluice/events/access"
+	"sluice.dev/sluice/events/embedded"
 )
 
-func newNATSCommand() *cobra.Command {
+func newNATSCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "nats", Short: "NATS for a cluster: its identities (init) and the server itself (serve)"}
-	cmd.AddCommand(newNATSInitCommand(), newNATSServeCommand())
+	cmd.AddCommand(newNATSInitCommand(), newNATSServeCommand(g))
 	return cmd
 }
 
@@ -70,14 +74,15 @@ authority.json keeps it, and only the credentials are made anew (to rotate them)
 	return cmd
 }
 
-func newNATSServeCommand() *cobra.Command {
-	var config string
+func newNATSServeCommand(g *globals) *cobra.Command {
+	var config, metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "serve --config FILE",
 		Short: "Run nats-server with a configuration file (the image's NATS, for deploy/'s StatefulSet)",
 		Long: `serve runs the nats-server Sluice embeds, configured by FILE as nats-server's own -c would be:
 JetStream, a cluster's routes, TLS, and the auth.conf of ` + "`sluice nats init`" + `. SIGTERM shuts it
-down; SIGUSR2 puts it in lame duck mode first, as nats-server does.`,
+down; SIGUSR2 puts it in lame duck mode first, as nats-server does. With --metrics-addr it serves
+/metrics (sluice_nats_*: clients, routes, traffic, JetStream's storage) and /livez, /readyz there.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts, err := server.ProcessConfigFile(config)
@@ -92,11 +97,29 @@ down; SIGUSR2 puts it in lame duck mode first, as nats-server does.`,
 			if err := server.Run(srv); err != nil {
 				return fmt.Errorf("nats: %w", err)
 			}
+			if metricsAddr != "" {
+				log, err := g.logger()
+				if err != nil {
+					return err
+				}
+				listener, err := net.Listen("tcp", metricsAddr)
+				if err != nil {
+					return fmt.Errorf("metrics: %w", err)
+				}
+				reg := newRegistry()
+				reg.MustRegister(embedded.Metrics(srv))
+				var ready atomic.Bool
+				ready.Store(true)
+				ctx, stop := context.WithCancel(cmd.Context())
+				defer stop()
+				go func() { _ = serveProbes(ctx, listener, reg, &ready, log) }()
+			}
 			srv.WaitForShutdown()
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&config, "config", "", "nats-server configuration file")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "address of /metrics, /livez and /readyz (off when empty)")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }

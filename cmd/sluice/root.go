@@ -71,7 +71,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(
 		newUpCommand(g), newActivatorCommand(g), newWorkerCommand(g), newAutoscalerCommand(g), newControllerCommand(g),
 		newDeployCommand(g), newFunctionsCommand(g), newStatusCommand(g), newPredictCommand(),
-		newTrainCommand(g), newModelsCommand(g), newBenchCommand(), newDLQCommand(g), newBatchCommand(g), newRolloutCommand(g), newRetrainCommand(g), newKeysCommand(), newNATSCommand(), newHealthCommand(),
+		newTrainCommand(g), newModelsCommand(g), newBenchCommand(), newDLQCommand(g), newBatchCommand(g), newRolloutCommand(g), newRetrainCommand(g), newKeysCommand(), newNATSCommand(g), newHealthCommand(),
 	)
 	return root
 }

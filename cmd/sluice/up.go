@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -124,6 +125,7 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 		return authority.Mint("trainer "+function, access.Trainer(function))
 	}
 	reg := newRegistry()
+	reg.MustRegister(embedded.Metrics(bus.server)) // beside the activator's, on its /metrics
 	lifecycle := lifecyclePart(parts.control, trainers, trainerCfg, checker, reg, log)
 	return serveUp(ctx, parts, listeners, processes, f.sinks, keys, lifecycle, reg, log)
 }
@@ -135,6 +137,7 @@ type upParts struct {
 
 // upBus is `sluice up`'s embedded NATS and its parts' connections to it.
 type upBus struct {
+	server    *server.Server
 	authority *access.Authority
 	parts     upParts
 	close     func()
@@ -159,18 +162,18 @@ func startBus(g *globals, f upFlags, log *slog.Logger) (*upBus, error) {
 	serverCfg.Host, serverCfg.Port = f.natsHost, f.natsPort
 	serverCfg.StoreDir = filepath.Join(f.dataDir, "jetstream")
 	serverCfg.Trust, serverCfg.Log = &trust, log
-	server, err := embedded.Start(serverCfg)
+	srv, err := embedded.Start(serverCfg)
 	if err != nil {
 		return nil, err
 	}
-	bus := &upBus{authority: authority}
-	closers := []func(){func() { server.Shutdown(); server.WaitForShutdown() }}
+	bus := &upBus{server: srv, authority: authority}
+	closers := []func(){func() { srv.Shutdown(); srv.WaitForShutdown() }}
 	bus.close = func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}
 	}
-	g.natsURL = server.ClientURL()
+	g.natsURL = srv.ClientURL()
 	adminCreds := filepath.Join(natsDir, "admin.creds")
 	if err := authority.WriteCredentials(adminCreds, "admin", access.Control()); err != nil {
 		bus.close()
@@ -192,7 +195,7 @@ func startBus(g *globals, f upFlags, log *slog.Logger) (*upBus, error) {
 			bus.close()
 			return nil, err
 		}
-		nc, js, err := connect(g.natsURL, "sluice-up-"+part.name, append(options, nats.InProcessServer(server))...)
+		nc, js, err := connect(g.natsURL, "sluice-up-"+part.name, append(options, nats.InProcessServer(srv))...)
 		if err != nil {
 			bus.close()
 			return nil, err
