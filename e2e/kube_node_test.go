@@ -27,6 +27,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"sluice.dev/sluice/e2e/kubetest"
+	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/functions"
 	functionskube "sluice.dev/sluice/functions/kube"
 )
@@ -115,6 +116,12 @@ spec:
 		require.Regexp(t, `NAME\s+READY\s+REPLICAS\s+DEPTH\s+VERSION\s+WEIGHTS\s+AGE\n`+pattern, out)
 	}
 	columns("once Ready", `iris\s+True\s+0\s+0\s+1\s+1=100\s`)
+	for _, name := range []string{events.StreamName("iris"), "KV_" + events.FunctionsBucket, "OBJ_" + events.ModelsBucket} {
+		stream, err := js.Stream(ctx, name)
+		require.NoError(t, err)
+		require.Equal(t, 3, stream.CachedInfo().Config.Replicas, "%s is kept on the three NATS servers", name)
+		require.Len(t, stream.CachedInfo().Cluster.Replicas, 2, "%s: a leader and two current followers", name)
+	}
 
 	// A prediction through the activator's Service wakes revision 1 from zero.
 	code, body := activator.post(t, "/v2/models/iris/infer", irisRequest, nil)
