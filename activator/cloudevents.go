@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -88,6 +90,9 @@ func (a *Activator) readEvent(w http.ResponseWriter, r *http.Request) (*event.Ev
 	if err := a.limitBody(w, r); err != nil {
 		return nil, err
 	}
+	if err := decodeHeaderValues(r.Header); err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadEvent, err)
+	}
 	ev, err := cehttp.NewEventFromHTTPRequest(r)
 	switch {
 	case errors.Is(a.bodyError(err), errTooLarge):
@@ -110,4 +115,78 @@ func (a *Activator) readEvent(w http.ResponseWriter, r *http.Request) (*event.Ev
 // oneLine joins the lines of a multi-line message with "; ".
 func oneLine(message string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(strings.TrimSpace(message), "\n", " ; ")), " ")
+}
+
+// decodeHeaderValues decodes the attribute headers (ce-*) of a binary-mode
+// CloudEvent in place, as the HTTP protocol binding (section 3.1.3.2) says
+// a receiver MUST and the CloudEvents SDK does not: a double-quoted value is
+// unquoted (RFC 7230 quoted-string, backslash escapes), then percent-decoded
+// once; the result must be UTF-8. A value that breaks these rules makes the
+// event invalid, and the error names its header.
+func decodeHeaderValues(header http.Header) error {
+	for name, values := range header {
+		if !strings.HasPrefix(strings.ToLower(name), "ce-") {
+			continue
+		}
+		for i, value := range values {
+			decoded, err := decodeHeaderValue(value)
+			if err != nil {
+				return fmt.Errorf("header %s: %w", strings.ToLower(name), err)
+			}
+			values[i] = decoded
+		}
+	}
+	return nil
+}
+
+func decodeHeaderValue(value string) (string, error) {
+	value = strings.TrimSpace(value)
+	if strings.HasPrefix(value, `"`) {
+		var unquoted strings.Builder
+		closed := false
+		for i := 1; i < len(value); i++ {
+			switch c := value[i]; {
+			case c == '\\' && i+1 < len(value):
+				i++
+				unquoted.WriteByte(value[i])
+			case c == '"' && i == len(value)-1:
+				closed = true
+			case c == '"':
+				return "", errors.New("a double quote inside a quoted value must be escaped")
+			default:
+				unquoted.WriteByte(c)
+			}
+		}
+		if !closed {
+			return "", errors.New("a quoted value must end with a double quote")
+		}
+		value = unquoted.String()
+	}
+	if !strings.Contains(value, "%") {
+		if !utf8.ValidString(value) {
+			return "", errors.New("not UTF-8")
+		}
+		return value, nil
+	}
+	var decoded strings.Builder
+	for i := 0; i < len(value); i++ {
+		if value[i] != '%' {
+			decoded.WriteByte(value[i])
+			continue
+		}
+		if i+2 >= len(value) || !isHex(value[i+1]) || !isHex(value[i+2]) {
+			return "", fmt.Errorf("%q at %d is not a percent-encoded byte (%%XX)", value[i:min(i+3, len(value))], i)
+		}
+		b, _ := strconv.ParseUint(value[i+1:i+3], 16, 8)
+		decoded.WriteByte(byte(b))
+		i += 2
+	}
+	if !utf8.ValidString(decoded.String()) {
+		return "", errors.New("its percent-decoded bytes are not UTF-8")
+	}
+	return decoded.String(), nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }

@@ -140,6 +140,44 @@ func TestCloudEventRejectsBadEvents(t *testing.T) {
 			wantStatus:    http.StatusNotFound,
 			wantInMessage: []string{`no version "9"`},
 		},
+		// Header values are decoded as the HTTP binding says: a percent-encoded
+		// or quoted name finds iris (whose version 9 does not exist)...
+		{
+			name:          "binary with a percent-encoded model name",
+			header:        binaryHeader(map[string]string{"Ce-Model": "%69ris", "Ce-Modelversion": "9"}),
+			body:          irisBody,
+			wantStatus:    http.StatusNotFound,
+			wantInMessage: []string{`model "iris"`, `no version "9"`},
+		},
+		{
+			name:          "binary with a quoted model name",
+			header:        binaryHeader(map[string]string{"Ce-Model": `"ir\is"`, "Ce-Modelversion": "9"}),
+			body:          irisBody,
+			wantStatus:    http.StatusNotFound,
+			wantInMessage: []string{`model "iris"`, `no version "9"`},
+		},
+		// ...and a value that breaks the rules is refused, naming its header.
+		{
+			name:          "binary with a broken percent-encoding",
+			header:        binaryHeader(map[string]string{"Ce-Model": "ir%zzis"}),
+			body:          irisBody,
+			wantStatus:    http.StatusBadRequest,
+			wantInMessage: []string{"header ce-model", `"%zz"`},
+		},
+		{
+			name:          "binary with a value that is not UTF-8",
+			header:        binaryHeader(map[string]string{"Ce-Source": "/test/%C3%28"}),
+			body:          irisBody,
+			wantStatus:    http.StatusBadRequest,
+			wantInMessage: []string{"header ce-source", "not UTF-8"},
+		},
+		{
+			name:          "binary with an unterminated quoted value",
+			header:        binaryHeader(map[string]string{"Ce-Id": `"ev-1`}),
+			body:          irisBody,
+			wantStatus:    http.StatusBadRequest,
+			wantInMessage: []string{"header ce-id", "must end with a double quote"},
+		},
 		{
 			name:          "data the model does not take",
 			header:        binaryHeader(nil),
