@@ -243,6 +243,43 @@ func (c *Catalog) PutData(ctx context.Context, function string, data []byte) (st
 
 func dataObject(function, sha256 string) string { return function + "/data/" + sha256 + ".csv" }
 
+// deleteObjectsOf removes the objects of the model store named under
+// function's prefix (its model versions and base data), except those
+// another function's spec or live revisions name.
+func (c *Catalog) deleteObjectsOf(ctx context.Context, function string) error {
+	objects, err := c.models.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list the model store: %w", err)
+	}
+	others, err := c.List(ctx)
+	if err != nil {
+		return err
+	}
+	used := map[string]bool{}
+	for _, fn := range others {
+		used[fn.Spec.Model.URI] = true
+		if fn.Spec.Retrain != nil {
+			used[fn.Spec.Retrain.Data.URI] = true
+			used[DataObject(fn)] = true
+		}
+		for _, revision := range fn.Status.Revisions {
+			used[revision.Model.Object] = true
+		}
+	}
+	var errs []error
+	for _, object := range objects {
+		if strings.HasPrefix(object.Name, function+"/") && !used[object.Name] {
+			if err := c.models.Delete(ctx, object.Name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+				errs = append(errs, fmt.Errorf("delete object %s: %w", object.Name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // GetObject downloads an object of the model store: a model or data.
 func (c *Catalog) GetObject(ctx context.Context, object string) ([]byte, error) {
 	data, err := c.models.GetBytes(ctx, object)

@@ -135,11 +135,25 @@ func TestListGetDelete(t *testing.T) {
 	require.Len(t, list, 2)
 	require.Equal(t, "alpha", list[0].Metadata.Name)
 
+	alpha, err := catalog.Get(ctx, "alpha")
+	require.NoError(t, err)
+	// beta serves alpha's model object: it stays when alpha goes.
+	beta := parse(t, irisYAML)
+	beta.Metadata.Name, beta.Spec.Model = "beta", functions.ModelSpec{URI: alpha.Status.Model.Object}
+	_, err = deployer.Deploy(ctx, beta, nil)
+	require.NoError(t, err)
+	unused, err := catalog.PutModel(ctx, "alpha", irisModel(t, 2), nil)
+	require.NoError(t, err)
+
 	require.NoError(t, deployer.Delete(ctx, "alpha"))
 	_, err = catalog.Get(ctx, "alpha")
 	require.ErrorIs(t, err, functions.ErrNotFound)
 	_, err = js.Stream(ctx, events.StreamName("alpha"))
 	require.ErrorIs(t, err, jetstream.ErrStreamNotFound)
+	_, err = catalog.GetObject(ctx, unused.Object)
+	require.ErrorIs(t, err, functions.ErrNotFound, "alpha's objects leave with it")
+	_, err = catalog.GetObject(ctx, alpha.Status.Model.Object)
+	require.NoError(t, err, "unless another function serves one")
 	require.ErrorIs(t, deployer.Delete(ctx, "alpha"), functions.ErrNotFound)
 }
 

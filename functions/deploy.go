@@ -186,12 +186,16 @@ func (d *Deployer) provision(ctx context.Context, name, revision string) error {
 	return err
 }
 
-// Delete removes a Function and its queue.
+// Delete removes a Function, its queue, and its objects in the model store
+// (its model versions and base data) that no other function uses.
 func (d *Deployer) Delete(ctx context.Context, name string) error {
 	if err := d.catalog.Delete(ctx, name); err != nil {
 		return err
 	}
-	return events.DeleteStream(ctx, d.js, name)
+	if err := events.DeleteStream(ctx, d.js, name); err != nil {
+		return err
+	}
+	return d.catalog.deleteObjectsOf(ctx, name)
 }
 
 // modelVersion stores the model of fn, or finds it in the store, and returns

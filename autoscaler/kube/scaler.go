@@ -30,9 +30,10 @@ var _ autoscaler.Scaler = (*Scaler)(nil)
 
 // conflictBackoff paces the retries of a /scale write that lost a race: the
 // controller-manager writes the Deployment's status often, so a write can
-// lose several times in a row on a busy API server; the tries together take
-// at most about four seconds.
-var conflictBackoff = wait.Backoff{Steps: 14, Duration: 10 * time.Millisecond, Factor: 2, Jitter: 0.2, Cap: 500 * time.Millisecond}
+// lose several times in a row on a busy API server; 13 tries, the waits
+// between them growing from 10 ms, take about five seconds together. No Cap:
+// wait.Backoff ends the retries as soon as a wait would pass its Cap.
+var conflictBackoff = wait.Backoff{Steps: 13, Duration: 10 * time.Millisecond, Factor: 1.6, Jitter: 0.2}
 
 // NewScaler returns a Scaler of the worker Deployments in namespace.
 func NewScaler(client kubernetes.Interface, namespace string) *Scaler {
