@@ -178,8 +178,13 @@ func newRevisionStatus(name string, fn *Function, version *ModelVersion, loaded 
 	}
 }
 
+// provision makes the function's queue and the revision's consumer, and the
+// scale status bucket, which the activator reads but may not create.
 func (d *Deployer) provision(ctx context.Context, name, revision string) error {
 	if _, err := events.EnsureStream(ctx, d.js, name, d.queue); err != nil {
+		return err
+	}
+	if _, err := events.EnsureScaleBucket(ctx, d.js); err != nil {
 		return err
 	}
 	_, err := events.EnsureConsumer(ctx, d.js, name, revision, d.queue)

@@ -97,8 +97,12 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 	if err := deployAll(ctx, parts.control, f.deploy, checker, log); err != nil {
 		return err
 	}
+	// The control plane makes what the other parts read but may not create.
 	catalog, err := functions.OpenCatalog(ctx, parts.control)
 	if err != nil {
+		return err
+	}
+	if _, err := events.EnsureScaleBucket(ctx, parts.control); err != nil {
 		return err
 	}
 	keys, err := loadKeys(f.keysFile, []string{f.addr, f.grpcAddr}, log)
