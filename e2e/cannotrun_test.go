@@ -89,6 +89,29 @@ func TestModelThatCannotRunIsFoundOutByItsWorker(t *testing.T) {
 	}, 5*time.Second, 50*time.Millisecond, "once the revision is marked Failed the activator answers at once")
 	status := sluice(t, "--nats-url", natsURL(t, p), "status")
 	require.Contains(t, status, "add revision 1 cannot run")
+
+	// sluice functions delete takes its model out of the model store too.
+	nc, err := nats.Connect(natsURL(t, p), nats.UserCredentials(os.Getenv("SLUICE_NATS_CREDS")))
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	models, err := js.ObjectStore(t.Context(), events.ModelsBucket)
+	require.NoError(t, err)
+	objectsOf := func(function string) (names []string) {
+		objects, err := models.List(t.Context())
+		require.NoError(t, err)
+		for _, object := range objects {
+			if strings.HasPrefix(object.Name, function+"/") {
+				names = append(names, object.Name)
+			}
+		}
+		return names
+	}
+	require.NotEmpty(t, objectsOf("add"))
+	require.Contains(t, sluice(t, "--nats-url", natsURL(t, p), "functions", "delete", "add"), "function add deleted")
+	require.Empty(t, objectsOf("add"), "the deleted function's model is gone")
+	require.NotEmpty(t, objectsOf("iris"), "another function's stays")
 }
 
 // A model replaced in the model store outside the control plane (here with

@@ -243,10 +243,10 @@ func (c *Catalog) PutData(ctx context.Context, function string, data []byte) (st
 
 func dataObject(function, sha256 string) string { return function + "/data/" + sha256 + ".csv" }
 
-// deleteObjectsOf removes the objects of the model store named under
+// DeleteObjectsOf removes the objects of the model store named under
 // function's prefix (its model versions and base data), except those
 // another function's spec or live revisions name.
-func (c *Catalog) deleteObjectsOf(ctx context.Context, function string) error {
+func (c *Catalog) DeleteObjectsOf(ctx context.Context, function string) error {
 	objects, err := c.models.List(ctx)
 	if errors.Is(err, jetstream.ErrNoObjectsFound) {
 		return nil

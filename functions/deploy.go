@@ -191,16 +191,14 @@ func (d *Deployer) provision(ctx context.Context, name, revision string) error {
 	return err
 }
 
-// Delete removes a Function, its queue, and its objects in the model store
-// (its model versions and base data) that no other function uses.
+// Delete removes a Function and its queue. Its objects in the model store
+// stay (Catalog.DeleteObjectsOf removes them): a Function applied again may
+// name them.
 func (d *Deployer) Delete(ctx context.Context, name string) error {
 	if err := d.catalog.Delete(ctx, name); err != nil {
 		return err
 	}
-	if err := events.DeleteStream(ctx, d.js, name); err != nil {
-		return err
-	}
-	return d.catalog.deleteObjectsOf(ctx, name)
+	return events.DeleteStream(ctx, d.js, name)
 }
 
 // modelVersion stores the model of fn, or finds it in the store, and returns

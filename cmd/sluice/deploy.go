@@ -163,11 +163,27 @@ func newFunctionsCommand(g *globals) *cobra.Command {
 			_, err = cmd.OutOrStdout().Write(out)
 			return err
 		},
-	}, &cobra.Command{
-		Use: "delete NAME", Short: "Delete a function and its queue", Args: cobra.ExactArgs(1),
+	}, newFunctionsDeleteCommand(g))
+	return cmd
+}
+
+func newFunctionsDeleteCommand(g *globals) *cobra.Command {
+	var keepModels bool
+	cmd := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a function, its queue, and its model versions and data in the model store",
+		Long: `delete takes the function out of the catalog, deletes its queue, and removes its objects from the
+model store (its model versions and base data) unless another function uses them, or --keep-models.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			err := g.withCatalog(cmd.Context(), func(js jetstream.JetStream, catalog *functions.Catalog) error {
-				return functions.NewDeployer(js, catalog, events.DefaultQueueConfig()).Delete(cmd.Context(), args[0])
+				if err := functions.NewDeployer(js, catalog, events.DefaultQueueConfig()).Delete(cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				if keepModels {
+					return nil
+				}
+				return catalog.DeleteObjectsOf(cmd.Context(), args[0])
 			})
 			if err != nil {
 				return err
@@ -175,6 +191,7 @@ func newFunctionsCommand(g *globals) *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "function %s deleted\n", args[0])
 			return nil
 		},
-	})
+	}
+	cmd.Flags().BoolVar(&keepModels, "keep-models", false, "keep the function's model versions and data in the model store")
 	return cmd
 }
