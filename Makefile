@@ -70,7 +70,7 @@ image: containers deps $(BIN) ## build the sluice image (sluice:latest) with pod
 build: $(BIN) ## build bin/sluice
 
 $(BIN): $(GO_SOURCES)
-	$(GO) build -o $(BIN) ./cmd/sluice
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/sluice
 
 $(DEMO_MODEL): $(BIN) $(DEMO_CSV)
 	$(BIN) train --input $(DEMO_CSV) --output $(DEMO_MODEL)

@@ -127,7 +127,7 @@ func besideFile(file, path string) string {
 func newFunctionsCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "functions", Aliases: []string{"fn"}, Short: "List, show and delete functions"}
 	cmd.AddCommand(&cobra.Command{
-		Use: "list", Short: "List deployed functions", Args: cobra.NoArgs,
+		Use: "list", Aliases: []string{"ls"}, Short: "List deployed functions", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var fns []*functions.Function
 			err := g.withCatalog(cmd.Context(), func(_ jetstream.JetStream, catalog *functions.Catalog) (err error) {
@@ -170,8 +170,9 @@ func newFunctionsCommand(g *globals) *cobra.Command {
 func newFunctionsDeleteCommand(g *globals) *cobra.Command {
 	var keepModels bool
 	cmd := &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Delete a function, its queue, and its model versions and data in the model store",
+		Use:     "delete NAME",
+		Aliases: []string{"rm"},
+		Short:   "Delete a function, its queue, and its model versions and data in the model store",
 		Long: `delete takes the function out of the catalog, deletes its queue, and removes its objects from the
 model store (its model versions and base data) unless another function uses them, or --keep-models.`,
 		Args: cobra.ExactArgs(1),

@@ -43,6 +43,7 @@ func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "sluice",
 		Short:         "Sluice: an event-driven, serverless model platform",
+		Version:       version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -71,8 +72,9 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(
 		newUpCommand(g), newActivatorCommand(g), newWorkerCommand(g), newAutoscalerCommand(g), newControllerCommand(g),
 		newDeployCommand(g), newFunctionsCommand(g), newStatusCommand(g), newPredictCommand(),
-		newTrainCommand(g), newModelsCommand(g), newBenchCommand(), newDLQCommand(g), newBatchCommand(g), newRolloutCommand(g), newRetrainCommand(g), newKeysCommand(), newNATSCommand(g), newHealthCommand(),
+		newTrainCommand(g), newModelsCommand(g), newBenchCommand(), newDLQCommand(g), newBatchCommand(g), newRolloutCommand(g), newRetrainCommand(g), newKeysCommand(), newNATSCommand(g), newHealthCommand(), newVersionCommand(),
 	)
+	requireSubcommand(root)
 	return root
 }
 

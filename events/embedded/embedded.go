@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -60,6 +62,16 @@ func (c Config) Validate() error {
 func Start(cfg Config) (*server.Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	// nats-server would only say, after 10 s, that it is not ready: say
+	// at once that the address is taken, and by what it likely is.
+	if cfg.Port > 0 {
+		address := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+		listener, err := net.Listen("tcp", address)
+		if err != nil {
+			return nil, fmt.Errorf("nats server: %w (another sluice up or nats-server? --nats-port picks another port, -1 any free one)", err)
+		}
+		listener.Close()
 	}
 	opts := &server.Options{
 		ServerName: "sluice",
