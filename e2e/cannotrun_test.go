@@ -109,7 +109,7 @@ func TestModelThatCannotRunIsFoundOutByItsWorker(t *testing.T) {
 		return names
 	}
 	require.NotEmpty(t, objectsOf("add"))
-	require.Contains(t, sluice(t, "--nats-url", natsURL(t, p), "functions", "delete", "add"), "function add deleted")
+	require.Contains(t, sluice(t, "--nats-url", natsURL(t, p), "functions", "delete", "--yes", "add"), "function add deleted")
 	require.Empty(t, objectsOf("add"), "the deleted function's model is gone")
 	require.NotEmpty(t, objectsOf("iris"), "another function's stays")
 }

@@ -251,7 +251,7 @@ func runtimeVerdict(dir string, signature oip.Signature, inputs []oip.Tensor, an
 
 // deleteFunction removes a function and its queue once its case is done.
 func (p *platform) deleteFunction(t *testing.T, function string) {
-	out, err := exec.Command(binary, "functions", "delete", function).CombinedOutput()
+	out, err := exec.Command(binary, "functions", "delete", "--yes", function).CombinedOutput()
 	if err != nil && !strings.Contains(string(out), "not found") {
 		t.Errorf("delete %s: %v: %s", function, err, out)
 	}

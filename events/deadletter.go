@@ -150,7 +150,7 @@ func GetDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) (Dea
 	}
 	raw, err := stream.GetMsg(ctx, seq)
 	if err != nil {
-		return DeadLetter{}, fmt.Errorf("dead letter %d: %w", seq, err)
+		return DeadLetter{}, deadLetterError(seq, err)
 	}
 	return readDeadLetter(raw), nil
 }
@@ -167,7 +167,7 @@ func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) e
 	}
 	raw, err := stream.GetMsg(ctx, seq)
 	if err != nil {
-		return fmt.Errorf("dead letter %d: %w", seq, err)
+		return deadLetterError(seq, err)
 	}
 	letter := readDeadLetter(raw)
 	if letter.Subject == "" {
@@ -247,4 +247,17 @@ func isDeadHeader(key string) bool {
 // (Nats-Msg-Id, Nats-Expected-*, …), which steer a publish and must not be copied.
 func isJetStreamHeader(key string) bool {
 	return len(key) >= 5 && strings.EqualFold(key[:5], "Nats-")
+}
+
+// ErrNoDeadLetter says there is no dead letter of that sequence.
+var ErrNoDeadLetter = errors.New("no such dead letter")
+
+// deadLetterError words the failure to read dead letter seq: one that is
+// not there is ErrNoDeadLetter, with what to do.
+func deadLetterError(seq uint64, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.Is(err, jetstream.ErrMsgNotFound) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound) {
+		return fmt.Errorf("dead letter %d: %w: it was replayed or purged, or never was (`sluice dlq list` shows those there are)", seq, ErrNoDeadLetter)
+	}
+	return fmt.Errorf("dead letter %d: %w", seq, err)
 }

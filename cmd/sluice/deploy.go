@@ -168,15 +168,19 @@ func newFunctionsCommand(g *globals) *cobra.Command {
 }
 
 func newFunctionsDeleteCommand(g *globals) *cobra.Command {
-	var keepModels bool
+	var keepModels, yes bool
 	cmd := &cobra.Command{
 		Use:     "delete NAME",
 		Aliases: []string{"rm"},
-		Short:   "Delete a function, its queue, and its model versions and data in the model store",
-		Long: `delete takes the function out of the catalog, deletes its queue, and removes its objects from the
-model store (its model versions and base data) unless another function uses them, or --keep-models.`,
+		Short:   "Delete a function, its queue, and its model versions and data in the model store (asks first, unless --yes)",
+		Long: `delete takes the function out of the catalog, deletes its queue (with the requests still in it), and
+removes its objects from the model store (its model versions and base data) unless another function
+uses them, or --keep-models. It asks first, unless --yes.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := confirm(cmd, yes, "Delete function "+args[0]+", its queue and its models?"); err != nil {
+				return err
+			}
 			err := g.withCatalog(cmd.Context(), func(js jetstream.JetStream, catalog *functions.Catalog) error {
 				if err := functions.NewDeployer(js, catalog, events.DefaultQueueConfig()).Delete(cmd.Context(), args[0]); err != nil {
 					return err
@@ -194,5 +198,6 @@ model store (its model versions and base data) unless another function uses them
 		},
 	}
 	cmd.Flags().BoolVar(&keepModels, "keep-models", false, "keep the function's model versions and data in the model store")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "delete without asking")
 	return cmd
 }

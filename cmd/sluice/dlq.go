@@ -178,13 +178,21 @@ func newDLQReplayCommand(g *globals) *cobra.Command {
 
 func newDLQPurgeCommand(g *globals) *cobra.Command {
 	var function string
+	var yes bool
 	cmd := &cobra.Command{
-		Use: "purge [--function F]", Short: "Delete dead letters without replaying them", Args: cobra.NoArgs,
+		Use: "purge [--function F]", Short: "Delete dead letters without replaying them (asks first, unless --yes)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if function != "" {
 				if err := events.ValidateName(function); err != nil {
 					return fmt.Errorf("--function: %w", err)
 				}
+			}
+			target := "every function"
+			if function != "" {
+				target = "function " + function
+			}
+			if err := confirm(cmd, yes, "Delete the dead letters of "+target+" for good?"); err != nil {
+				return err
 			}
 			err := g.withDeadLetters(cmd.Context(), func(js jetstream.JetStream) error {
 				return events.PurgeDeadLetters(cmd.Context(), js, function)
@@ -192,15 +200,12 @@ func newDLQPurgeCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			target := "every function"
-			if function != "" {
-				target = "function " + function
-			}
 			fmt.Fprintf(cmd.OutOrStdout(), "dead letters of %s purged\n", target)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&function, "function", "", "only the dead letters of this function")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "purge without asking")
 	return cmd
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,10 +20,17 @@ import (
 // sluice runs the CLI against srvURL and returns what it printed.
 func sluice(t *testing.T, srvURL string, args ...string) (string, error) {
 	t.Helper()
+	return sluiceAnswering(t, srvURL, "", args...)
+}
+
+// sluiceAnswering is sluice with answer as the command's input.
+func sluiceAnswering(t *testing.T, srvURL, answer string, args ...string) (string, error) {
+	t.Helper()
 	root := newRootCommand()
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)
+	root.SetIn(strings.NewReader(answer))
 	root.SetArgs(append([]string{"--nats-url", srvURL}, args...))
 	err := root.ExecuteContext(context.Background())
 	return out.String(), err
@@ -82,12 +90,28 @@ func TestDLQCommands(t *testing.T) {
 	letters, err := events.ListDeadLetters(ctx, js, "")
 	require.NoError(t, err)
 	require.Len(t, letters, 1)
-	out, err = sluice(t, srv.ClientURL(), "dlq", "purge")
+	_, err = sluice(t, srv.ClientURL(), "dlq", "show", "99")
+	require.ErrorIs(t, err, events.ErrNoDeadLetter)
+	require.ErrorContains(t, err, "sluice dlq list")
+
+	// purge asks; anything but yes, or no answer at all, purges nothing.
+	for _, answer := range []string{"", "n\n", "nope\n"} {
+		out, err = sluiceAnswering(t, srv.ClientURL(), answer, "dlq", "purge")
+		require.ErrorIs(t, err, errNotConfirmed)
+		require.Contains(t, out, "Delete the dead letters of every function for good? [y/N]")
+		letters, err = events.ListDeadLetters(ctx, js, "")
+		require.NoError(t, err)
+		require.Len(t, letters, 1, "answered %q: nothing purged", answer)
+	}
+	out, err = sluiceAnswering(t, srv.ClientURL(), "y\n", "dlq", "purge")
 	require.NoError(t, err)
 	require.Contains(t, out, "purged")
 	letters, err = events.ListDeadLetters(ctx, js, "")
 	require.NoError(t, err)
 	require.Empty(t, letters)
+	out, err = sluice(t, srv.ClientURL(), "dlq", "purge", "--yes")
+	require.NoError(t, err, "--yes does not ask")
+	require.NotContains(t, out, "[y/N]")
 }
 
 func TestDeadLetterInBinaryIsShownAsJSON(t *testing.T) {
