@@ -92,7 +92,7 @@ func TestDeadLetterRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, got, shown)
 	_, err = events.GetDeadLetter(ctx, js, 999)
-	require.ErrorIs(t, err, jetstream.ErrMsgNotFound)
+	require.ErrorIs(t, err, events.ErrNoDeadLetter)
 
 	// The replay lands on the original subject, within the de-duplication
 	// window of the original request, with the original headers.
@@ -108,7 +108,7 @@ func TestDeadLetterRoundTrip(t *testing.T) {
 	}
 	require.NoError(t, replayed.Ack())
 	_, err = events.GetDeadLetter(ctx, js, got.Seq)
-	require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "a replayed dead letter is deleted")
+	require.ErrorIs(t, err, events.ErrNoDeadLetter, "a replayed dead letter is deleted")
 	require.Error(t, events.ReplayDeadLetter(ctx, js, got.Seq), "a dead letter is replayed once")
 
 	require.NoError(t, events.PurgeDeadLetters(ctx, js, "iris"), "nothing left of iris")
