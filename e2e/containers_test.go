@@ -94,7 +94,7 @@ include auth.conf
 	// The worker's user may serve this revision only; the activator's may not serve at all.
 	authority, err := access.Load(dir)
 	require.NoError(t, err)
-	permissions, err := catalog.WorkerAccess(ctx, "iris", deployed.Status.Revision)
+	permissions, err := catalog.WorkerAccess(ctx, deployed, deployed.Status.Revision)
 	require.NoError(t, err)
 	require.NoError(t, authority.WriteCredentials(filepath.Join(dir, "worker.creds"), "worker iris "+deployed.Status.Revision, permissions))
 	readable(t, dir)

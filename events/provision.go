@@ -175,47 +175,43 @@ func IsQueueFull(err error) bool {
 // change one.
 func OpenOrCreateStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	cfg.Replicas = cmp.Or(cfg.Replicas, int(replicas.Load()))
-	stream, err := js.Stream(ctx, cfg.Name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		stream, err = js.CreateStream(ctx, cfg)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // another process made it meanwhile
-			stream, err = js.Stream(ctx, cfg.Name)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open stream %s: %w", cfg.Name, err)
-	}
-	return stream, nil
+	return openOrCreate("stream", cfg.Name,
+		func() (jetstream.Stream, error) { return js.Stream(ctx, cfg.Name) },
+		func() (jetstream.Stream, error) { return js.CreateStream(ctx, cfg) },
+		jetstream.ErrStreamNotFound, jetstream.ErrStreamNameAlreadyInUse)
 }
 
 // OpenOrCreateKeyValue is OpenOrCreateStream for a KV bucket.
 func OpenOrCreateKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	cfg.Replicas = cmp.Or(cfg.Replicas, int(replicas.Load()))
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, cfg)
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, cfg.Bucket)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
-	}
-	return kv, nil
+	return openOrCreate("bucket", cfg.Bucket,
+		func() (jetstream.KeyValue, error) { return js.KeyValue(ctx, cfg.Bucket) },
+		func() (jetstream.KeyValue, error) { return js.CreateKeyValue(ctx, cfg) },
+		jetstream.ErrBucketNotFound, jetstream.ErrBucketExists)
 }
 
 // OpenOrCreateObjectStore is OpenOrCreateStream for an object store.
 func OpenOrCreateObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
 	cfg.Replicas = cmp.Or(cfg.Replicas, int(replicas.Load()))
-	store, err := js.ObjectStore(ctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		store, err = js.CreateObjectStore(ctx, cfg)
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			store, err = js.ObjectStore(ctx, cfg.Bucket)
+	return openOrCreate("object store", cfg.Bucket,
+		func() (jetstream.ObjectStore, error) { return js.ObjectStore(ctx, cfg.Bucket) },
+		func() (jetstream.ObjectStore, error) { return js.CreateObjectStore(ctx, cfg) },
+		jetstream.ErrBucketNotFound, jetstream.ErrBucketExists)
+}
+
+// openOrCreate opens what name names, creates it when open finds nothing,
+// and opens it again when another process created it meanwhile.
+func openOrCreate[T any](what, name string, open, create func() (T, error), notFound, exists error) (T, error) {
+	v, err := open()
+	if errors.Is(err, notFound) {
+		v, err = create()
+		if errors.Is(err, exists) {
+			v, err = open()
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open object store %s: %w", cfg.Bucket, err)
+		var zero T
+		return zero, fmt.Errorf("open %s %s: %w", what, name, err)
 	}
-	return store, nil
+	return v, nil
 }

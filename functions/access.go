@@ -7,14 +7,11 @@ import (
 	"sluice.dev/sluice/events/access"
 )
 
-// WorkerAccess is what the worker of one revision of a function may do on
-// the bus: consume that revision's queue and read the very object of the
-// model it was deployed with (events/access.Worker).
-func (c *Catalog) WorkerAccess(ctx context.Context, function, revision string) (access.Permissions, error) {
-	fn, err := c.Get(ctx, function)
-	if err != nil {
-		return access.Permissions{}, err
-	}
+// WorkerAccess is what the worker of one revision of fn may do on the bus:
+// consume that revision's queue and read the very object of the model it
+// was deployed with (events/access.Worker), whose id it reads from the store.
+func (c *Catalog) WorkerAccess(ctx context.Context, fn *Function, revision string) (access.Permissions, error) {
+	function := fn.Metadata.Name
 	r, ok := fn.Status.FindRevision(revision)
 	if !ok {
 		return access.Permissions{}, fmt.Errorf("function %q has no revision %q: %w", function, revision, ErrNotFound)

@@ -295,6 +295,9 @@ func (c *Catalog) GetObject(ctx context.Context, object string) ([]byte, error) 
 // GetModel downloads a model version and checks it against its sha256: an
 // object replaced since it was deployed is refused with ErrModelChanged,
 // before its chunks are read when the store's own digest already differs.
+// The description is read on its own first (GetBytes reads it again) because
+// a worker's user may read the chunks of its deployed object only: a
+// replaced object's chunks would be refused, not reported as changed.
 func (c *Catalog) GetModel(ctx context.Context, version ModelVersion) ([]byte, error) {
 	info, err := c.models.GetInfo(ctx, version.Object)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {

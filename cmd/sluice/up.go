@@ -246,7 +246,11 @@ func workerProcesses(g *globals, f upFlags, library string, authority *access.Au
 	executable, _ := os.Executable()
 	cfg.Command = func(ctx context.Context, function, revision string) (*exec.Cmd, error) {
 		// Each start gets a user of its own, allowed this revision only.
-		permissions, err := catalog.WorkerAccess(ctx, function, revision)
+		fn, err := catalog.Get(ctx, function)
+		if err != nil {
+			return nil, err
+		}
+		permissions, err := catalog.WorkerAccess(ctx, fn, revision)
 		if err != nil {
 			return nil, err
 		}

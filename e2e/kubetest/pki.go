@@ -71,6 +71,17 @@ func newPKI(dir string) (*pki, error) {
 	return p, os.WriteFile(p.serviceAccountPub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600)
 }
 
+// ServingCertificates writes to dir a fresh CA and a serving certificate for
+// 127.0.0.1 it signed, with the certificate's key, and returns the three
+// files: the test cluster's own, for a test of another TLS server.
+func ServingCertificates(dir string) (ca, cert, key string, err error) {
+	p, err := newPKI(dir)
+	if err != nil {
+		return "", "", "", err
+	}
+	return p.caCert, p.servingCert, p.servingKey, nil
+}
+
 // writeServingCert signs the apiserver's serving certificate with the CA.
 func writeServingCert(p *pki, ca *x509.Certificate, caKey crypto.Signer, now time.Time) error {
 	key, err := writeKey(p.servingKey)

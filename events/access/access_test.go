@@ -136,6 +136,18 @@ func (c *conn) publishRefused(t *testing.T, subject string) {
 	})
 }
 
+// purgeCatalogRefused checks that purging the catalog's stream is refused.
+func (c *conn) purgeCatalogRefused(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	c.refused(t, "STREAM.PURGE.KV_"+events.FunctionsBucket, func(ctx context.Context) error {
+		stream, err := js.Stream(ctx, "KV_"+events.FunctionsBucket)
+		if err != nil {
+			return err
+		}
+		return stream.Purge(ctx)
+	})
+}
+
 // The four attacks of a hostile client on the bus, each tried by the
 // activator's identity (the one exposed to the network) and a worker's, and
 // what each identity may do.
@@ -168,13 +180,7 @@ func TestEachIdentityIsRefusedWhatItIsNotFor(t *testing.T) {
 		activator.subscribeRefused(t, events.RequestSubjects("iris"))
 	})
 	t.Run("activator cannot purge the catalog", func(t *testing.T) {
-		activator.refused(t, "STREAM.PURGE.KV_"+events.FunctionsBucket, func(ctx context.Context) error {
-			stream, err := activatorJS.Stream(ctx, "KV_"+events.FunctionsBucket)
-			if err != nil {
-				return err
-			}
-			return stream.Purge(ctx)
-		})
+		activator.purgeCatalogRefused(t, activatorJS)
 	})
 	t.Run("activator cannot delete a function's stream", func(t *testing.T) {
 		activator.refused(t, "STREAM.DELETE."+events.StreamName("iris"), func(ctx context.Context) error {
@@ -277,13 +283,7 @@ func TestEachIdentityIsRefusedWhatItIsNotFor(t *testing.T) {
 		require.NoError(t, err)
 		autoscaler.publishRefused(t, events.RequestSubject("iris", "r1"))
 		autoscaler.subscribeRefused(t, ">")
-		autoscaler.refused(t, "STREAM.PURGE.KV_"+events.FunctionsBucket, func(ctx context.Context) error {
-			stream, err := autoscalerJS.Stream(ctx, "KV_"+events.FunctionsBucket)
-			if err != nil {
-				return err
-			}
-			return stream.Purge(ctx)
-		})
+		autoscaler.purgeCatalogRefused(t, autoscalerJS)
 	})
 
 	t.Run("trainer publishes its own function only", func(t *testing.T) {

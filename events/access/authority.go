@@ -213,16 +213,3 @@ func (a *Authority) WriteCredentials(path, name string, p Permissions) error {
 // Inbox is the inbox prefix of the user whose public key is userPub: its
 // replies come there, where no other user may listen.
 func Inbox(userPub string) string { return "_INBOX." + userPub }
-
-// InboxOf is the inbox prefix of the user whose credentials are creds.
-func InboxOf(creds []byte) (string, error) {
-	user, err := jwt.ParseDecoratedUserNKey(creds)
-	if err != nil {
-		return "", fmt.Errorf("credentials: %w", err)
-	}
-	pub, err := user.PublicKey()
-	if err != nil {
-		return "", err
-	}
-	return Inbox(pub), nil
-}

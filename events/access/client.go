@@ -23,11 +23,11 @@ func Connect(creds []byte) ([]nats.Option, error) {
 	if err != nil {
 		return nil, err
 	}
-	inbox, err := InboxOf(creds)
+	pub, err := user.PublicKey()
 	if err != nil {
 		return nil, err
 	}
-	return []nats.Option{nats.UserJWTAndSeed(token, string(seed)), nats.CustomInboxPrefix(inbox)}, nil
+	return []nats.Option{nats.UserJWTAndSeed(token, string(seed)), nats.CustomInboxPrefix(Inbox(pub))}, nil
 }
 
 // ConnectFile is Connect with the credentials kept in the file at path.

@@ -257,7 +257,7 @@ func (c *Controller) ensureDeployments(ctx context.Context, resource *unstructur
 	for _, revision := range fn.Status.Revisions {
 		deployment := Deployment(fn, revision, cfg)
 		deployment.OwnerReferences = []metav1.OwnerReference{*owner}
-		if err := c.ensureCredentials(ctx, deployment, fn.Metadata.Name, revision.Name); err != nil {
+		if err := c.ensureCredentials(ctx, deployment, fn, revision.Name); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -271,15 +271,15 @@ func (c *Controller) ensureDeployments(ctx context.Context, resource *unstructur
 
 // ensureCredentials makes the Secret with the NATS credentials of a worker
 // Deployment, with the Deployment's owner, unless it exists.
-func (c *Controller) ensureCredentials(ctx context.Context, deployment *appsv1.Deployment, function, revision string) error {
+func (c *Controller) ensureCredentials(ctx context.Context, deployment *appsv1.Deployment, fn *functions.Function, revision string) error {
 	if c.cfg.Authority == nil {
 		return nil
 	}
-	permissions, err := c.catalog.WorkerAccess(ctx, function, revision)
+	permissions, err := c.catalog.WorkerAccess(ctx, fn, revision)
 	if err != nil {
 		return err
 	}
-	creds, err := c.cfg.Authority.Mint("worker "+function+" "+revision, permissions)
+	creds, err := c.cfg.Authority.Mint("worker "+fn.Metadata.Name+" "+revision, permissions)
 	if err != nil {
 		return err
 	}
