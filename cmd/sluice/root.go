@@ -105,8 +105,10 @@ func (g *globals) logger() (*slog.Logger, error) {
 // the flags, and its JetStream context.
 func (g *globals) connect(name string, options ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	creds := g.natsCreds
-	if _, err := os.Stat(defaultCredentials); creds == "" && err == nil {
-		creds = defaultCredentials
+	if creds == "" {
+		if _, err := os.Stat(defaultCredentials); err == nil {
+			creds = defaultCredentials
+		}
 	}
 	if creds != "" {
 		login, err := access.ConnectFile(creds)

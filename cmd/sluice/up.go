@@ -144,7 +144,14 @@ type upBus struct {
 	server    *server.Server
 	authority *access.Authority
 	parts     upParts
-	close     func()
+	closers   []func()
+}
+
+// close closes the parts' connections, then the server.
+func (b *upBus) close() {
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		b.closers[i]()
+	}
 }
 
 // startBus starts the embedded NATS in operator mode, with the keys kept in
@@ -170,13 +177,7 @@ func startBus(g *globals, f upFlags, log *slog.Logger) (*upBus, error) {
 	if err != nil {
 		return nil, err
 	}
-	bus := &upBus{server: srv, authority: authority}
-	closers := []func(){func() { srv.Shutdown(); srv.WaitForShutdown() }}
-	bus.close = func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
-		}
-	}
+	bus := &upBus{server: srv, authority: authority, closers: []func(){func() { srv.Shutdown(); srv.WaitForShutdown() }}}
 	g.natsURL = srv.ClientURL()
 	adminCreds := filepath.Join(natsDir, "admin.creds")
 	if err := authority.WriteCredentials(adminCreds, "admin", access.Control()); err != nil {
@@ -189,25 +190,30 @@ func startBus(g *globals, f upFlags, log *slog.Logger) (*upBus, error) {
 		p    access.Permissions
 		js   *jetstream.JetStream
 	}{{"control", access.Control(), &bus.parts.control}, {"activator", access.Activator(), &bus.parts.activator}, {"autoscaler", access.Autoscaler(), &bus.parts.autoscaler}} {
-		creds, err := authority.Mint(part.name, part.p)
-		if err != nil {
+		if *part.js, err = bus.logIn(g.natsURL, part.name, part.p); err != nil {
 			bus.close()
 			return nil, err
 		}
-		options, err := access.Connect(creds)
-		if err != nil {
-			bus.close()
-			return nil, err
-		}
-		nc, js, err := connect(g.natsURL, "sluice-up-"+part.name, append(options, nats.InProcessServer(srv))...)
-		if err != nil {
-			bus.close()
-			return nil, err
-		}
-		closers = append(closers, nc.Close)
-		*part.js = js
 	}
 	return bus, nil
+}
+
+// logIn connects a part as a new user allowed p.
+func (b *upBus) logIn(url, name string, p access.Permissions) (jetstream.JetStream, error) {
+	creds, err := b.authority.Mint(name, p)
+	if err != nil {
+		return nil, err
+	}
+	options, err := access.Connect(creds)
+	if err != nil {
+		return nil, err
+	}
+	nc, js, err := connect(url, "sluice-up-"+name, append(options, nats.InProcessServer(b.server))...)
+	if err != nil {
+		return nil, err
+	}
+	b.closers = append(b.closers, nc.Close)
+	return js, nil
 }
 
 // serveUp runs the activator, the autoscaler, which starts and stops worker
