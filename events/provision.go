@@ -48,14 +48,33 @@ func SetReplicas(n int) error {
 	return nil
 }
 
-// DefaultQueueConfig is a buffer of 100k requests or 256 MiB, whichever comes
-// first. JetStream reserves MaxBytes of storage for each function's stream.
+// storeBudget is the file storage JetStream may use, when the process that
+// makes streams knows it (sluice up); 0 when it does not.
+var storeBudget atomic.Int64
+
+// SetStoreBudget sets, once at start, the file storage JetStream may use:
+// every stream Sluice makes from then on is bounded to a share of it, so
+// that they all fit, and JetStream, which reserves each stream's bound,
+// does not refuse them on a small disk.
+func SetStoreBudget(bytes int64) { storeBudget.Store(bytes) }
+
+// sized is bound, or a 1/share of the store budget when that is less.
+func sized(bound int64, share int64) int64 {
+	if budget := storeBudget.Load(); budget > 0 {
+		return max(min(bound, budget/share), 1<<20)
+	}
+	return bound
+}
+
+// DefaultQueueConfig is a buffer of 100k requests or 256 MiB (less on a small
+// disk: a 64th of the store budget), whichever comes first. JetStream
+// reserves MaxBytes of storage for each function's stream.
 func DefaultQueueConfig() QueueConfig {
 	return QueueConfig{
 		MaxMsgs:       100_000,
-		MaxBytes:      256 << 20,
+		MaxBytes:      sized(256<<20, 64),
 		Duplicates:    2 * time.Minute,
-		AckWait:       30 * time.Second,
+		AckWait:       time.Second,
 		MaxDeliver:    5,
 		MaxAckPending: 4096,
 		Replicas:      int(replicas.Load()),

@@ -132,6 +132,8 @@ func (p *platform) config() worker.Config {
 
 // running is a Worker serving on its own connection, as a worker process does.
 type running struct {
+	worker   *worker.Worker
+	conn     *nats.Conn
 	registry *prometheus.Registry
 	logs     *logBuffer
 	cancel   context.CancelFunc
@@ -147,10 +149,11 @@ func (p *platform) start(t *testing.T, cfg worker.Config, models []worker.Model)
 	require.NoError(t, err)
 	consumer, err := js.Consumer(ctx, events.StreamName(p.fn.Metadata.Name), events.ConsumerName(p.fn.Status.Revision))
 	require.NoError(t, err)
-	r := &running{registry: prometheus.NewRegistry(), logs: &logBuffer{}, done: make(chan error, 1)}
+	r := &running{conn: conn, registry: prometheus.NewRegistry(), logs: &logBuffer{}, done: make(chan error, 1)}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(r.logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w, err := worker.New(conn, consumer, models, p.signature(), cfg, r.registry, log)
 	require.NoError(t, err)
+	r.worker = w
 	runCtx, cancel := context.WithCancel(ctx)
 	r.cancel = cancel
 	go func() { r.done <- w.Run(runCtx) }()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -48,7 +47,6 @@ type job struct {
 // can be stacked run as ONE model run; the others run on their own.
 func (w *Worker) process(model Model, msgs []jetstream.Msg) {
 	start := time.Now()
-	stop := w.keepAlive(msgs)
 	jobs := make([]*job, len(msgs))
 	var ready []*job
 	for i, msg := range msgs {
@@ -60,7 +58,6 @@ func (w *Worker) process(model Model, msgs []jetstream.Msg) {
 	for _, group := range groupByShape(ready) {
 		w.run(model, group)
 	}
-	stop()
 	if len(ready) > 0 {
 		w.metrics.batchSize.Observe(float64(len(ready)))
 		w.metrics.inference.Observe(time.Since(start).Seconds())
@@ -246,29 +243,6 @@ func (w *Worker) runStacked(model Model, group []*job) error {
 		}
 	}
 	return nil
-}
-
-// keepAlive tells JetStream the batch is still being worked on, every half
-// ack wait, until the returned stop is called.
-func (w *Worker) keepAlive(msgs []jetstream.Msg) (stop func()) {
-	interval := 15 * time.Second
-	if info := w.consumer.CachedInfo(); info != nil && info.Config.AckWait > 0 {
-		interval = info.Config.AckWait / 2
-	}
-	var stopped atomic.Bool
-	var timer *time.Timer
-	timer = time.AfterFunc(interval, func() {
-		for _, msg := range msgs {
-			_ = msg.InProgress()
-		}
-		if !stopped.Load() {
-			timer.Reset(interval)
-		}
-	})
-	return func() {
-		stopped.Store(true)
-		timer.Stop()
-	}
 }
 
 var errExpired = errors.New("deadline passed before the request was scored: the caller has stopped waiting")

@@ -94,6 +94,7 @@ func (w *Worker) settle(j *job, err error) {
 			err = deadErr // transient: the request stays in the queue rather than be lost
 		}
 	}
+	w.held.release(j.msg)
 	if settleErr := events.Settle(j.msg, err); settleErr != nil {
 		w.log.Warn("settle", "request_id", j.eventID, "error", settleErr)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -99,6 +100,10 @@ type Worker struct {
 	metrics   *metrics
 	log       *slog.Logger
 	ready     chan struct{} // closed once Run takes requests
+	// held is every request taken and not yet settled; detached says why
+	// the worker takes none now (its consumer is gone), empty while it does.
+	held     *held
+	detached atomic.Pointer[string]
 	// source is the CloudEvent source of this worker's replies.
 	source string
 	// maxDeliver is how many deliveries a request gets; 0 when unknown.
@@ -121,6 +126,7 @@ func New(nc *nats.Conn, consumer jetstream.Consumer, models []Model, signature o
 	}
 	return &Worker{
 		ready:      make(chan struct{}),
+		held:       newHeld(),
 		source:     "/sluice/functions/" + cfg.Function + "/revisions/" + cfg.Revision,
 		maxDeliver: maxDeliver(consumer),
 		stackable:  stackable(signature),
@@ -141,18 +147,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	incoming := make(chan jetstream.Msg, w.cfg.MaxBatchSize)
 	stopped := make(chan struct{})
 	abandoned := make(chan struct{})
-	consume, err := w.consumer.Consume(
-		func(msg jetstream.Msg) { w.take(msg, incoming, abandoned) },
-		jetstream.PullMaxMessages(2*w.cfg.MaxBatchSize*len(w.models)),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-				w.log.Warn("consume", "error", err)
-			}
-		}),
-	)
+	consume, err := w.consume(incoming, abandoned)
 	if err != nil {
-		return fmt.Errorf("worker: consume: %w", err)
+		return err
 	}
+	progressDone := make(chan struct{})
+	defer close(progressDone)
+	go w.held.keepAlive(progressInterval(w.consumer), progressDone)
 	batches := make(chan []jetstream.Msg, len(w.models))
 	group := new(errgroup.Group)
 	group.Go(func() error {
@@ -170,13 +171,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("serving", "max_batch_size", w.cfg.MaxBatchSize, "max_delay", w.cfg.MaxDelay, "sessions", len(w.models))
 	close(w.ready)
-	<-ctx.Done()
+	consume = w.keepConsuming(ctx, consume, incoming, abandoned)
 	w.log.Info("draining")
-	consume.Drain()
-	if reason := w.awaitDrain(consume); reason != "" {
+	if consume == nil { // the consumer is gone: nothing more comes
 		close(abandoned)
-		consume.Stop()
-		w.log.Warn(reason + "; requests not yet batched go back to the queue, those still in the client buffer after their ack wait")
+	} else {
+		consume.Drain()
+		if reason := w.awaitDrain(consume); reason != "" {
+			close(abandoned)
+			consume.Stop()
+			w.log.Warn(reason + "; requests not yet batched go back to the queue, those still in the client buffer after their ack wait")
+		}
 	}
 	close(stopped)
 	err = group.Wait()
@@ -190,6 +195,7 @@ var errDraining = errors.New("worker: draining: the request goes back to the que
 // take hands msg from the consumer to the batcher or, once the drain has
 // given up waiting, back to the queue.
 func (w *Worker) take(msg jetstream.Msg, incoming chan<- jetstream.Msg, abandoned <-chan struct{}) {
+	w.held.take(msg)
 	select {
 	case <-abandoned:
 	default:
@@ -199,6 +205,7 @@ func (w *Worker) take(msg jetstream.Msg, incoming chan<- jetstream.Msg, abandone
 		case <-abandoned:
 		}
 	}
+	w.held.release(msg)
 	if err := events.Settle(msg, errDraining); err != nil {
 		w.log.Warn("settle", "error", err)
 	}
@@ -292,4 +299,71 @@ func (w *Worker) awaitDrain(consume jetstream.ConsumeContext) string {
 			}
 		}
 	}
+}
+
+// consume starts taking the consumer's requests into incoming.
+func (w *Worker) consume(incoming chan<- jetstream.Msg, abandoned <-chan struct{}) (jetstream.ConsumeContext, error) {
+	consume, err := w.consumer.Consume(
+		func(msg jetstream.Msg) { w.take(msg, incoming, abandoned) },
+		jetstream.PullMaxMessages(2*w.cfg.MaxBatchSize*len(w.models)),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				w.log.Warn("consume", "error", err)
+			}
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("worker: consume: %w", err)
+	}
+	return consume, nil
+}
+
+// keepConsuming returns once ctx ends, with the consumption to drain; nil
+// when there is none. When the consumer is deleted under the worker (its
+// stream deleted and made again, by an operator or a restore), the worker
+// says so in Health and takes requests again as soon as the control plane
+// has made the consumer again.
+func (w *Worker) keepConsuming(ctx context.Context, consume jetstream.ConsumeContext, incoming chan<- jetstream.Msg, abandoned <-chan struct{}) jetstream.ConsumeContext {
+	for {
+		select {
+		case <-ctx.Done():
+			return consume
+		case <-consume.Closed():
+		}
+		reason := fmt.Sprintf("consumer %s of stream %s is gone: waiting for the control plane to make it again", w.consumer.CachedInfo().Name, w.consumer.CachedInfo().Stream)
+		w.detached.Store(&reason)
+		w.log.Warn(reason)
+		retry := time.NewTicker(time.Second)
+		for consume = nil; consume == nil; {
+			select {
+			case <-ctx.Done():
+				retry.Stop()
+				return nil
+			case <-retry.C:
+			}
+			if _, err := w.consumer.Info(ctx); err != nil {
+				continue
+			}
+			consume, _ = w.consume(incoming, abandoned)
+		}
+		retry.Stop()
+		w.detached.Store(nil)
+		w.log.Info("consumer is back: taking requests again")
+	}
+}
+
+// Health says why the worker takes no requests now; nil while it does.
+func (w *Worker) Health() error {
+	select {
+	case <-w.ready:
+	default:
+		return errors.New("not taking requests yet")
+	}
+	if reason := w.detached.Load(); reason != nil {
+		return errors.New(*reason)
+	}
+	if !w.nc.IsConnected() {
+		return errors.New("not connected to NATS: " + w.nc.Status().String())
+	}
+	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
@@ -51,14 +50,12 @@ func runLeading(ctx context.Context, client kubernetes.Interface, f kubeFlags, l
 		log.Info("leading", "identity", f.identity)
 		return lead(ctx)
 	}
-	var alive atomic.Bool // ready once connected; only the leader acts
-	alive.Store(true)
 	probes, err := net.Listen("tcp", f.metricsAddr)
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	group, ctx := errgroup.WithContext(ctx)
-	group.Go(func() error { return serveProbes(ctx, probes, reg, &alive, log) })
+	group.Go(func() error { return serveProbes(ctx, probes, reg, func() error { return nil }, log) })
 	group.Go(func() error {
 		if !f.leaderElect {
 			return leading(ctx)

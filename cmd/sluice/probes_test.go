@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,9 +24,8 @@ func TestProbesServeTheProfilerOnlyOnLoopback(t *testing.T) {
 		require.NoError(t, err)
 		ctx, stop := context.WithCancel(t.Context())
 		served := make(chan error, 1)
-		var ready atomic.Bool
 		go func() {
-			served <- serveProbes(ctx, listener, prometheus.NewRegistry(), &ready, slog.New(slog.DiscardHandler))
+			served <- serveProbes(ctx, listener, prometheus.NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler))
 		}()
 		port := strconv.Itoa(listener.Addr().(*net.TCPAddr).Port)
 		resp, err := http.Get("http://127.0.0.1:" + port + "/debug/pprof/")

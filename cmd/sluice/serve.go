@@ -69,6 +69,9 @@ func newActivatorCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&keysFile, "api-keys", os.Getenv("SLUICE_API_KEYS"), "file of API keys (sluice keys create); without it the activator is open to whoever reaches it ($SLUICE_API_KEYS)")
 	cmd.Flags().StringVar(&grpcAddr, "grpc-addr", ":8081", "gRPC listen address (Open Inference Protocol; off when empty)")
 	cmd.Flags().Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body accepted (413 above)")
+	cmd.Flags().IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "requests held at once, queued or awaiting their answer (429 above)")
+	cmd.Flags().DurationVar(&cfg.BodyTimeout, "body-timeout", cfg.BodyTimeout, "time a request body has to arrive whole (408 after)")
+	cmd.Flags().IntVar(&cfg.MaxConnsPerClient, "max-conns-per-client", cfg.MaxConnsPerClient, "open connections one client address may keep (0: no bound; set 0 behind a proxy, whose address every client shares)")
 	addSinkFlags(cmd.Flags(), &sinks)
 	return cmd
 }
@@ -275,14 +278,21 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 		return err
 	}
 	counter := functions.NewCounter(counts)
-	var ready atomic.Bool
+	var serving atomic.Pointer[worker.Worker]
 	reg := newRegistry()
 	probes, err := net.Listen("tcp", f.metricsAddr)
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	group, ctx := errgroup.WithContext(ctx)
-	group.Go(func() error { return serveProbes(ctx, probes, reg, &ready, log) })
+	group.Go(func() error {
+		return serveProbes(ctx, probes, reg, func() error {
+			if w := serving.Load(); w != nil {
+				return w.Health()
+			}
+			return errors.New("model not loaded yet")
+		}, log)
+	})
 	// The counts are written until the worker has settled its last request.
 	counted, stopCounting := context.WithCancel(context.WithoutCancel(ctx))
 	group.Go(func() error {
@@ -306,7 +316,7 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 			return w.Run(ctx)
 		}
 		group.Go(func() error {
-			err := announceReady(ctx, w.Ready(), &ready, probes.Addr().String())
+			err := announceReady(ctx, w, &serving, probes.Addr().String())
 			log.Info("worker ready", "function", f.function, "startup_ms", time.Since(started).Milliseconds())
 			return err
 		})
@@ -315,16 +325,16 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 	return group.Wait()
 }
 
-// announceReady, once the worker takes requests, turns /readyz green and,
-// under the process scaler, writes the file it watches for readiness: the
-// address of the worker's /metrics, for discovery.
-func announceReady(ctx context.Context, workerReady <-chan struct{}, ready *atomic.Bool, metricsAddr string) error {
+// announceReady, once the worker takes requests, has /readyz follow its
+// Health and, under the process scaler, writes the file it watches for
+// readiness: the address of the worker's /metrics, for discovery.
+func announceReady(ctx context.Context, w *worker.Worker, serving *atomic.Pointer[worker.Worker], metricsAddr string) error {
 	select {
 	case <-ctx.Done():
 		return nil
-	case <-workerReady:
+	case <-w.Ready():
 	}
-	ready.Store(true)
+	serving.Store(w)
 	if path := os.Getenv(autoscaler.ReadyFileEnv); path != "" {
 		// Written aside and renamed: whoever sees the file reads it whole.
 		if err := os.WriteFile(path+".tmp", []byte(metricsAddr), 0o644); err != nil {
@@ -491,10 +501,11 @@ func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
 	}, nil
 }
 
-// serveProbes serves /metrics, /livez and /readyz (200 once the model is
-// loaded) until ctx ends, and the Go profiler too when it listens on
-// loopback (a worker of sluice up): never where the network reaches it.
-func serveProbes(ctx context.Context, listener net.Listener, gatherer prometheus.Gatherer, ready *atomic.Bool, log *slog.Logger) error {
+// serveProbes serves /metrics, /livez and /readyz (200 while ready says
+// nothing is wrong, else 503 with what is) until ctx ends, and the Go
+// profiler too when it listens on loopback (a worker of sluice up): never
+// where the network reaches it.
+func serveProbes(ctx context.Context, listener net.Listener, gatherer prometheus.Gatherer, ready func() error, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	if addr, ok := listener.Addr().(*net.TCPAddr); ok && addr.IP.IsLoopback() {
@@ -503,8 +514,8 @@ func serveProbes(ctx context.Context, listener net.Listener, gatherer prometheus
 	}
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Load() {
-			http.Error(w, "model not loaded yet", http.StatusServiceUnavailable)
+		if err := ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		w.WriteHeader(http.StatusOK)
