@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,6 +35,13 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// MaxInFlight bounds the requests the activator holds at once; more get 429.
 	MaxInFlight int
+	// BodyTimeout bounds the read of a request body, from its first byte to
+	// its last; a slower one gets 408.
+	BodyTimeout time.Duration
+	// MaxConnsPerClient bounds the open connections of one client address
+	// (0: no bound, behind a proxy that is every client's address); more are
+	// closed as they come.
+	MaxConnsPerClient int
 	// ResultTTL is how long the results of asynchronous requests are kept,
 	// when the activator creates the results bucket.
 	ResultTTL time.Duration
@@ -49,11 +57,22 @@ type Config struct {
 	// SinkAllow names the non-public addresses a request's Sluice-Sink-URI
 	// may name; the same list as SinkConfig.Allow.
 	SinkAllow functions.SinkAllowList
+	// Ready, when set, is asked by GET /v2/health/ready too: what the host
+	// knows keeps requests from being stored (sluice up: its NATS server's disk).
+	Ready func() error
 }
+
+// storeTimeout bounds the wait for JetStream to say it stored a request: a
+// stream that cannot write (its disk is full, it has no leader) answers 503
+// within it, not at the caller's timeout.
+const storeTimeout = 5 * time.Second
 
 // DefaultConfig allows 8 MiB bodies.
 func DefaultConfig() Config {
-	return Config{MaxBodyBytes: 8 << 20, Limits: oip.DefaultLimits(), MaxPending: 4096, MaxInFlight: 10_000, ResultTTL: events.DefaultResultTTL}
+	return Config{
+		MaxBodyBytes: 8 << 20, Limits: oip.DefaultLimits(), MaxPending: 4096, MaxInFlight: 10_000, ResultTTL: events.DefaultResultTTL,
+		BodyTimeout: 30 * time.Second, MaxConnsPerClient: 1024,
+	}
 }
 
 // Validate reports the first field that is wrong.
@@ -69,6 +88,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("activator: MaxInFlight must be at least 1, got %d", c.MaxInFlight)
 	case c.MaxPending < 1:
 		return fmt.Errorf("activator: MaxPending must be at least 1, got %d", c.MaxPending)
+	case c.BodyTimeout < time.Second:
+		return fmt.Errorf("activator: BodyTimeout must be at least 1s, got %s", c.BodyTimeout)
+	case c.MaxConnsPerClient < 0:
+		return fmt.Errorf("activator: MaxConnsPerClient must not be negative, got %d", c.MaxConnsPerClient)
 	}
 	return nil
 }
@@ -86,6 +109,9 @@ type Activator struct {
 	gatherer prometheus.Gatherer
 	// slots holds a token per request in flight; its capacity is MaxInFlight.
 	slots chan struct{}
+	// storeFailure is why the last request JetStream was asked to store was
+	// not stored, nil once one is: readiness says it.
+	storeFailure atomic.Pointer[error]
 	// results is the results bucket, and answers the store of answers too
 	// large for one message, both opened by Run before it serves.
 	results jetstream.KeyValue
@@ -113,7 +139,7 @@ func New(nc *nats.Conn, registry *functions.Registry, cfg Config, reg *prometheu
 		log.Info("request bodies limited by the NATS max payload", "max_body_bytes", limit, "asked", cfg.MaxBodyBytes)
 		cfg.MaxBodyBytes = limit
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxPending), jetstream.WithPublishAsyncTimeout(storeTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("activator: jetstream: %w", err)
 	}
@@ -222,7 +248,7 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 	}()
 	server := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: maxHeaderBytes}
 	served := make(chan error, 1)
-	go func() { served <- server.Serve(listener) }()
+	go func() { served <- server.Serve(limitConnections(listener, a.cfg.MaxConnsPerClient, a.metrics.refusedConns.Inc)) }()
 	a.log.Info("activator listening", "addr", listener.Addr().String())
 	select {
 	case err := <-served:
@@ -247,10 +273,18 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 	return err
 }
 
-// limited answers 429 instead of taking a request past MaxInFlight.
+// limited reads the request's body, then answers 429 instead of taking the
+// request past MaxInFlight. A slot is held only while a request is queued
+// or waits for its answer, never while its body trickles in: a body has
+// BodyTimeout to arrive whole, and the connections of one client are
+// bounded (limitConnections).
 func (a *Activator) limited(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		release, err := a.takeSlot()
+		err := a.bufferBody(w, r)
+		var release func()
+		if err == nil {
+			release, err = a.takeSlot()
+		}
 		if err != nil {
 			code := writeError(w, err)
 			a.metrics.observe(a.knownName(r.PathValue("name")), code, time.Now())

@@ -84,10 +84,13 @@ func (a *Activator) enqueue(ctx context.Context, fn *functions.Function, ev *eve
 		msg.Header.Set(events.HeaderSinkURI, sink)
 	}
 	msg.Header.Set(events.HeaderMsgID, events.MsgID(ev.Source(), ev.ID()))
-	if _, err := a.js.PublishMsg(ctx, msg); err != nil {
+	publish, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	if _, err := a.js.PublishMsg(publish, msg); err != nil {
 		_ = a.results.Delete(context.Background(), key) // not queued: not pending either
-		return publishError(fn.Metadata.Name, err)
+		return a.publishError(fn.Metadata.Name, err)
 	}
+	a.storeFailure.Store(nil)
 	return nil
 }
 

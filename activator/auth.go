@@ -20,6 +20,7 @@ import (
 
 	"google.golang.org/grpc"
 	"sigs.k8s.io/yaml"
+	"sluice.dev/sluice/events"
 )
 
 // What an API key may do with a function: a scope is "VERB:FUNCTION", the
@@ -178,21 +179,14 @@ func (k *Keys) reload() (bool, error) {
 
 // Follow re-reads the key file every interval until ctx ends.
 func (k *Keys) Follow(ctx context.Context, interval time.Duration) {
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
+	events.Every(ctx, interval, func() {
 		switch changed, err := k.reload(); {
 		case err != nil:
 			k.log.Warn("the API keys file cannot be read; the keys read last stay in force", "error", err)
 		case changed:
 			k.log.Info("API keys reloaded", "file", k.path, "keys", len(k.current.Load().byHash))
 		}
-	}
+	})
 }
 
 // Count is how many keys are in force.

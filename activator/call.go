@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -86,19 +87,48 @@ func (a *Activator) bodyError(err error) error {
 	return err
 }
 
-// readBody reads a request body within the limit.
+// readBody reads a request body within the limit; one bufferBody read is
+// not read again.
 func (a *Activator) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if read, ok := r.Body.(*readBody); ok {
+		return read.data, nil
+	}
 	if err := a.limitBody(w, r); err != nil {
 		return nil, err
 	}
 	body := bytes.NewBuffer(make([]byte, 0, max(r.ContentLength, 512)))
 	if _, err := body.ReadFrom(r.Body); err != nil {
-		if err := a.bodyError(err); errors.Is(err, errTooLarge) {
+		var timeout net.Error
+		switch err := a.bodyError(err); {
+		case errors.Is(err, errTooLarge):
 			return nil, err
+		case errors.As(err, &timeout) && timeout.Timeout():
+			return nil, fmt.Errorf("%w: the whole body must arrive within %s", errSlowBody, a.cfg.BodyTimeout)
 		}
 		return nil, fmt.Errorf("%w: read body: %v", errBadRequest, err)
 	}
 	return body.Bytes(), nil
+}
+
+// readBody is a request body read whole, for the handler to read again.
+type readBody struct {
+	*bytes.Reader
+	data []byte
+}
+
+func (*readBody) Close() error { return nil }
+
+// bufferBody reads r's body whole within BodyTimeout, and leaves it in
+// r.Body for the handler.
+func (a *Activator) bufferBody(w http.ResponseWriter, r *http.Request) error {
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(a.cfg.BodyTimeout))
+	data, err := a.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	r.Body, r.ContentLength = &readBody{Reader: bytes.NewReader(data), data: data}, int64(len(data))
+	return nil
 }
 
 // requestEvent wraps an OIP request body into a request CloudEvent for fn;
@@ -220,7 +250,7 @@ func (a *Activator) send(ctx context.Context, fn *functions.Function, ev *event.
 	}
 	ack, err := a.js.PublishMsgAsync(msg)
 	if err != nil {
-		return nil, publishError(fn.Metadata.Name, err)
+		return nil, a.publishError(fn.Metadata.Name, err)
 	}
 	acked, failed := ack.Ok(), ack.Err()
 	for {
@@ -238,12 +268,13 @@ func (a *Activator) send(ctx context.Context, fn *functions.Function, ev *event.
 			}
 			return reply, replyError(reply)
 		case pubAck := <-acked:
+			a.storeFailure.Store(nil)
 			if pubAck.Duplicate {
 				return nil, fmt.Errorf("%w: request id %q from %q was already accepted", errDuplicate, ev.ID(), ev.Source())
 			}
 			acked = nil
 		case err := <-failed:
-			return nil, publishError(fn.Metadata.Name, err)
+			return nil, a.publishError(fn.Metadata.Name, err)
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) && cold {
 				return nil, fmt.Errorf("%w: model %q had no ready replica and none answered within its request timeout of %s; the request stays queued until it expires", errTimeout, fn.Metadata.Name, timeout)
@@ -269,17 +300,25 @@ func requestMessage(ctx context.Context, function, revision string, ev *event.Ev
 	return msg, nil
 }
 
-func publishError(function string, err error) error {
+// publishError is what the caller is told of a request the queue did not
+// take; one it could not store is remembered for readiness.
+func (a *Activator) publishError(function string, err error) error {
 	switch {
 	case events.IsQueueFull(err), errors.Is(err, jetstream.ErrTooManyStalledMsgs):
 		return fmt.Errorf("%w: model %q has as many requests waiting as it may buffer; retry later", errQueueFull, function)
+	case errors.Is(err, nats.ErrMaxPayload):
+		return fmt.Errorf("%w: the request is larger than the queue may carry", errTooLarge)
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("%w: the queue of model %q does not answer: %v", errUnavailable, function, err)
+	case errors.Is(err, context.Canceled):
+		return err
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, context.DeadlineExceeded):
+		err = fmt.Errorf("%w: the queue of model %q did not store the request within %s (its NATS storage may be full, or its stream without a leader); retry later", errUnavailable, function, storeTimeout)
+	default:
+		err = fmt.Errorf("%w: publish request for model %q: %v", errUnavailable, function, err)
 	}
-	if errors.Is(err, nats.ErrMaxPayload) {
-		return fmt.Errorf("%w: the request is larger than the queue may carry", errTooLarge)
-	}
-	return fmt.Errorf("%w: publish request for model %q: %v", errUnavailable, function, err)
+	a.storeFailure.Store(&err) // until a request is stored again
+	return err
 }
 
 // replyError turns an error reply of the worker into a *workerError.

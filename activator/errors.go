@@ -19,6 +19,7 @@ var (
 	errQueueFull   = errors.New("queue full")
 	errOverloaded  = errors.New("overloaded")
 	errTimeout     = errors.New("timed out")
+	errSlowBody    = errors.New("request body too slow")
 	errBadEvent    = errors.New("bad cloudevent")
 	errBadRequest  = errors.New("bad request")
 	errDuplicate   = errors.New("duplicate request")
@@ -55,6 +56,8 @@ func status(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, errSlowBody):
+		return http.StatusRequestTimeout
 	case errors.Is(err, errQueueFull), errors.Is(err, errOverloaded):
 		return http.StatusTooManyRequests
 	case errors.Is(err, errTimeout), errors.Is(err, context.DeadlineExceeded):

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -122,7 +123,8 @@ func (a *Activator) modelReady(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// serverReady serves GET /v2/health/ready: NATS connected and the catalog read.
+// serverReady serves GET /v2/health/ready: NATS connected, the catalog
+// read, the last request stored, and nothing the host knows of wrong.
 func (a *Activator) serverReady(w http.ResponseWriter, _ *http.Request) {
 	select {
 	case <-a.registry.Synced():
@@ -133,6 +135,16 @@ func (a *Activator) serverReady(w http.ResponseWriter, _ *http.Request) {
 	if !a.nc.IsConnected() {
 		writeError(w, errUnavailableNATS)
 		return
+	}
+	if failure := a.storeFailure.Load(); failure != nil {
+		writeError(w, fmt.Errorf("the last request was not stored: %w", *failure))
+		return
+	}
+	if a.cfg.Ready != nil {
+		if err := a.cfg.Ready(); err != nil {
+			writeError(w, fmt.Errorf("%w: %v", errUnavailable, err))
+			return
+		}
 	}
 	w.WriteHeader(http.StatusOK)
 }

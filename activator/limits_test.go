@@ -95,7 +95,7 @@ func TestQueueFullIs429WithRetryAfter(t *testing.T) {
 }
 
 // The activator holds at most MaxInFlight requests; one more is refused with
-// 429 at once, before its body is read, and the held one is still answered.
+// 429 as soon as its body is read, and the held one is still answered.
 func TestTooManyInFlightIs429(t *testing.T) {
 	s := newSetup()
 	s.config.MaxInFlight = 1

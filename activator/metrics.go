@@ -12,7 +12,9 @@ type metrics struct {
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	lateReplies prometheus.Counter
-	coldStart   *prometheus.HistogramVec
+	// refusedConns counts connections closed as they came: their client had MaxConnsPerClient open.
+	refusedConns prometheus.Counter
+	coldStart    *prometheus.HistogramVec
 	// canaryRetries counts requests a rollout's candidate failed that were sent to the stable revision.
 	canaryRetries *prometheus.CounterVec
 }
@@ -29,6 +31,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"function"}),
 		lateReplies: factory.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_activator_late_replies_total", Help: "Worker replies that arrived after their caller stopped waiting, dropped.",
+		}),
+		refusedConns: factory.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_activator_refused_connections_total", Help: "Connections closed as they came because their client address had as many open as it may.",
 		}),
 		coldStart: factory.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "sluice_activator_cold_start_seconds", Help: "From a request's arrival at a function with no ready replica to its answer.",
