@@ -171,13 +171,11 @@ func TestGetModelChecksSHA256(t *testing.T) {
 	require.ErrorContains(t, err, "sha256")
 }
 
-func TestRegistryFollowsTheCatalog(t *testing.T) {
-	_, catalog, deployer := newDeployer(t)
+// runRegistry runs a Registry of catalog until the test ends, and waits
+// until it has read the catalog.
+func runRegistry(t *testing.T, catalog *functions.Catalog) *functions.Registry {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	model := irisModel(t, 1)
-	_, err := deployer.Deploy(ctx, parse(t, irisYAML), model)
-	require.NoError(t, err)
-
 	registry := functions.NewRegistry(catalog)
 	done := make(chan error, 1)
 	go func() { done <- registry.Run(ctx) }()
@@ -190,6 +188,17 @@ func TestRegistryFollowsTheCatalog(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("registry did not sync")
 	}
+	return registry
+}
+
+func TestRegistryFollowsTheCatalog(t *testing.T) {
+	_, catalog, deployer := newDeployer(t)
+	ctx := t.Context()
+	model := irisModel(t, 1)
+	_, err := deployer.Deploy(ctx, parse(t, irisYAML), model)
+	require.NoError(t, err)
+
+	registry := runRegistry(t, catalog)
 	fn, ok := registry.Lookup("iris")
 	require.True(t, ok, "functions present at start are known once synced")
 	require.Equal(t, "1", fn.Status.Revision)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
@@ -189,6 +190,47 @@ func (d *Deployer) provision(ctx context.Context, name, revision string) error {
 	}
 	_, err := events.EnsureConsumer(ctx, d.js, name, revision, d.queue)
 	return err
+}
+
+// Repair makes again the stream of fn and the consumer of each of its live
+// revisions where they are gone (deleted by an operator, lost in a restore),
+// and returns the revisions whose queue it made again: their workers take
+// requests again as soon as their consumer is back. What exists is left as it is.
+func (d *Deployer) Repair(ctx context.Context, fn *Function) (repaired []string, _ error) {
+	name := fn.Metadata.Name
+	for _, revision := range fn.Status.Revisions {
+		_, err := d.js.Consumer(ctx, events.StreamName(name), events.ConsumerName(revision.Name))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			if err = d.provision(ctx, name, revision.Name); err == nil {
+				repaired = append(repaired, revision.Name)
+			}
+		}
+		if err != nil {
+			return repaired, fmt.Errorf("repair the queue of %s revision %s: %w", name, revision.Name, err)
+		}
+	}
+	return repaired, nil
+}
+
+// RepairEvery repairs every Function of the catalog each interval until ctx ends.
+func (d *Deployer) RepairEvery(ctx context.Context, interval time.Duration, log *slog.Logger) error {
+	events.Every(ctx, interval, func() {
+		fns, err := d.catalog.List(ctx)
+		if err != nil {
+			log.Warn("repair queues: list functions", "error", err)
+			return
+		}
+		for _, fn := range fns {
+			repaired, err := d.Repair(ctx, fn)
+			if len(repaired) > 0 {
+				log.Warn("made the queue of revisions again: it was gone", "function", fn.Metadata.Name, "revisions", repaired)
+			}
+			if err != nil {
+				log.Warn("repair queues", "function", fn.Metadata.Name, "error", err)
+			}
+		}
+	})
+	return nil
 }
 
 // Delete removes a Function and its queue. Its objects in the model store

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"sluice.dev/sluice/events"
 )
@@ -29,9 +30,44 @@ func NewRegistry(catalog *Catalog) *Registry {
 	return &Registry{catalog: catalog, functions: map[string]entry{}, synced: make(chan struct{})}
 }
 
+// pruneEvery is how often the registry looks for Functions that left the
+// catalog without a trace the watch sees: the bucket's stream purged.
+var pruneEvery = 10 * time.Second
+
 // Run watches the catalog until ctx ends.
 func (r *Registry) Run(ctx context.Context) error {
+	go events.Every(ctx, pruneEvery, func() { r.prune(ctx) })
 	return events.WatchBucket(ctx, r.catalog.kv, r.apply, r.markSynced)
+}
+
+// prune forgets the Functions the catalog no longer holds. A delete leaves a
+// marker the watch brings; a purge of the bucket's stream leaves none.
+func (r *Registry) prune(ctx context.Context) {
+	present := map[string]bool{}
+	lister, err := r.catalog.kv.ListKeys(ctx)
+	if err != nil {
+		return
+	}
+	for name := range lister.Keys() {
+		present[name] = true
+	}
+	_ = lister.Stop()
+	for _, name := range r.Names() {
+		if present[name] {
+			continue
+		}
+		r.mu.RLock()
+		held := r.functions[name]
+		r.mu.RUnlock()
+		if _, _, err := r.catalog.entry(ctx, name); !errors.Is(err, ErrNotFound) {
+			continue // put since the listing, or the catalog did not answer
+		}
+		r.mu.Lock()
+		if r.functions[name] == held { // not put again meanwhile
+			delete(r.functions, name)
+		}
+		r.mu.Unlock()
+	}
 }
 
 func (r *Registry) markSynced() {

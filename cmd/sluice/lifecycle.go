@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,11 +15,14 @@ import (
 	"sluice.dev/sluice/functions/rollout"
 )
 
+// repairEvery is how often sluice up makes again the queues that are gone.
+const repairEvery = 5 * time.Second
+
 // lifecyclePart runs what happens to a function's models: the retrain loop,
 // which starts trainings through launcher as trainers says; the publisher, which makes each published version a new
 // revision (loaded once by checker first, when there is one); the rollout
-// loop, which moves traffic to it or back; and the record of what workers
-// report of their models.
+// loop, which moves traffic to it or back; the record of what workers
+// report of their models; and the repair of queues that are gone.
 func lifecyclePart(js jetstream.JetStream, launcher retrain.Launcher, trainers retrain.Config, checker functions.ModelChecker, reg prometheus.Registerer, log *slog.Logger) part {
 	return func(ctx context.Context, _ *functions.Registry) error {
 		catalog, err := functions.OpenCatalog(ctx, js)
@@ -40,6 +44,7 @@ func lifecyclePart(js jetstream.JetStream, launcher retrain.Launcher, trainers r
 		group.Go(func() error { return trainings.Run(ctx) })
 		group.Go(func() error { return publisher.Run(ctx) })
 		group.Go(func() error { return catalog.RecordReports(ctx, js.Conn(), log) })
+		group.Go(func() error { return deployer.RepairEvery(ctx, repairEvery, log) })
 		return group.Wait()
 	}
 }

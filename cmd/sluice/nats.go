@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/spf13/cobra"
@@ -93,26 +92,25 @@ down; SIGUSR2 puts it in lame duck mode first, as nats-server does. With --metri
 			if err != nil {
 				return fmt.Errorf("nats: %w", err)
 			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
 			srv.ConfigureLogger()
 			if err := server.Run(srv); err != nil {
 				return fmt.Errorf("nats: %w", err)
 			}
+			storage := embedded.WatchStorage(srv, srv.Logger(), log)
 			if metricsAddr != "" {
-				log, err := g.logger()
-				if err != nil {
-					return err
-				}
 				listener, err := net.Listen("tcp", metricsAddr)
 				if err != nil {
 					return fmt.Errorf("metrics: %w", err)
 				}
 				reg := newRegistry()
 				reg.MustRegister(embedded.Metrics(srv))
-				var ready atomic.Bool
-				ready.Store(true)
 				ctx, stop := context.WithCancel(cmd.Context())
 				defer stop()
-				go func() { _ = serveProbes(ctx, listener, reg, &ready, log) }()
+				go func() { _ = serveProbes(ctx, listener, reg, storage.Health, log) }()
 			}
 			srv.WaitForShutdown()
 			return nil

@@ -9,13 +9,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"sluice.dev/sluice/activator"
 	"sluice.dev/sluice/autoscaler"
@@ -39,6 +40,7 @@ type upFlags struct {
 	sinks       activator.SinkConfig
 	keysFile    string
 	debugAddr   string
+	maxStore    string
 }
 
 func newUpCommand(g *globals) *cobra.Command {
@@ -66,6 +68,7 @@ func newUpCommand(g *globals) *cobra.Command {
 	flags.StringVar(&f.libraryPath, "onnxruntime-lib", "", "path of libonnxruntime.so for the workers")
 	addSinkFlags(flags, &f.sinks)
 	flags.StringVar(&f.debugAddr, "debug-addr", "", "serve /debug/pprof/ on this address (off when empty; keep it on loopback)")
+	flags.StringVar(&f.maxStore, "max-store", "", "disk JetStream may use under --data-dir, e.g. 2Gi (default: three quarters of the free space); every queue and bucket is sized to fit in it")
 	return cmd
 }
 
@@ -129,7 +132,7 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 		return authority.Mint("trainer "+function, access.Trainer(function))
 	}
 	reg := newRegistry()
-	reg.MustRegister(embedded.Metrics(bus.server)) // beside the activator's, on its /metrics
+	reg.MustRegister(embedded.Metrics(bus.server.Server)) // beside the activator's, on its /metrics
 	lifecycle := lifecyclePart(parts.control, trainers, trainerCfg, checker, reg, log)
 	return serveUp(ctx, parts, listeners, processes, f.sinks, keys, lifecycle, reg, log)
 }
@@ -137,11 +140,13 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 // upParts are the connections of `sluice up`'s parts, each its own NATS user.
 type upParts struct {
 	control, activator, autoscaler jetstream.JetStream
+	// storage says what keeps the embedded server from storing requests.
+	storage func() error
 }
 
 // upBus is `sluice up`'s embedded NATS and its parts' connections to it.
 type upBus struct {
-	server    *server.Server
+	server    *embedded.Server
 	authority *access.Authority
 	parts     upParts
 	closers   []func()
@@ -172,19 +177,29 @@ func startBus(g *globals, f upFlags, log *slog.Logger) (*upBus, error) {
 	serverCfg := embedded.DefaultConfig()
 	serverCfg.Host, serverCfg.Port = f.natsHost, f.natsPort
 	serverCfg.StoreDir = filepath.Join(f.dataDir, "jetstream")
+	if serverCfg.MaxStore, err = maxStore(f.maxStore, serverCfg.StoreDir); err != nil {
+		return nil, err
+	}
+	// Every queue and bucket made from now on, here and by the worker
+	// processes (which inherit the environment), fits in it.
+	events.SetStoreBudget(serverCfg.MaxStore)
+	if err := os.Setenv(storeBudgetEnv, strconv.FormatInt(serverCfg.MaxStore, 10)); err != nil {
+		return nil, err
+	}
 	serverCfg.Trust, serverCfg.Log = &trust, log
 	srv, err := embedded.Start(serverCfg)
 	if err != nil {
 		return nil, err
 	}
 	bus := &upBus{server: srv, authority: authority, closers: []func(){func() { srv.Shutdown(); srv.WaitForShutdown() }}}
+	bus.parts.storage = srv.Storage.Health
 	g.natsURL = srv.ClientURL()
 	adminCreds := filepath.Join(natsDir, "admin.creds")
 	if err := authority.WriteCredentials(adminCreds, "admin", access.Control()); err != nil {
 		bus.close()
 		return nil, err
 	}
-	log.Info("nats listening", "url", g.natsURL, "store", serverCfg.StoreDir, "admin_credentials", adminCreds)
+	log.Info("nats listening", "url", g.natsURL, "store", serverCfg.StoreDir, "max_store_mib", serverCfg.MaxStore>>20, "admin_credentials", adminCreds)
 	for _, part := range []struct {
 		name string
 		p    access.Permissions
@@ -224,6 +239,7 @@ func serveUp(ctx context.Context, parts upParts, listeners activatorListeners, p
 	cfg := activator.DefaultConfig()
 	cfg.SinkAllow, cfg.Keys = sinks.Allow, keys
 	cfg.MetricsTargets = metricsTargets(listeners.http.Addr().String(), processes)
+	cfg.Ready = parts.storage
 	js := parts.activator
 	return withRegistry(ctx, js, autoscale, activatorPart(js, listeners, cfg, reg, log), sinksPart(js, sinks, log), lifecycle)
 }
@@ -294,4 +310,32 @@ func deployAll(ctx context.Context, js jetstream.JetStream, files []string, chec
 		log.Info("deployed", "function", fn.Metadata.Name, "revision", fn.Status.Revision, "sha256", fn.Status.Model.SHA256[:12])
 	}
 	return nil
+}
+
+// storeBudgetEnv passes the store budget of sluice up to its worker processes.
+const storeBudgetEnv = "SLUICE_STORE_BUDGET"
+
+// minStore is the least disk sluice up runs on: a few requests in each queue.
+const minStore = 64 << 20
+
+// maxStore is the disk JetStream may use under dir: flag when set (a
+// quantity: 512Mi, 2Gi), else three quarters of the free space, as
+// nats-server would take, at most 1 TiB.
+func maxStore(flag, dir string) (int64, error) {
+	if flag != "" {
+		quantity, err := resource.ParseQuantity(flag)
+		if err != nil {
+			return 0, fmt.Errorf("--max-store: %w", err)
+		}
+		if quantity.Value() < minStore {
+			return 0, fmt.Errorf("--max-store: %s is less than the %d MiB sluice up needs", flag, minStore>>20)
+		}
+		return quantity.Value(), nil
+	}
+	free := embedded.Free(dir)
+	size := min(free/4*3, 1<<40)
+	if size < minStore {
+		return 0, fmt.Errorf("only %d MiB are free for %s: sluice up needs %d MiB for its queues (free some, or name another --data-dir)", free>>20, dir, minStore*4/3>>20)
+	}
+	return size, nil
 }

@@ -35,7 +35,7 @@ func startBus(t *testing.T) *bus {
 	srv, err := embedded.Start(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	b := &bus{srv: srv, authority: authority}
+	b := &bus{srv: srv.Server, authority: authority}
 
 	_, js := b.connect(t, "control", access.Control())
 	ctx := t.Context()

@@ -4,6 +4,7 @@
 package embedded
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,9 @@ type Config struct {
 	Port int
 	// StoreDir holds JetStream's file storage.
 	StoreDir string
+	// MaxStore bounds JetStream's file storage; 0 leaves it to nats-server:
+	// three quarters of the disk's free space at start.
+	MaxStore int64
 	// MaxPayload bounds one message; inference requests carry whole tensors.
 	MaxPayload int32
 	// Logs turns the server's own logging on.
@@ -56,10 +60,16 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// Server is a running embedded nats-server, and the watch on its storage.
+type Server struct {
+	*server.Server
+	Storage *Storage
+}
+
 // Start starts an embedded nats-server with JetStream on disk and waits
 // until it accepts connections. The caller owns it and calls Shutdown and
 // WaitForShutdown.
-func Start(cfg Config) (*server.Server, error) {
+func Start(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -74,15 +84,15 @@ func Start(cfg Config) (*server.Server, error) {
 		listener.Close()
 	}
 	opts := &server.Options{
-		ServerName: "sluice",
-		Host:       cfg.Host,
-		Port:       cfg.Port,
-		JetStream:  true,
-		StoreDir:   cfg.StoreDir,
-		MaxPayload: cfg.MaxPayload,
-		NoSigs:     true,
-		NoLog:      !cfg.Logs && cfg.Log == nil,
-		SyncAlways: cfg.SyncAlways,
+		ServerName:        "sluice",
+		Host:              cfg.Host,
+		Port:              cfg.Port,
+		JetStream:         true,
+		StoreDir:          cfg.StoreDir,
+		JetStreamMaxStore: cfg.MaxStore,
+		MaxPayload:        cfg.MaxPayload,
+		NoSigs:            true,
+		SyncAlways:        cfg.SyncAlways,
 	}
 	if t := cfg.Trust; t != nil {
 		resolver := &server.MemAccResolver{}
@@ -98,18 +108,18 @@ func Start(cfg Config) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nats server: %w", err)
 	}
-	switch {
-	case cfg.Logs:
+	var logs server.Logger = serverLog{cmp.Or(cfg.Log, slog.New(slog.DiscardHandler))}
+	if cfg.Logs {
 		srv.ConfigureLogger()
-	case cfg.Log != nil:
-		srv.SetLoggerV2(serverLog{cfg.Log}, false, false, false)
+		logs = srv.Logger()
 	}
+	srv.SetLoggerV2(logs, false, false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("nats server: not ready for connections on %s:%d after 10s", cfg.Host, cfg.Port)
 	}
-	return srv, nil
+	return &Server{Server: srv, Storage: WatchStorage(srv, logs, cmp.Or(cfg.Log, slog.Default()))}, nil
 }
 
 // serverLog passes the server's warnings and errors to a structured logger.

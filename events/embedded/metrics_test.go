@@ -25,7 +25,7 @@ func TestMetrics(t *testing.T) {
 	require.NoError(t, nc.Publish("x", []byte("hello")))
 	require.NoError(t, nc.Flush())
 
-	metrics := embedded.Metrics(srv)
+	metrics := embedded.Metrics(srv.Server)
 	require.NoError(t, testutil.CollectAndCompare(metrics, strings.NewReader(`
 # HELP sluice_nats_connections Clients connected to this NATS server.
 # TYPE sluice_nats_connections gauge

@@ -26,7 +26,7 @@ func Run(t testing.TB) *server.Server {
 		srv.Shutdown()
 		srv.WaitForShutdown()
 	})
-	return srv
+	return srv.Server
 }
 
 // Connect opens a client connection to srv, closed when the test ends.

@@ -211,6 +211,12 @@ func (c *Controller) sync(ctx context.Context, key string, store cache.Indexer) 
 	if deployed != nil && deployErr == nil {
 		deployErr = c.ensureDeployments(ctx, resource, deployed)
 	}
+	if deployed != nil && deployErr == nil {
+		var repaired []string
+		if repaired, deployErr = c.deployer.Repair(ctx, deployed); len(repaired) > 0 {
+			c.log.Warn("made the queue of revisions again: it was gone", "function", deployed.Metadata.Name, "revisions", repaired)
+		}
+	}
 	obs := Observed{Generation: resource.GetGeneration(), Deployed: deployed, DeployErr: deployErr, AppliedModel: current.Model}
 	if deployErr == nil {
 		obs.AppliedModel = &model
