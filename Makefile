@@ -35,7 +35,7 @@ DEMO_SPEC  := deploy/demo/iris.yaml
 
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.cache/*') go.mod go.sum
 
-.PHONY: help deps kube-bins kube-node grpcurl containers image build run test conformance e2e-kube bench vet clean
+.PHONY: help deps kube-bins kube-node grpcurl containers image build run test conformance e2e-kube e2e-faults bench vet clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -92,6 +92,12 @@ e2e-kube: deps kube-bins kube-node image ## install Sluice with kubectl on a rea
 
 $(ONNX_TESTDATA):
 	@ONNX_TESTDATA=$(ONNX_TESTDATA) deploy/scripts/install-onnx-testdata.sh
+
+SOAK ?= 10m
+e2e-faults: deps ## kill, pause and starve Sluice's processes under load (3-server NATS cluster, workers, activator; sluice up on a small disk) and count every request; SOAK=10m (root)
+	$(GO) vet -tags faults ./e2e/
+	rm -f faults-report.txt
+	SLUICE_SOAK=$(SOAK) SLUICE_FAULTS_REPORT=$(abspath faults-report.txt) $(GO) test -tags faults -count=1 -timeout 40m -run '^TestFaults' -v ./e2e/ 2>&1 | grep -v 'level=INFO'; exit $${PIPESTATUS[0]}
 
 bench: deps $(BIN) $(DEMO_MODEL) ## ONNX Runtime, platform and autoscaler benchmarks
 	$(BIN) bench --model $(DEMO_MODEL) --spec $(DEMO_SPEC)

@@ -62,10 +62,36 @@ type Config struct {
 	Ready func() error
 }
 
-// storeTimeout bounds the wait for JetStream to say it stored a request: a
-// stream that cannot write (its disk is full, it has no leader) answers 503
-// within it, not at the caller's timeout.
-const storeTimeout = 5 * time.Second
+// storeTimeout bounds the wait for JetStream to say it stored a request;
+// storeRetryFor is how long a request is published again while its stream
+// cannot store it for a reason that passes (a new leader being elected
+// after a NATS server died or was cut off takes seconds). A stream that
+// still cannot store it (its disk is full) answers 503 then, not at the
+// caller's timeout.
+const (
+	storeTimeout  = 5 * time.Second
+	storeRetryFor = 15 * time.Second
+)
+
+// storeRetry is the wait before publishing a request again after its
+// attempt-th failed attempt: 100 ms, doubling, at most a second.
+func storeRetry(attempt int) time.Duration {
+	return min(100*time.Millisecond<<min(attempt, 4), time.Second)
+}
+
+// storeMayPass says whether a publish failed for a reason that passes: the
+// stream did not answer, or not in time, or still holds an earlier attempt
+// of the same request in its log.
+func storeMayPass(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jsDuplicateInProcess
+}
+
+// jsDuplicateInProcess is JetStream's answer to a message whose id an
+// earlier attempt, not yet stored, carries.
+const jsDuplicateInProcess jetstream.ErrorCode = 10158
 
 // DefaultConfig allows 8 MiB bodies.
 func DefaultConfig() Config {
@@ -248,7 +274,9 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 	}()
 	server := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: maxHeaderBytes}
 	served := make(chan error, 1)
-	go func() { served <- server.Serve(limitConnections(listener, a.cfg.MaxConnsPerClient, a.metrics.refusedConns.Inc)) }()
+	go func() {
+		served <- server.Serve(limitConnections(listener, a.cfg.MaxConnsPerClient, a.metrics.refusedConns.Inc))
+	}()
 	a.log.Info("activator listening", "addr", listener.Addr().String())
 	select {
 	case err := <-served:

@@ -51,8 +51,8 @@ func (a *Activator) accept(ctx context.Context, w http.ResponseWriter, fn *funct
 
 // enqueue queues ev for fn without waiting: it records the request as
 // pending and publishes it asking the worker to record its result. A request
-// already accepted (same source and id) is not queued again: the caller gets
-// the same answer and, later, the first result.
+// already accepted (same source and id) is scored once: the caller gets the
+// same answer and, later, the first result.
 func (a *Activator) enqueue(ctx context.Context, fn *functions.Function, ev *event.Event, sink string) error {
 	if sink == "" {
 		sink = fn.Spec.Delivery.SinkURI
@@ -67,10 +67,19 @@ func (a *Activator) enqueue(ctx context.Context, fn *functions.Function, ev *eve
 	if err != nil {
 		return err
 	}
-	_, err = a.results.Create(ctx, key, pending)
+	err = a.untilStored(ctx, func(ctx context.Context) error {
+		_, err := a.results.Create(ctx, key, pending)
+		return err
+	})
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists):
-		return a.sameFunction(ctx, key, fn.Metadata.Name, ev)
+		// Accepted before (or by an attempt above whose answer was lost):
+		// while it is pending it is published again, which the stream's
+		// de-duplication stores once, so that a request whose publish
+		// never happened (its activator died in between) is not lost.
+		if stillPending, err := a.sameFunction(ctx, key, fn.Metadata.Name, ev); err != nil || !stillPending {
+			return err
+		}
 	case err != nil:
 		return fmt.Errorf("%w: record the request: %v", errUnavailable, err)
 	}
@@ -84,9 +93,10 @@ func (a *Activator) enqueue(ctx context.Context, fn *functions.Function, ev *eve
 		msg.Header.Set(events.HeaderSinkURI, sink)
 	}
 	msg.Header.Set(events.HeaderMsgID, events.MsgID(ev.Source(), ev.ID()))
-	publish, cancel := context.WithTimeout(ctx, storeTimeout)
-	defer cancel()
-	if _, err := a.js.PublishMsg(publish, msg); err != nil {
+	if err := a.untilStored(ctx, func(ctx context.Context) error {
+		_, err := a.js.PublishMsg(ctx, msg)
+		return err
+	}); err != nil {
 		_ = a.results.Delete(context.Background(), key) // not queued: not pending either
 		return a.publishError(fn.Metadata.Name, err)
 	}
@@ -94,19 +104,46 @@ func (a *Activator) enqueue(ctx context.Context, fn *functions.Function, ev *eve
 	return nil
 }
 
+// untilStored runs attempt, which stores something in JetStream, with
+// storeTimeout, and again while it fails for a reason that passes (a stream
+// leader being elected), for storeRetryFor at most.
+func (a *Activator) untilStored(ctx context.Context, attempt func(context.Context) error) error {
+	giveUp := time.Now().Add(storeRetryFor)
+	for n := 0; ; n++ {
+		try, cancel := context.WithTimeout(ctx, storeTimeout)
+		err := attempt(try)
+		cancel()
+		if err == nil || !storeMayPass(err) || ctx.Err() != nil || time.Now().After(giveUp) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(storeRetry(n)):
+		}
+	}
+}
+
 // sameFunction accepts a request again only for the function it was
 // accepted for: an id taken by another function's request is a conflict,
-// not a 202 for a request that was never queued.
-func (a *Activator) sameFunction(ctx context.Context, key, function string, ev *event.Event) error {
+// not a 202 for a request that was never queued. It says whether the
+// request is still pending.
+func (a *Activator) sameFunction(ctx context.Context, key, function string, ev *event.Event) (pending bool, _ error) {
 	entry, err := a.results.Get(ctx, key)
-	if err != nil {
-		return fmt.Errorf("%w: read the request's record: %v", errUnavailable, err)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound): // a replica that has not caught up answered
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("%w: read the request's record: %v", errUnavailable, err)
 	}
 	recorded, err := events.DecodeResult(entry.Value())
-	if err != nil || recorded.Function == function {
-		return nil
+	switch {
+	case err != nil:
+		return false, nil
+	case recorded.Function != function:
+		return false, fmt.Errorf("%w: request %q from %q was sent to another function: choose another id", errDuplicate, ev.ID(), ev.Source())
 	}
-	return fmt.Errorf("%w: request %q from %q was sent to another function: choose another id", errDuplicate, ev.ID(), ev.Source())
+	return recorded.Status == events.ResultPending, nil
 }
 
 // resultLocation is where the result of an accepted request is fetched.

@@ -253,6 +253,10 @@ func (a *Activator) send(ctx context.Context, fn *functions.Function, ev *event.
 		return nil, a.publishError(fn.Metadata.Name, err)
 	}
 	acked, failed := ack.Ok(), ack.Err()
+	// While the stream cannot store the request for a reason that passes,
+	// it is published again (storeRetryFor); retry fires for the next attempt.
+	var retry <-chan time.Time
+	attempts, giveUp := 0, time.Now().Add(storeRetryFor)
 	for {
 		select {
 		case reply := <-replies:
@@ -269,12 +273,22 @@ func (a *Activator) send(ctx context.Context, fn *functions.Function, ev *event.
 			return reply, replyError(reply)
 		case pubAck := <-acked:
 			a.storeFailure.Store(nil)
-			if pubAck.Duplicate {
+			if pubAck.Duplicate && attempts == 0 { // on a later attempt, the duplicate of an earlier one
+
 				return nil, fmt.Errorf("%w: request id %q from %q was already accepted", errDuplicate, ev.ID(), ev.Source())
 			}
 			acked = nil
 		case err := <-failed:
-			return nil, a.publishError(fn.Metadata.Name, err)
+			if !storeMayPass(err) || time.Now().After(giveUp) {
+				return nil, a.publishError(fn.Metadata.Name, err)
+			}
+			failed, retry = nil, time.After(storeRetry(attempts))
+		case <-retry:
+			attempts++
+			if ack, err = a.js.PublishMsgAsync(msg); err != nil {
+				return nil, a.publishError(fn.Metadata.Name, err)
+			}
+			acked, failed, retry = ack.Ok(), ack.Err(), nil
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) && cold {
 				return nil, fmt.Errorf("%w: model %q had no ready replica and none answered within its request timeout of %s; the request stays queued until it expires", errTimeout, fn.Metadata.Name, timeout)

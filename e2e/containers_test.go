@@ -62,15 +62,38 @@ include auth.conf
 	}
 	natsURL := strings.Join(urls, ",")
 
-	// The operator deploys from the host with their credentials; JetStream
-	// answers once the three servers have elected a leader.
+	_, deployed := deployOnCluster(t, natsURL, dir)
+	readable(t, dir)
+	common := []string{"--nats-url", natsURL, "--nats-replicas", "3"}
+	run(t, ctx, image, dir, append([]string{"worker", "--function", "iris", "--revision", deployed.Status.Revision,
+		"--nats-creds", "/auth/worker.creds", "--metrics-addr", "127.0.0.1:0"}, common...)...)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[6]))
+	run(t, ctx, image, dir, append([]string{"activator", "--addr", addr, "--grpc-addr", "", "--nats-creds", "/auth/activator.creds"}, common...)...)
+
+	p := &platform{url: "http://" + addr}
+	code, answer := 0, []byte(nil)
+	for deadline := time.Now().Add(90 * time.Second); code != http.StatusOK && time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		code, answer = p.post(t, "/v2/models/iris/infer", irisRequest, nil)
+	}
+	require.Equal(t, http.StatusOK, code, "a prediction through the containers: %s", answer)
+	requireIrisAnswer(t, answer)
+}
+
+// deployOnCluster logs in to the NATS cluster at natsURL as the operator of
+// dir (`sluice nats init`), deploys the iris function with its queue at three
+// replicas, and writes worker.creds, the credentials of a worker of its
+// revision, into dir. The connection closes when the test ends.
+func deployOnCluster(t *testing.T, natsURL, dir string) (jetstream.JetStream, *functions.Function) {
+	t.Helper()
+	ctx := context.Background()
+	// JetStream answers once the three servers have elected a leader.
 	var nc *nats.Conn
 	require.Eventually(t, func() bool {
 		var err error
-		nc, err = nats.Connect(natsURL, nats.UserCredentials(filepath.Join(dir, "admin.creds")))
+		nc, err = nats.Connect(natsURL, nats.UserCredentials(filepath.Join(dir, "admin.creds")), nats.MaxReconnects(-1))
 		return err == nil
-	}, 60*time.Second, 500*time.Millisecond, "the NATS containers admit the operator")
-	defer nc.Close()
+	}, 60*time.Second, 500*time.Millisecond, "the NATS servers admit the operator")
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	var catalog *functions.Catalog
@@ -97,20 +120,7 @@ include auth.conf
 	permissions, err := catalog.WorkerAccess(ctx, deployed, deployed.Status.Revision)
 	require.NoError(t, err)
 	require.NoError(t, authority.WriteCredentials(filepath.Join(dir, "worker.creds"), "worker iris "+deployed.Status.Revision, permissions))
-	readable(t, dir)
-	common := []string{"--nats-url", natsURL, "--nats-replicas", "3"}
-	run(t, ctx, image, dir, append([]string{"worker", "--function", "iris", "--revision", deployed.Status.Revision,
-		"--nats-creds", "/auth/worker.creds", "--metrics-addr", "127.0.0.1:0"}, common...)...)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[6]))
-	run(t, ctx, image, dir, append([]string{"activator", "--addr", addr, "--grpc-addr", "", "--nats-creds", "/auth/activator.creds"}, common...)...)
-
-	p := &platform{url: "http://" + addr}
-	code, answer := 0, []byte(nil)
-	for deadline := time.Now().Add(90 * time.Second); code != http.StatusOK && time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-		code, answer = p.post(t, "/v2/models/iris/infer", irisRequest, nil)
-	}
-	require.Equal(t, http.StatusOK, code, "a prediction through the containers: %s", answer)
-	requireIrisAnswer(t, answer)
+	return js, deployed
 }
 
 // run starts a container of image on the host's network, with dir at /auth,

@@ -70,7 +70,7 @@ func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream) (jetstr
 		Storage:     jetstream.FileStorage,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      7 * 24 * time.Hour,
-		MaxBytes:    sized(256<<20, 32),
+		MaxBytes:    sized(ctx, js, 256<<20, 32),
 	})
 }
 

@@ -69,7 +69,7 @@ func EnsureFeedbackStream(ctx context.Context, js jetstream.JetStream) (jetstrea
 		Storage:           jetstream.FileStorage,
 		Discard:           jetstream.DiscardOld,
 		MaxMsgsPerSubject: 10_000,
-		MaxBytes:          sized(1<<30, 8),
+		MaxBytes:          sized(ctx, js, 1<<30, 8),
 		Duplicates:        10 * time.Minute,
 	})
 }
@@ -112,7 +112,7 @@ func EnsurePredictionsStream(ctx context.Context, js jetstream.JetStream, functi
 		MaxMsgs:           100_000,
 		MaxMsgsPerSubject: 1,
 		MaxAge:            7 * 24 * time.Hour,
-		MaxBytes:          sized(256<<20, 64),
+		MaxBytes:          sized(ctx, js, 256<<20, 64),
 	})
 }
 

@@ -69,7 +69,7 @@ func EnsureLifecycleStream(ctx context.Context, js jetstream.JetStream) (jetstre
 		Storage:     jetstream.FileStorage,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      7 * 24 * time.Hour,
-		MaxBytes:    sized(64<<20, 128),
+		MaxBytes:    sized(ctx, js, 64<<20, 128),
 		Duplicates:  10 * time.Minute,
 	})
 }

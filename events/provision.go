@@ -48,31 +48,25 @@ func SetReplicas(n int) error {
 	return nil
 }
 
-// storeBudget is the file storage JetStream may use, when the process that
-// makes streams knows it (sluice up); 0 when it does not.
-var storeBudget atomic.Int64
-
-// SetStoreBudget sets, once at start, the file storage JetStream may use:
-// every stream Sluice makes from then on is bounded to a share of it, so
-// that they all fit, and JetStream, which reserves each stream's bound,
-// does not refuse them on a small disk.
-func SetStoreBudget(bytes int64) { storeBudget.Store(bytes) }
-
-// sized is bound, or a 1/share of the store budget when that is less.
-func sized(bound int64, share int64) int64 {
-	if budget := storeBudget.Load(); budget > 0 {
-		return max(min(bound, budget/share), 1<<20)
+// sized is bound, or a 1/share of the file storage the account may use
+// when that is less (sluice up on a small disk bounds it: see
+// access.Authority.Trust), so that every stream fits: JetStream reserves
+// each stream's MaxBytes, and refuses a stream that does not fit.
+func sized(ctx context.Context, js jetstream.JetStream, bound, share int64) int64 {
+	info, err := js.AccountInfo(ctx)
+	if err != nil || info.Limits.MaxStore <= 0 {
+		return bound
 	}
-	return bound
+	return max(min(bound, info.Limits.MaxStore/share), 1<<20)
 }
 
 // DefaultQueueConfig is a buffer of 100k requests or 256 MiB (less on a small
-// disk: a 64th of the store budget), whichever comes first. JetStream
-// reserves MaxBytes of storage for each function's stream.
+// disk: a 64th of what the account may store), whichever comes first.
+// JetStream reserves MaxBytes of storage for each function's stream.
 func DefaultQueueConfig() QueueConfig {
 	return QueueConfig{
 		MaxMsgs:       100_000,
-		MaxBytes:      sized(256<<20, 64),
+		MaxBytes:      256 << 20,
 		Duplicates:    2 * time.Minute,
 		AckWait:       time.Second,
 		MaxDeliver:    5,
@@ -113,7 +107,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, function string, 
 		Storage:     jetstream.FileStorage,
 		Discard:     jetstream.DiscardNew,
 		MaxMsgs:     cfg.MaxMsgs,
-		MaxBytes:    cfg.MaxBytes,
+		MaxBytes:    sized(ctx, js, cfg.MaxBytes, 64),
 		Duplicates:  cfg.Duplicates,
 		Replicas:    cfg.Replicas,
 	})

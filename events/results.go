@@ -138,6 +138,6 @@ func EnsureSinkStream(ctx context.Context, js jetstream.JetStream, ttl time.Dura
 		Storage:     jetstream.FileStorage,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      ttl,
-		MaxBytes:    sized(1<<30, 8),
+		MaxBytes:    sized(ctx, js, 1<<30, 8),
 	})
 }

@@ -52,7 +52,7 @@ authority.json keeps it, and only the credentials are made anew (to rotate them)
 			if err != nil {
 				return err
 			}
-			trust, err := authority.Trust()
+			trust, err := authority.Trust(-1)
 			if err != nil {
 				return err
 			}

@@ -57,13 +57,6 @@ func newRootCommand() *cobra.Command {
 			if err := events.SetReplicas(g.natsReplicas); err != nil {
 				return fmt.Errorf("--nats-replicas: %w", err)
 			}
-			if value := os.Getenv(storeBudgetEnv); value != "" { // a worker of sluice up
-				budget, err := strconv.ParseInt(value, 10, 64)
-				if err != nil {
-					return fmt.Errorf("$%s: %w", storeBudgetEnv, err)
-				}
-				events.SetStoreBudget(budget)
-			}
 			return nil
 		},
 	}

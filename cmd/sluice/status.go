@@ -62,6 +62,14 @@ func newStatusCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// A live revision the autoscaler has no status for (none yet, or
+			// none any more: a Failed one takes no traffic) is listed too.
+			for key := range revisions {
+				if !slices.ContainsFunc(statuses, func(s events.ScaleStatus) bool { return s.Function+"."+s.Revision == key }) {
+					function, revision, _ := strings.Cut(key, ".")
+					statuses = append(statuses, events.ScaleStatus{Function: function, Revision: revision, Reason: "-"})
+				}
+			}
 			slices.SortFunc(statuses, func(a, b events.ScaleStatus) int {
 				return strings.Compare(a.Function+"."+a.Revision, b.Function+"."+b.Revision)
 			})
@@ -74,8 +82,11 @@ func newStatusCommand(g *globals) *cobra.Command {
 				if revision.State == functions.RevisionFailed {
 					failed = append(failed, fmt.Sprintf("%s revision %s cannot run: %s", s.Function, s.Revision, revision.Reason))
 				}
-				fmt.Fprintf(table, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", s.Function, s.Revision, state, s.Desired, s.Ready, s.Depth,
-					s.Reason, time.Since(s.At).Round(time.Second))
+				age := "-"
+				if !s.At.IsZero() {
+					age = time.Since(s.At).Round(time.Second).String()
+				}
+				fmt.Fprintf(table, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", s.Function, s.Revision, state, s.Desired, s.Ready, s.Depth, s.Reason, age)
 			}
 			if err := table.Flush(); err != nil {
 				return err

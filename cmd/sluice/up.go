@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -170,20 +169,16 @@ func startBus(g *globals, f upFlags, log *slog.Logger) (*upBus, error) {
 	if err != nil {
 		return nil, err
 	}
-	trust, err := authority.Trust()
-	if err != nil {
-		return nil, err
-	}
 	serverCfg := embedded.DefaultConfig()
 	serverCfg.Host, serverCfg.Port = f.natsHost, f.natsPort
 	serverCfg.StoreDir = filepath.Join(f.dataDir, "jetstream")
 	if serverCfg.MaxStore, err = maxStore(f.maxStore, serverCfg.StoreDir); err != nil {
 		return nil, err
 	}
-	// Every queue and bucket made from now on, here and by the worker
-	// processes (which inherit the environment), fits in it.
-	events.SetStoreBudget(serverCfg.MaxStore)
-	if err := os.Setenv(storeBudgetEnv, strconv.FormatInt(serverCfg.MaxStore, 10)); err != nil {
+	// The account is bounded too: every queue and bucket made in it, by any
+	// part or CLI, is sized to fit (events reads the bound).
+	trust, err := authority.Trust(serverCfg.MaxStore)
+	if err != nil {
 		return nil, err
 	}
 	serverCfg.Trust, serverCfg.Log = &trust, log
@@ -311,9 +306,6 @@ func deployAll(ctx context.Context, js jetstream.JetStream, files []string, chec
 	}
 	return nil
 }
-
-// storeBudgetEnv passes the store budget of sluice up to its worker processes.
-const storeBudgetEnv = "SLUICE_STORE_BUDGET"
 
 // minStore is the least disk sluice up runs on: a few requests in each queue.
 const minStore = 64 << 20

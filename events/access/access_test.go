@@ -28,7 +28,7 @@ func startBus(t *testing.T) *bus {
 	t.Helper()
 	authority, err := access.NewAuthority()
 	require.NoError(t, err)
-	trust, err := authority.Trust()
+	trust, err := authority.Trust(-1)
 	require.NoError(t, err)
 	cfg := embedded.DefaultConfig()
 	cfg.Port, cfg.StoreDir, cfg.Trust = -1, t.TempDir(), &trust

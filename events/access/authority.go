@@ -126,8 +126,10 @@ type Trust struct {
 	Accounts map[string]string
 }
 
-// Trust signs the operator and the accounts.
-func (a *Authority) Trust() (Trust, error) {
+// Trust signs the operator and the accounts; the Sluice account may store
+// up to maxStore bytes on disk (-1: no bound of its own). Components read
+// the bound (its account info) to size the streams they make to fit in it.
+func (a *Authority) Trust(maxStore int64) (Trust, error) {
 	operatorPub, _ := a.operator.PublicKey()
 	systemPub, _ := a.system.PublicKey()
 	accountPub, _ := a.account.PublicKey()
@@ -146,7 +148,7 @@ func (a *Authority) Trust() (Trust, error) {
 	}
 	account := jwt.NewAccountClaims(accountPub)
 	account.Name = "SLUICE"
-	account.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+	account.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: maxStore, Streams: -1, Consumer: -1}
 	accountJWT, err := account.Encode(a.operator)
 	if err != nil {
 		return Trust{}, err

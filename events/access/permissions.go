@@ -36,9 +36,10 @@ func lookupStream(stream string) Permissions { return publish(api + "STREAM.INFO
 
 // openStream allows looking a stream up and creating it when it does not
 // exist yet, with the configuration the code gives it: what a component
-// that writes to it needs. Changing, purging or deleting it is not allowed.
+// that writes to it needs; and reading the account's limits, to size it.
+// Changing, purging or deleting it is not allowed.
 func openStream(stream string) Permissions {
-	return lookupStream(stream).with(publish(api + "STREAM.CREATE." + stream))
+	return lookupStream(stream).with(publish(api+"STREAM.CREATE."+stream, api+"INFO"))
 }
 
 // readKeys allows reading and watching the keys of a KV bucket that match keys.

@@ -3,7 +3,6 @@ package embedded_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -14,18 +13,8 @@ import (
 
 	"sluice.dev/sluice/events/access"
 	"sluice.dev/sluice/events/embedded"
+	"sluice.dev/sluice/events/natstest"
 )
-
-// smallDisk mounts a tmpfs of size bytes for the test: a disk that fills up.
-func smallDisk(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount a %s tmpfs to fill up (the tests run as root, as make test does): %v: %s", size, err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
 
 // fill writes to dir until its disk is full, and returns the file to remove.
 func fill(t *testing.T, dir string) string {
@@ -48,10 +37,10 @@ func fill(t *testing.T, dir string) string {
 // it had stored, and takes messages again without a restart.
 // It does in operator mode too, as sluice up runs it.
 func TestStorageRecoversWhenTheDiskHasRoomAgain(t *testing.T) {
-	disk := smallDisk(t, "64m")
+	disk := natstest.SmallDisk(t, "64m")
 	authority, err := access.NewAuthority()
 	require.NoError(t, err)
-	trust, err := authority.Trust()
+	trust, err := authority.Trust(-1)
 	require.NoError(t, err)
 	cfg := embedded.DefaultConfig()
 	cfg.Port, cfg.StoreDir, cfg.Trust = -1, filepath.Join(disk, "store"), &trust

@@ -2,6 +2,7 @@
 package natstest
 
 import (
+	"os/exec"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -50,4 +51,16 @@ func JetStream(t testing.TB) (*server.Server, *nats.Conn, jetstream.JetStream) {
 		t.Fatalf("natstest: jetstream: %v", err)
 	}
 	return srv, nc, js
+}
+
+// SmallDisk mounts a tmpfs of size (e.g. "64m") for the test: a disk that
+// fills up. Mounting needs root, as the tests that fill disks run.
+func SmallDisk(t testing.TB, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("natstest: mount a %s tmpfs to fill up (the tests that fill a disk run as root, as make test does): %v: %s", size, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	return dir
 }

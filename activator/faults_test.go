@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"sluice.dev/sluice/events"
 )
 
 // slowRequest opens a connection and sends an infer request's headers and
@@ -77,4 +78,38 @@ func TestConnectionsPerClientAreBounded(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, 5*time.Second, 50*time.Millisecond, "a closed connection gives its place back")
+}
+
+// A request whose stream cannot store it for a while (no stream leader:
+// here, no stream at all for a second) is published again until it can,
+// and the caller sees a slower answer, not an error.
+func TestRequestsWaitForTheirStreamToAnswerAgain(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sync", true: "async"}[async], func(t *testing.T) {
+			s := newSetup()
+			p := startPlatform(t, s)
+			ctx := t.Context()
+			stream, err := p.js.Stream(ctx, events.StreamName("iris"))
+			require.NoError(t, err)
+			config := stream.CachedInfo().Config
+			require.NoError(t, p.js.DeleteStream(ctx, config.Name))
+			header := jsonHeader()
+			if async {
+				header.Set("Prefer", "respond-async")
+			}
+			answers := p.sendAsync(p.newRequest(t, http.MethodPost, "/v2/models/iris/infer", header, irisBody))
+			time.Sleep(time.Second)
+			_, err = p.js.CreateStream(ctx, config)
+			require.NoError(t, err)
+			_, err = events.EnsureConsumer(ctx, p.js, "iris", "1", s.queue)
+			require.NoError(t, err)
+			if async {
+				require.Equal(t, http.StatusAccepted, receive(t, answers).status)
+				require.Equal(t, uint64(1), p.queued(t))
+				return
+			}
+			reply(t, p.js, takeRequest(t, p.js), 0, irisAnswer)
+			require.Equal(t, http.StatusOK, receive(t, answers).status)
+		})
+	}
 }
