@@ -94,10 +94,17 @@ $(ONNX_TESTDATA):
 	@ONNX_TESTDATA=$(ONNX_TESTDATA) deploy/scripts/install-onnx-testdata.sh
 
 SOAK ?= 10m
-e2e-faults: deps ## kill, pause and starve Sluice's processes under load (3-server NATS cluster, workers, activator; sluice up on a small disk) and count every request; SOAK=10m (root)
+FUZZTIME ?= 15s
+FUZZ_TARGETS := activator:FuzzCloudEventIngress functions:FuzzParseFunction events/oip:FuzzDecodeInferenceRequest \
+	events/oip:FuzzDecodeInferenceRequestBinary functions/onnxfile:FuzzReadSignature functions/batch:FuzzCSVReader functions/batch:FuzzJSONLFastPath
+e2e-faults: deps ## kill, pause and starve Sluice's processes under load (3-server NATS cluster, workers, activator; sluice up on a small disk) and count every request, then fuzz each parser of outside input for FUZZTIME; SOAK=10m (root)
 	$(GO) vet -tags faults ./e2e/
 	rm -f faults-report.txt
 	SLUICE_SOAK=$(SOAK) SLUICE_FAULTS_REPORT=$(abspath faults-report.txt) $(GO) test -tags faults -count=1 -timeout 40m -run '^TestFaults' -v ./e2e/ 2>&1 | grep -v 'level=INFO'; exit $${PIPESTATUS[0]}
+	@for target in $(FUZZ_TARGETS); do \
+		echo "fuzz $${target#*:} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${target#*:}$$" -fuzztime $(FUZZTIME) ./$${target%%:*}/ || exit 1; \
+	done
 
 bench: deps $(BIN) $(DEMO_MODEL) ## ONNX Runtime, platform and autoscaler benchmarks
 	$(BIN) bench --model $(DEMO_MODEL) --spec $(DEMO_SPEC)

@@ -116,6 +116,9 @@ func (r *Registry) Lookup(name string) (*Function, bool) {
 // did not find in the view what a deploy that has returned wrote: the watch
 // may not have brought it yet. What it reads is kept in the view.
 func (r *Registry) Refresh(ctx context.Context, name string) (*Function, bool, error) {
+	if events.ValidateName(name) != nil { // no function has it: not a key to look up
+		return nil, false, nil
+	}
 	fn, revision, err := r.catalog.entry(ctx, name)
 	if errors.Is(err, ErrNotFound) {
 		return nil, false, nil
