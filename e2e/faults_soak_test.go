@@ -82,7 +82,7 @@ func TestFaultsSoak(t *testing.T) {
 	report(t, reliability{scenario: fmt.Sprintf("soak: %s at %d req/s, a worker SIGKILLed each minute", elapsed.Round(time.Second), faultRate),
 		sent: l.tally.sent.Load(), acked: l.tally.acked.Load(), answered: l.tally.answered.Load(), failed: int64(failed),
 		recover: l.tally.percentile(0.99),
-		note: fmt.Sprintf("recover: p99 over the soak; p99 each minute: %s; memory: %s", strings.Join(p99s(minutes), ", "), strings.Join(memory, ", "))})
+		note:    fmt.Sprintf("recover: p99 over the soak; p99 each minute: %s; memory: %s", strings.Join(p99s(minutes), ", "), strings.Join(memory, ", "))})
 	require.Zero(t, failed, "failures: %v", l.tally.failures)
 }
 
