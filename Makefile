@@ -97,7 +97,7 @@ SOAK ?= 10m
 FUZZTIME ?= 15s
 FUZZ_TARGETS := activator:FuzzCloudEventIngress functions:FuzzParseFunction events/oip:FuzzDecodeInferenceRequest \
 	events/oip:FuzzDecodeInferenceRequestBinary functions/onnxfile:FuzzReadSignature functions/batch:FuzzCSVReader functions/batch:FuzzJSONLFastPath
-e2e-faults: deps ## kill, pause and starve Sluice's processes under load (3-server NATS cluster, workers, activator; sluice up on a small disk) and count every request, then fuzz each parser of outside input for FUZZTIME; SOAK=10m (root)
+e2e-faults: deps kube-bins ## kill, pause and starve Sluice's processes under load (3-server NATS cluster, workers, activator; sluice up on a small disk) and count every request, then fuzz each parser of outside input for FUZZTIME; SOAK=10m (root)
 	$(GO) vet -tags faults ./e2e/
 	rm -f faults-report.txt
 	SLUICE_SOAK=$(SOAK) SLUICE_FAULTS_REPORT=$(abspath faults-report.txt) $(GO) test -tags faults -count=1 -timeout 40m -run '^TestFaults' -v ./e2e/ 2>&1 | grep -v 'level=INFO'; exit $${PIPESTATUS[0]}

@@ -73,6 +73,15 @@ const (
 	storeRetryFor = 15 * time.Second
 )
 
+// storeFault is a request JetStream did not store: why, and when.
+type storeFault struct {
+	err error
+	at  time.Time
+}
+
+// storeFailureShown is how long readiness reports a request not stored.
+const storeFailureShown = 10 * time.Second
+
 // storeRetry is the wait before publishing a request again after its
 // attempt-th failed attempt: 100 ms, doubling, at most a second.
 func storeRetry(attempt int) time.Duration {
@@ -136,8 +145,10 @@ type Activator struct {
 	// slots holds a token per request in flight; its capacity is MaxInFlight.
 	slots chan struct{}
 	// storeFailure is why the last request JetStream was asked to store was
-	// not stored, nil once one is: readiness says it.
-	storeFailure atomic.Pointer[error]
+	// not stored, and when; nil once one is. Readiness says it for
+	// storeFailureShown: a readiness that stayed failed would keep away the
+	// very requests whose success clears it.
+	storeFailure atomic.Pointer[storeFault]
 	// results is the results bucket, and answers the store of answers too
 	// large for one message, both opened by Run before it serves.
 	results jetstream.KeyValue

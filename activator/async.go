@@ -74,9 +74,10 @@ func (a *Activator) enqueue(ctx context.Context, fn *functions.Function, ev *eve
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists):
 		// Accepted before (or by an attempt above whose answer was lost):
-		// while it is pending it is published again, which the stream's
-		// de-duplication stores once, so that a request whose publish
-		// never happened (its activator died in between) is not lost.
+		// while it is pending, within the stream's de-duplication window,
+		// it is published again, which the stream stores once, so that a
+		// request whose publish never happened (its activator died in
+		// between) is not lost.
 		if stillPending, err := a.sameFunction(ctx, key, fn.Metadata.Name, ev); err != nil || !stillPending {
 			return err
 		}
@@ -127,7 +128,7 @@ func (a *Activator) untilStored(ctx context.Context, attempt func(context.Contex
 // sameFunction accepts a request again only for the function it was
 // accepted for: an id taken by another function's request is a conflict,
 // not a 202 for a request that was never queued. It says whether the
-// request is still pending.
+// request is pending and young enough to be published again.
 func (a *Activator) sameFunction(ctx context.Context, key, function string, ev *event.Event) (pending bool, _ error) {
 	entry, err := a.results.Get(ctx, key)
 	switch {
@@ -143,7 +144,9 @@ func (a *Activator) sameFunction(ctx context.Context, key, function string, ev *
 	case recorded.Function != function:
 		return false, fmt.Errorf("%w: request %q from %q was sent to another function: choose another id", errDuplicate, ev.ID(), ev.Source())
 	}
-	return recorded.Status == events.ResultPending, nil
+	// Past the stream's de-duplication window a copy published again
+	// would be stored again, and scored twice.
+	return recorded.Status == events.ResultPending && time.Since(recorded.SubmittedAt) < events.DefaultQueueConfig().Duplicates, nil
 }
 
 // resultLocation is where the result of an accepted request is fetched.

@@ -96,7 +96,8 @@ func (a *Activator) readBody(w http.ResponseWriter, r *http.Request) ([]byte, er
 	if err := a.limitBody(w, r); err != nil {
 		return nil, err
 	}
-	body := bytes.NewBuffer(make([]byte, 0, max(r.ContentLength, 512)))
+	// Grown as bytes arrive: a Content-Length alone reserves at most 64 KiB.
+	body := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 512), 64<<10)))
 	if _, err := body.ReadFrom(r.Body); err != nil {
 		var timeout net.Error
 		switch err := a.bodyError(err); {
@@ -331,7 +332,7 @@ func (a *Activator) publishError(function string, err error) error {
 	default:
 		err = fmt.Errorf("%w: publish request for model %q: %v", errUnavailable, function, err)
 	}
-	a.storeFailure.Store(&err) // until a request is stored again
+	a.storeFailure.Store(&storeFault{err: err, at: time.Now()}) // until a request is stored again
 	return err
 }
 

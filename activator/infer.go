@@ -136,8 +136,8 @@ func (a *Activator) serverReady(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, errUnavailableNATS)
 		return
 	}
-	if failure := a.storeFailure.Load(); failure != nil {
-		writeError(w, fmt.Errorf("the last request was not stored: %w", *failure))
+	if failure := a.storeFailure.Load(); failure != nil && time.Since(failure.at) < storeFailureShown {
+		writeError(w, fmt.Errorf("the last request was not stored: %w", failure.err))
 		return
 	}
 	if a.cfg.Ready != nil {

@@ -35,6 +35,7 @@ func EnsureAnswersStore(ctx context.Context, js jetstream.JetStream, ttl time.Du
 		Bucket:      AnswersStore,
 		Description: "Sluice answers too large for one NATS message",
 		TTL:         ttl,
+		MaxBytes:    sized(ctx, js, -1, 8),
 		Storage:     jetstream.FileStorage,
 	})
 }

@@ -21,8 +21,10 @@ type QueueConfig struct {
 	MaxBytes int64
 	// Duplicates is the window in which a request with the same id is stored once.
 	Duplicates time.Duration
-	// AckWait is how long a worker may hold a request before it is redelivered;
-	// workers send InProgress for longer work.
+	// AckWait is how long a request may go without word from the worker
+	// that holds it before it goes to another: short, so that the requests
+	// of a worker that died move on within seconds; a live worker says it is
+	// still at work every fifth of it (InProgress), however long it takes.
 	AckWait time.Duration
 	// MaxDeliver is how many times a request is tried before it is given up.
 	MaxDeliver int
@@ -48,8 +50,8 @@ func SetReplicas(n int) error {
 	return nil
 }
 
-// sized is bound, or a 1/share of the file storage the account may use
-// when that is less (sluice up on a small disk bounds it: see
+// sized is bound (-1: none), or a 1/share of the file storage the account
+// may use when that is less (sluice up bounds it: see
 // access.Authority.Trust), so that every stream fits: JetStream reserves
 // each stream's MaxBytes, and refuses a stream that does not fit.
 func sized(ctx context.Context, js jetstream.JetStream, bound, share int64) int64 {
@@ -57,7 +59,11 @@ func sized(ctx context.Context, js jetstream.JetStream, bound, share int64) int6
 	if err != nil || info.Limits.MaxStore <= 0 {
 		return bound
 	}
-	return max(min(bound, info.Limits.MaxStore/share), 1<<20)
+	fits := max(info.Limits.MaxStore/share, 1<<20)
+	if bound < 0 {
+		return fits
+	}
+	return min(bound, fits)
 }
 
 // DefaultQueueConfig is a buffer of 100k requests or 256 MiB (less on a small
@@ -68,7 +74,7 @@ func DefaultQueueConfig() QueueConfig {
 		MaxMsgs:       100_000,
 		MaxBytes:      256 << 20,
 		Duplicates:    2 * time.Minute,
-		AckWait:       time.Second,
+		AckWait:       1500 * time.Millisecond,
 		MaxDeliver:    5,
 		MaxAckPending: 4096,
 		Replicas:      int(replicas.Load()),

@@ -114,6 +114,7 @@ func EnsureResultsBucket(ctx context.Context, js jetstream.JetStream, ttl time.D
 		Description: "Sluice request results",
 		History:     1,
 		TTL:         ttl,
+		MaxBytes:    sized(ctx, js, -1, 8),
 		Storage:     jetstream.FileStorage,
 	})
 }

@@ -201,6 +201,9 @@ func (d *Deployer) Repair(ctx context.Context, fn *Function) (repaired []string,
 	for _, revision := range fn.Status.Revisions {
 		_, err := d.js.Consumer(ctx, events.StreamName(name), events.ConsumerName(revision.Name))
 		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			if _, gone := d.catalog.Get(ctx, name); errors.Is(gone, ErrNotFound) {
+				return repaired, nil // deleted since it was read: its queue stays gone
+			}
 			if err = d.provision(ctx, name, revision.Name); err == nil {
 				repaired = append(repaired, revision.Name)
 			}

@@ -43,6 +43,8 @@ func (r *Registry) Run(ctx context.Context) error {
 // prune forgets the Functions the catalog no longer holds. A delete leaves a
 // marker the watch brings; a purge of the bucket's stream leaves none.
 func (r *Registry) prune(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, pruneEvery)
+	defer cancel()
 	present := map[string]bool{}
 	lister, err := r.catalog.kv.ListKeys(ctx)
 	if err != nil {

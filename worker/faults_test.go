@@ -111,7 +111,7 @@ func TestWorkerTakesRequestsAgainWhenItsStreamIsMadeAgain(t *testing.T) {
 	require.NoError(t, p.js.DeleteStream(ctx, events.StreamName(p.fn.Metadata.Name)))
 	require.Eventually(t, func() bool { return w.worker.Health() != nil }, waitFor, 50*time.Millisecond,
 		"the worker says its consumer is gone")
-	require.ErrorContains(t, w.worker.Health(), "is gone")
+	require.ErrorContains(t, w.worker.Health(), "stopped delivering")
 
 	queue := events.DefaultQueueConfig()
 	_, err := events.EnsureStream(ctx, p.js, p.fn.Metadata.Name, queue)

@@ -334,7 +334,8 @@ func (w *Worker) keepConsuming(ctx context.Context, consume jetstream.ConsumeCon
 			return consume
 		case <-consume.Closed():
 		}
-		reason := fmt.Sprintf("consumer %s of stream %s is gone: waiting for the control plane to make it again", w.consumer.CachedInfo().Name, w.consumer.CachedInfo().Stream)
+		reason := fmt.Sprintf("consumer %s of stream %s stopped delivering (deleted, or refused): taking requests again once it answers",
+			events.ConsumerName(w.cfg.Revision), events.StreamName(w.cfg.Function))
 		w.detached.Store(&reason)
 		w.log.Warn(reason)
 		retry := time.NewTicker(time.Second)
@@ -352,7 +353,7 @@ func (w *Worker) keepConsuming(ctx context.Context, consume jetstream.ConsumeCon
 		}
 		retry.Stop()
 		w.detached.Store(nil)
-		w.log.Info("consumer is back: taking requests again")
+		w.log.Info("the consumer answers again: taking requests")
 	}
 }
 

@@ -311,8 +311,8 @@ func deployAll(ctx context.Context, js jetstream.JetStream, files []string, chec
 const minStore = 64 << 20
 
 // maxStore is the disk JetStream may use under dir: flag when set (a
-// quantity: 512Mi, 2Gi), else three quarters of the free space, as
-// nats-server would take, at most 1 TiB.
+// quantity: 512Mi, 2Gi), else what it holds and three quarters of the free
+// space, as nats-server would take, at most 1 TiB.
 func maxStore(flag, dir string) (int64, error) {
 	if flag != "" {
 		quantity, err := resource.ParseQuantity(flag)
@@ -324,8 +324,10 @@ func maxStore(flag, dir string) (int64, error) {
 		}
 		return quantity.Value(), nil
 	}
-	free := embedded.Free(dir)
-	size := min(free/4*3, 1<<40)
+	// What is stored already counts: at a restart the store has taken some
+	// of the free space it was sized from.
+	free, used := embedded.Free(dir), embedded.Used(dir)
+	size := min(used+free/4*3, 1<<40)
 	if size < minStore {
 		return 0, fmt.Errorf("only %d MiB are free for %s: sluice up needs %d MiB for its queues (free some, or name another --data-dir)", free>>20, dir, minStore*4/3>>20)
 	}

@@ -3,6 +3,7 @@ package embedded
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,8 @@ type Storage struct {
 	srv *server.Server
 	// dir is the store directory as configured (JetStream adds "jetstream").
 	dir string
+	// config is JetStream's configuration at start, to start it again with.
+	config server.JetStreamConfig
 	// failure is the write error JetStream stopped at; nil while it writes.
 	failure atomic.Pointer[string]
 	log     *slog.Logger
@@ -34,12 +37,21 @@ type Storage struct {
 const ResumeFree = 16 << 20
 
 // WatchStorage follows the JetStream storage of srv, which runs, until srv
-// shuts down; the server's logs go to next from now on.
+// shuts down; the server's logs go to next from now on. A server of a
+// cluster is not restarted in the process: its streams' other replicas
+// take over, and Health says what it waits for (a restart of its process,
+// once the disk has room).
 func WatchStorage(srv *server.Server, next server.Logger, log *slog.Logger) *Storage {
-	// JetStream keeps its files in "jetstream" under the directory configured.
-	s := &Storage{srv: srv, dir: filepath.Dir(srv.StoreDir()), log: log}
+	s := &Storage{srv: srv, log: log}
+	if cfg := srv.JetStreamConfig(); cfg != nil {
+		// JetStream keeps its files in "jetstream" under the directory configured.
+		s.config, s.dir = *cfg, filepath.Dir(cfg.StoreDir)
+		s.config.StoreDir = s.dir
+	}
 	srv.SetLoggerV2(watchedLog{Logger: next, storage: s}, false, false, false)
-	go s.run(time.Second)
+	if !srv.JetStreamIsClustered() {
+		go s.run(time.Second)
+	}
 	return s
 }
 
@@ -48,21 +60,21 @@ func WatchStorage(srv *server.Server, next server.Logger, log *slog.Logger) *Sto
 func (s *Storage) run(interval time.Duration) {
 	for s.srv.Running() {
 		time.Sleep(interval)
-		if s.failure.Load() == nil || s.free() < ResumeFree {
+		failure := s.failure.Load()
+		if failure == nil || s.free() < ResumeFree {
 			continue
 		}
-		cfg := s.srv.JetStreamConfig()
-		if cfg == nil {
-			continue
-		}
-		cfg.StoreDir = s.dir
 		s.log.Warn("the disk has room again: restarting JetStream, which loads every stream again", "store_dir", s.dir)
-		s.srv.ShutdownJetStream()
-		if err := s.srv.EnableJetStream(cfg); err != nil {
-			s.log.Error("restart JetStream", "error", err)
-			continue
+		s.failure.CompareAndSwap(failure, nil) // before: a write that fails while the streams load is kept
+		if s.srv.JetStreamEnabled() {
+			s.srv.ShutdownJetStream()
 		}
-		s.failure.Store(nil)
+		config := s.config
+		if err := s.srv.EnableJetStream(&config); err != nil {
+			s.log.Error("restart JetStream", "error", err)
+			reason := "restart JetStream: " + err.Error()
+			s.failure.CompareAndSwap(nil, &reason) // tried again at the next turn
+		}
 	}
 }
 
@@ -85,18 +97,32 @@ func (s *Storage) Health() error {
 // free is the room left on the disk of the store directory.
 func (s *Storage) free() int64 { return Free(s.dir) }
 
+// Used is the size of the files under dir; 0 when there are none.
+func Used(dir string) int64 {
+	var used int64
+	_ = filepath.WalkDir(dir, func(_ string, entry fs.DirEntry, err error) error {
+		if err == nil && entry.Type().IsRegular() {
+			if info, err := entry.Info(); err == nil {
+				used += info.Size()
+			}
+		}
+		return nil
+	})
+	return used
+}
+
 // Free is the room left on the disk of dir, or of its nearest parent that
 // exists; 0 when it cannot be read.
 func Free(dir string) int64 {
-	var fs syscall.Statfs_t
-	for syscall.Statfs(dir, &fs) != nil {
+	var stat syscall.Statfs_t
+	for syscall.Statfs(dir, &stat) != nil {
 		if parent := filepath.Dir(dir); parent != dir {
 			dir = parent
 			continue
 		}
 		return 0
 	}
-	return int64(fs.Bavail) * fs.Bsize
+	return int64(stat.Bavail) * stat.Bsize
 }
 
 // watchedLog passes the server's logs on and notes a failed write.
@@ -107,7 +133,7 @@ type watchedLog struct {
 
 func (l watchedLog) Errorf(format string, v ...any) {
 	l.Logger.Errorf(format, v...)
-	if message := fmt.Sprintf(format, v...); strings.Contains(message, "critical write error") {
+	if message := fmt.Sprintf(format, v...); strings.Contains(strings.ToLower(message), "critical write error") {
 		_, cause, _ := strings.Cut(message, "error: ")
 		l.storage.failure.CompareAndSwap(nil, &cause)
 	}
