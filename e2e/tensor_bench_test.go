@@ -103,8 +103,8 @@ func BenchmarkLargeTensor(b *testing.B) {
 			_, err := session.Run(request.Inputs)
 			return err
 		})
-		overBinary := p50(b, requests, func() error { return p.infer(binaryBody, binaryHeader) })
-		overJSON := p50(b, requests, func() error { return p.infer(jsonBody, jsonHeader) })
+		overBinary := p50(b, requests, func() error { return p.inferOn("cnn", binaryBody, binaryHeader) })
+		overJSON := p50(b, requests, func() error { return p.inferOn("cnn", jsonBody, jsonHeader) })
 		floor := transportFloor(b, natsURL(b, p), requests, binaryBody, 1*320*320*4+200)
 		b.ReportMetric(float64(inProcess.Microseconds())/1000, "in-process-ms")
 		b.ReportMetric(float64(overBinary.Microseconds())/1000, "binary-ms")
@@ -201,9 +201,9 @@ func p50(tb testing.TB, n int, call func() error) time.Duration {
 	return durations[n/2]
 }
 
-// infer posts a request to the cnn function and reads the whole answer.
-func (p *platform) infer(body []byte, header http.Header) error {
-	req, err := http.NewRequest(http.MethodPost, p.url+"/v2/models/cnn/infer", bytes.NewReader(body))
+// inferOn posts a request to function and reads the whole answer.
+func (p *platform) inferOn(function string, body []byte, header http.Header) error {
+	req, err := http.NewRequest(http.MethodPost, p.url+"/v2/models/"+function+"/infer", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

@@ -208,6 +208,9 @@ func (d Duration) IsZero() bool { return d.Duration == 0 }
 func Parse(data []byte) (*Function, error) {
 	var fn Function
 	if err := yaml.UnmarshalStrict(data, &fn); err != nil {
+		if field := unknownField(data); field != "" {
+			return nil, fmt.Errorf("function: %s", field)
+		}
 		return nil, fmt.Errorf("function: %s", strings.TrimPrefix(err.Error(), "error unmarshaling JSON: while decoding JSON: "))
 	}
 	fn.Default()

@@ -66,7 +66,10 @@ func TestDefaults(t *testing.T) {
 
 func TestParseErrorsNameTheField(t *testing.T) {
 	cases := []struct{ name, yaml, want string }{
-		{"unknown field", "metadata: {name: a}\nspec: {model: {path: a.onnx}, scailing: {}}\n", "scailing"},
+		{"unknown field", "metadata: {name: a}\nspec: {model: {path: a.onnx}, scailing: {}}\n", `spec.scailing: unknown field (did you mean "scaling"?)`},
+		{"unknown nested field", "metadata: {name: a}\nspec: {model: {path: a.onnx}, scaling: {maxReplica: 3}}\n", `spec.scaling.maxReplica: unknown field (did you mean "maxReplicas"?)`},
+		{"unknown field in a list", "metadata: {name: a}\nspec: {model: {path: a.onnx}, traffic: [{revision: \"1\", wieght: 100}]}\n", `spec.traffic[0].wieght: unknown field (did you mean "weight"?)`},
+		{"unknown field like none", "metadata: {name: a}\nzzzzzzzz: 1\n", `zzzzzzzz: unknown field`},
 		{"bad duration", "metadata: {name: a}\nspec: {model: {path: a.onnx}, timeouts: {request: soon}}\n", `"soon"`},
 		{"text for number", "metadata: {name: a}\nspec: {model: {path: a.onnx}, batching: {maxBatchSize: many}}\n", "maxBatchSize"},
 		{"not yaml", "metadata: [", "function"},
