@@ -76,3 +76,26 @@ func TestCLIScriptsCanTrust(t *testing.T) {
 	require.ErrorAs(t, health.Wait(), &exit)
 	require.Equal(t, 130, exit.ExitCode())
 }
+
+// sluice batch as scripts run it: what is wrong before the first row is
+// said before any progress, with exit 1; a batch that finished with failed
+// rows exits 2, and says where their error lines are.
+func TestBatchExitCodes(t *testing.T) {
+	p := startPlatform(t)
+	dir := t.TempDir()
+	input, output := filepath.Join(dir, "rows.csv"), filepath.Join(dir, "out.jsonl")
+	writeIrisCSV(t, input, 100, map[int]string{7: "r7,5.1,abc,1.4,0.2"})
+	url := natsURL(t, p)
+
+	out, code := runExit(t, "--nats-url", url, "batch", "--function", "irs", "--input", input, "--output", output)
+	require.Equal(t, 1, code, out)
+	require.True(t, strings.HasPrefix(out, `sluice: --function: "irs" is not deployed`), "the error comes first, no progress bar:\n%s", out)
+	out, code = runExit(t, "--nats-url", url, "batch", "--function", "iris", "--input", filepath.Join(dir, "missing.csv"), "--output", output)
+	require.Equal(t, 1, code, out)
+	require.True(t, strings.HasPrefix(out, "sluice: --input: stat "), out)
+
+	out, code = runExit(t, "--nats-url", url, "batch", "--function", "iris", "--input", input, "--output", output, "--quiet")
+	require.Equal(t, 2, code, "failed rows: %s", out)
+	require.Contains(t, out, "99 scored, 1 failed")
+	require.Contains(t, out, "failed rows: 1; their error lines are in "+output)
+}

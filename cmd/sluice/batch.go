@@ -30,7 +30,17 @@ func newBatchCommand(g *globals) *cobra.Command {
   # interrupted? run the same command again: rows already written are skipped`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.withCatalog(cmd.Context(), func(js jetstream.JetStream, _ *functions.Catalog) error {
+			return g.withCatalog(cmd.Context(), func(js jetstream.JetStream, catalog *functions.Catalog) error {
+				// What can be found wrong before the first row is said before any progress.
+				if err := cfg.Validate(); err != nil {
+					return err
+				}
+				if _, err := os.Stat(cfg.Input); err != nil {
+					return fmt.Errorf("--input: %w", err)
+				}
+				if _, err := catalog.Get(cmd.Context(), cfg.Function); errors.Is(err, functions.ErrNotFound) {
+					return fmt.Errorf("--function: %q is not deployed (sluice functions list shows what is)", cfg.Function)
+				}
 				return runBatch(cmd.Context(), js, cfg, quiet, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			})
 		},
@@ -58,7 +68,11 @@ func runBatch(ctx context.Context, js jetstream.JetStream, cfg batch.Config, qui
 	}
 	cfg.Errors = barWriter{bar: bar, out: stderr}
 	report, err := batch.Run(ctx, js, cfg, func(rows int) { _ = bar.Add(rows) })
-	_ = bar.Finish()
+	if err == nil {
+		_ = bar.Finish()
+	} else {
+		_ = bar.Exit() // as far as it got: never more than was done
+	}
 	fmt.Fprintln(stderr)
 	if errors.Is(err, context.Canceled) {
 		fmt.Fprintf(stderr, "interrupted after %d rows; run the same command again to resume\n", report.Skipped+report.Written)
@@ -71,6 +85,9 @@ func runBatch(ctx context.Context, js jetstream.JetStream, cfg batch.Config, qui
 	_, err = fmt.Fprintf(stdout, "batch %s: %d rows (%d already done), %d scored, %d failed; %d requests of %d rows, %d from the results bucket, %d refused while the queue was full; %.1fs, %.0f rows/s\n",
 		report.BatchID, report.Rows, report.Skipped, report.Scored, report.Failed, report.Requests, report.RowsPerRequest, report.FromBucket, report.QueueFull,
 		report.Elapsed.Seconds(), rate)
+	if err == nil && report.Failed > 0 {
+		return exitError{code: exitFailedRows, err: fmt.Errorf("failed rows: %d; their error lines are in %s", report.Failed, cfg.Output)}
+	}
 	return err
 }
 

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -25,9 +26,25 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sluice:", err)
-		if interrupted {
+		var exit exitError
+		switch {
+		case interrupted:
 			os.Exit(130) // the shell's code for a command ended by a signal
+		case errors.As(err, &exit):
+			os.Exit(exit.code)
 		}
 		os.Exit(1)
 	}
 }
+
+// exitFailedRows is the exit code of a batch that finished with failed rows.
+const exitFailedRows = 2
+
+// exitError is an error that ends the process with its own exit code.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
