@@ -13,6 +13,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/google/uuid"
 
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/functions"
@@ -39,7 +40,7 @@ func (a *Activator) serveCloudEvent(w http.ResponseWriter, r *http.Request) (str
 		err = errors.Join(checkLength("id", ev.ID(), maxIDBytes), checkLength("source", ev.Source(), maxSourceBytes))
 	}
 	if err != nil {
-		return "", "", writeError(w, err)
+		return "", "", a.writeEventError(w, r, "", err)
 	}
 	if ev.Type() == events.TypeFeedback {
 		name, code := a.feedbackEvent(w, r, ev)
@@ -49,40 +50,74 @@ func (a *Activator) serveCloudEvent(w http.ResponseWriter, r *http.Request) (str
 	version, _ := ev.Extensions()[events.ExtensionModelVersion].(string)
 	fn, err := a.lookup(r.Context(), name, version, r.Header.Get(functions.RouteKeyHeader))
 	if err != nil {
-		return name, ev.ID(), writeError(w, err)
+		return name, ev.ID(), a.writeEventError(w, r, ev.ID(), err)
 	}
 	req, _, err := events.DecodeRequestData(ev, a.cfg.Limits)
 	if err == nil {
 		err = fn.Status.Model.Signature.Check(req)
 	}
 	if err != nil {
-		return name, ev.ID(), writeError(w, fmt.Errorf("data: %w", err))
+		return name, ev.ID(), a.writeEventError(w, r, ev.ID(), fmt.Errorf("data: %w", err))
 	}
 	ev.SetExtension(events.ExtensionModelVersion, fn.Status.Revision)
 	if wantsAsync(r) {
-		if err := a.accept(r.Context(), w, fn, ev, r.Header.Get(events.HeaderSinkURI)); err != nil {
-			return name, ev.ID(), writeError(w, err)
+		if err := a.enqueue(r.Context(), fn, ev, r.Header.Get(events.HeaderSinkURI)); err != nil {
+			return name, ev.ID(), a.writeEventError(w, r, ev.ID(), err)
 		}
+		location := resultLocation(ev)
+		w.Header().Set("Location", location)
+		a.writeEvent(w, r, answerEvent(events.TypeInferenceAccepted, ev.ID(), accepted{ID: ev.ID(), Status: events.ResultPending, Location: location}), http.StatusAccepted)
 		return name, ev.ID(), http.StatusAccepted
 	}
 	reply, err := a.call(r.Context(), fn, ev, version != "")
 	if err != nil {
-		return name, ev.ID(), writeError(w, err)
+		return name, ev.ID(), a.writeEventError(w, r, ev.ID(), err)
 	}
 	response, err := events.ReadEvent(r.Context(), reply.Header, reply.Data)
 	if err != nil {
-		return name, ev.ID(), writeError(w, err)
+		return name, ev.ID(), a.writeEventError(w, r, ev.ID(), err)
 	}
+	a.writeEvent(w, r, response, http.StatusOK)
+	return name, ev.ID(), http.StatusOK
+}
+
+// writeEvent answers a CloudEvent request with answer and code, in the
+// request's mode: structured when it came structured, else binary.
+func (a *Activator) writeEvent(w http.ResponseWriter, r *http.Request, answer *event.Event, code int) {
 	ctx := r.Context()
 	if mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mediaType == "application/cloudevents+json" {
 		ctx = binding.WithForceStructured(ctx)
 	} else {
 		ctx = binding.WithForceBinary(ctx)
 	}
-	if err := cehttp.WriteResponseWriter(ctx, binding.ToMessage(response), http.StatusOK, w); err != nil {
-		a.log.Warn("write cloudevent response", "function", name, "request_id", ev.ID(), "error", err)
+	if err := cehttp.WriteResponseWriter(ctx, binding.ToMessage(answer), code, w); err != nil {
+		a.log.Warn("write cloudevent answer", "type", answer.Type(), "error", err)
 	}
-	return name, ev.ID(), http.StatusOK
+}
+
+// writeEventError answers a CloudEvent request that failed with a
+// dev.sluice.inference.error CloudEvent, {"error": "..."} as its data, and
+// the status writeError would give it: a CloudEvents client reads the
+// error as an event, a plain HTTP client as the status and the JSON.
+func (a *Activator) writeEventError(w http.ResponseWriter, r *http.Request, requestID string, err error) int {
+	code := status(err)
+	writeErrorHeaders(w, code)
+	a.writeEvent(w, r, answerEvent(events.TypeInferenceError, requestID, map[string]string{"error": err.Error()}), code)
+	return code
+}
+
+// answerEvent is an answer of the activator's to request requestID ("" when
+// it was not read), with data as JSON.
+func answerEvent(typ, requestID string, data any) *event.Event {
+	answer := event.New()
+	answer.SetID(uuid.NewString())
+	answer.SetSource(source)
+	answer.SetType(typ)
+	if requestID != "" {
+		answer.SetExtension(events.ExtensionRequestID, requestID)
+	}
+	_ = answer.SetData(event.ApplicationJSON, data) // plain structs and maps: always encode
+	return &answer
 }
 
 // readEvent reads and checks a request CloudEvent, within the body limit.

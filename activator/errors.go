@@ -73,14 +73,19 @@ func status(err error) int {
 // writeError answers {"error": "..."} with the error's status.
 func writeError(w http.ResponseWriter, err error) int {
 	code := status(err)
+	writeErrorHeaders(w, code)
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+	return code
+}
+
+// writeErrorHeaders sets the headers an error answer of code carries.
+func writeErrorHeaders(w http.ResponseWriter, code int) {
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
 	}
 	if code == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
 	}
-	writeJSON(w, code, map[string]string{"error": err.Error()})
-	return code
 }
 
 func writeJSON(w http.ResponseWriter, code int, body any) {

@@ -238,9 +238,19 @@ func receive(t *testing.T, answers <-chan response) response {
 func errorMessage(t *testing.T, answer response, status int, parts ...string) string {
 	t.Helper()
 	require.Equal(t, status, answer.status, "body: %s", answer.body)
-	require.Equal(t, "application/json", answer.header.Get("Content-Type"))
 	var body struct {
 		Error string `json:"error"`
+	}
+	if strings.HasPrefix(answer.header.Get("Content-Type"), "application/cloudevents+json") { // the error of a structured CloudEvent
+		var structured struct {
+			Type string          `json:"type"`
+			Data json.RawMessage `json:"data"`
+		}
+		require.NoError(t, json.Unmarshal(answer.body, &structured), "body: %s", answer.body)
+		require.Equal(t, events.TypeInferenceError, structured.Type)
+		answer.body = structured.Data
+	} else {
+		require.Equal(t, "application/json", answer.header.Get("Content-Type"))
 	}
 	require.NoError(t, json.Unmarshal(answer.body, &body), "body: %s", answer.body)
 	require.NotEmpty(t, body.Error)

@@ -12,6 +12,9 @@ const (
 	TypeInferenceRequest  = "dev.sluice.inference.request"
 	TypeInferenceResponse = "dev.sluice.inference.response"
 	TypeInferenceError    = "dev.sluice.inference.error"
+	// TypeInferenceAccepted answers an asynchronous request CloudEvent: its
+	// data says where the result is fetched.
+	TypeInferenceAccepted = "dev.sluice.inference.accepted"
 )
 
 // CloudEvent extension attributes that Sluice defines.
