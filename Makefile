@@ -22,6 +22,10 @@ GRPCURL_VERSION := v1.9.4
 GRPCURL := .cache/grpcurl/$(GRPCURL_VERSION)/grpcurl
 export SLUICE_GRPCURL := $(abspath $(GRPCURL))
 
+CLOUDEVENTS_JS_VERSION := 10.0.0
+CLOUDEVENTS_JS := .cache/cloudevents-js/$(CLOUDEVENTS_JS_VERSION)
+export SLUICE_CLOUDEVENTS_JS := $(abspath $(CLOUDEVENTS_JS))/node_modules/cloudevents
+
 IMAGE := sluice:latest
 export CONTAINERS_CONF := $(abspath deploy/podman/containers.conf)
 export SLUICE_IMAGE := $(IMAGE)
@@ -40,8 +44,11 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './.cache/*') go.mod go.sum
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-deps: $(ORT_LIB) ## install what the tests and the worker need (ONNX Runtime, Go modules)
+deps: $(ORT_LIB) $(CLOUDEVENTS_JS)/node_modules/cloudevents ## install what the tests and the worker need (ONNX Runtime, Go modules, the CloudEvents JavaScript SDK a test drives)
 	@$(GO) mod download
+
+$(CLOUDEVENTS_JS)/node_modules/cloudevents:
+	@npm install --silent --no-audit --no-fund --prefix $(CLOUDEVENTS_JS) cloudevents@$(CLOUDEVENTS_JS_VERSION) >/dev/null
 
 $(ORT_LIB):
 	@ORT_VERSION=$(ORT_VERSION) ORT_SHA256=$(ORT_SHA256) ORT_DIR=$(ORT_DIR) deploy/scripts/install-onnxruntime.sh
