@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -92,13 +93,18 @@ func (g *globals) logger() (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
 	options := &slog.HandlerOptions{Level: level}
+	var log *slog.Logger
 	switch g.logFormat {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, options)), nil
+		log = slog.New(slog.NewTextHandler(os.Stderr, options))
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, options)), nil
+		log = slog.New(slog.NewJSONHandler(os.Stderr, options))
+	default:
+		return nil, fmt.Errorf("--log-format: want text or json, got %q", g.logFormat)
 	}
-	return nil, fmt.Errorf("--log-format: want text or json, got %q", g.logFormat)
+	// Every process that logs says first what it is: a log read later names its build.
+	log.Info("sluice", "version", version(), "command", strings.Join(os.Args[1:min(len(os.Args), 2)], " "), "pid", os.Getpid())
+	return log, nil
 }
 
 // connect opens a NATS connection with the credentials and TLS settings of
