@@ -279,6 +279,7 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 	}
 	counter := functions.NewCounter(counts)
 	var serving atomic.Pointer[worker.Worker]
+	var notServing atomic.Pointer[error] // why the worker will not serve: its model cannot run
 	reg := newRegistry()
 	probes, err := net.Listen("tcp", f.metricsAddr)
 	if err != nil {
@@ -289,6 +290,9 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 		return serveProbes(ctx, probes, reg, func() error {
 			if w := serving.Load(); w != nil {
 				return w.Health()
+			}
+			if reason := notServing.Load(); reason != nil {
+				return *reason
 			}
 			return errors.New("model not loaded yet")
 		}, log)
@@ -313,6 +317,7 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 			// for this revision are answered with the reason, and no
 			// supervisor restarts a worker that would fail the same way.
 			log.Error("model cannot run: answering its queued requests with the reason", "function", f.function, "error", cannotRun)
+			notServing.Store(&cannotRun)
 			return w.Run(ctx)
 		}
 		group.Go(func() error {
