@@ -20,7 +20,7 @@ import (
 )
 
 // TestFaultsSlowModel runs a model whose runs take longer than the ack wait
-// (a CNN of about a billion multiply-adds an image, eight images a run) on
+// (a CNN of about a billion multiply-adds an image, 32 images a run) on
 // `sluice up`: those long runs keep their requests, each answered once; and
 // a function of the same model whose callers wait less than a run gets 504
 // at its deadline, never an answer after it.
@@ -30,7 +30,7 @@ func TestFaultsSlowModel(t *testing.T) {
 	spec := func(name, timeout string) string {
 		path := filepath.Join(dir, name+".yaml")
 		require.NoError(t, os.WriteFile(path, []byte("apiVersion: sluice.dev/v1alpha1\nkind: Function\nmetadata: {name: "+name+"}\nspec:\n  model: {path: ./cnn.onnx}\n"+
-			"  scaling: {maxReplicas: 1, scaleToZeroAfter: 10m}\n  batching: {maxBatchSize: 8, maxDelay: 100ms}\n  timeouts: {request: "+timeout+"}\n"), 0o644))
+			"  scaling: {maxReplicas: 1, scaleToZeroAfter: 10m}\n  batching: {maxBatchSize: 32, maxDelay: 200ms}\n  timeouts: {request: "+timeout+"}\n"), 0o644))
 		return path
 	}
 	p := startPlatform(t, "--deploy", spec("cnn", "60s"), "--deploy", spec("hasty", "800ms"))
@@ -69,18 +69,19 @@ func TestFaultsSlowModel(t *testing.T) {
 	_, one = call("cnn", 1)
 	late := lateReplies(t, p.url)
 
-	codes, took := call("cnn", 8)
+	const images = 32
+	codes, took := call("cnn", images)
 	run := slices.Max(took)
 	for _, code := range codes {
 		require.Equal(t, http.StatusOK, code)
 	}
 	require.Greater(t, run, 1500*time.Millisecond, "the run outlasts the 1.5 s ack wait (one image takes %s)", one[0])
 	require.Equal(t, late, lateReplies(t, p.url), "no request of the long run was run again by another delivery")
-	report(t, reliability{scenario: "a model run longer than the ack wait", sent: 8, acked: 8, answered: 8, recover: run,
-		note: "recover: the run of 8 images (one takes " + one[0].Round(10*time.Millisecond).String() + "); its requests stay with their worker: none delivered again, none answered twice"})
+	report(t, reliability{scenario: "a model run longer than the ack wait", sent: images, acked: images, answered: images, recover: run,
+		note: "recover: the run of " + strconv.Itoa(images) + " images (one takes " + one[0].Round(10*time.Millisecond).String() + "); its requests stay with their worker: none delivered again, none answered twice"})
 
 	call("hasty", 1) // wakes its worker: the first call may time out
-	codes, took = call("hasty", 8)
+	codes, took = call("hasty", images)
 	answered := 0
 	for i, code := range codes {
 		require.Contains(t, []int{http.StatusOK, http.StatusGatewayTimeout}, code)
@@ -89,8 +90,8 @@ func TestFaultsSlowModel(t *testing.T) {
 			answered++
 		}
 	}
-	require.Less(t, answered, 8, "some callers wait less than their requests take")
-	report(t, reliability{scenario: "callers who wait less than the model takes (timeout 800 ms)", sent: 8, acked: int64(answered), answered: int64(answered),
-		failed: int64(8 - answered), recover: slices.Max(took),
+	require.Less(t, answered, images, "some callers wait less than their requests take")
+	report(t, reliability{scenario: "callers who wait less than the model takes (timeout 800 ms)", sent: images, acked: int64(answered), answered: int64(answered),
+		failed: int64(images - answered), recover: slices.Max(took),
 		note: "failed are 504s at their deadline; answers that come after it are dropped and counted, and a request still queued when its caller has gone is not scored; recover: the slowest answer or 504"})
 }

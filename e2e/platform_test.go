@@ -302,7 +302,13 @@ func TestAsyncPrediction(t *testing.T) {
 		`"datacontenttype":"application/json","data":` + irisRequest + `}`
 	code, body = p.post(t, "/", structured, http.Header{"Prefer": {"respond-async"}, "Content-Type": {"application/cloudevents+json"}})
 	require.Equal(t, http.StatusAccepted, code, "%s", body)
-	require.NoError(t, json.Unmarshal(body, &accepted))
+	var answer struct {
+		Type string
+		Data json.RawMessage
+	}
+	require.NoError(t, json.Unmarshal(body, &answer), "a structured CloudEvent is answered with one")
+	require.Equal(t, events.TypeInferenceAccepted, answer.Type)
+	require.NoError(t, json.Unmarshal(answer.Data, &accepted))
 	require.Equal(t, "/v1/requests/shop-1?source=%2Fshop", accepted.Location, "a CloudEvent is known by its source and id")
 	requireIrisAnswer(t, p.awaitResult(t, accepted.Location))
 
