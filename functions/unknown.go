@@ -3,6 +3,7 @@ package functions
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -32,13 +33,7 @@ func unknownIn(value any, t reflect.Type, path string) string {
 	}
 	switch value := value.(type) {
 	case map[string]any:
-		keys := slices.Sorted(func(yield func(string) bool) {
-			for key := range value {
-				if !yield(key) {
-					return
-				}
-			}
-		})
+		keys := slices.Sorted(maps.Keys(value))
 		if t.Kind() == reflect.Map {
 			for _, key := range keys {
 				if found := unknownIn(value[key], t.Elem(), join(path, key)); found != "" {

@@ -64,8 +64,12 @@ func newStatusCommand(g *globals) *cobra.Command {
 			}
 			// A live revision the autoscaler has no status for (none yet, or
 			// none any more: a Failed one takes no traffic) is listed too.
+			decided := map[string]bool{}
+			for _, s := range statuses {
+				decided[s.Function+"."+s.Revision] = true
+			}
 			for key := range revisions {
-				if !slices.ContainsFunc(statuses, func(s events.ScaleStatus) bool { return s.Function+"."+s.Revision == key }) {
+				if !decided[key] {
 					function, revision, _ := strings.Cut(key, ".")
 					statuses = append(statuses, events.ScaleStatus{Function: function, Revision: revision, Reason: "-"})
 				}
