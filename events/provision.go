@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,15 +56,33 @@ func SetReplicas(n int) error {
 // access.Authority.Trust), so that every stream fits: JetStream reserves
 // each stream's MaxBytes, and refuses a stream that does not fit.
 func sized(ctx context.Context, js jetstream.JetStream, bound, share int64) int64 {
-	info, err := js.AccountInfo(ctx)
-	if err != nil || info.Limits.MaxStore <= 0 {
+	maxStore := accountMaxStore(ctx, js)
+	if maxStore <= 0 {
 		return bound
 	}
-	fits := max(info.Limits.MaxStore/share, 1<<20)
+	fits := max(maxStore/share, 1<<20)
 	if bound < 0 {
 		return fits
 	}
 	return min(bound, fits)
+}
+
+// maxStores holds, for each JetStream context that asked, the file storage
+// its account may use (0: no bound of its own): read once, since a process
+// opens several streams at start (a worker five) and the bound is set when
+// the account is (sluice up's --max-store).
+var maxStores sync.Map
+
+func accountMaxStore(ctx context.Context, js jetstream.JetStream) int64 {
+	if known, ok := maxStores.Load(js); ok {
+		return known.(int64)
+	}
+	info, err := js.AccountInfo(ctx)
+	if err != nil {
+		return 0 // not allowed to know, or NATS away: no bound assumed, not kept
+	}
+	maxStores.Store(js, max(info.Limits.MaxStore, 0))
+	return max(info.Limits.MaxStore, 0)
 }
 
 // DefaultQueueConfig is a buffer of 100k requests or 256 MiB (less on a small
