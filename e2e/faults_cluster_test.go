@@ -27,6 +27,7 @@ func TestFaultsOnACluster(t *testing.T) {
 	c := newFaultCluster(t)
 
 	t.Run("worker SIGKILLed under sync load", func(t *testing.T) {
+		late := lateSince(t, c.url)
 		l := startFaultLoad(c.url, faultRate, false)
 		time.Sleep(2 * time.Second)
 		// Paused first, so that it holds requests when it dies: at this
@@ -40,13 +41,14 @@ func TestFaultsOnACluster(t *testing.T) {
 		slowest := l.tally.slowestAfter(killed)
 		c.workers[0].start(t)
 		report(t, reliability{scenario: "worker SIGKILLed under sync load, holding requests", sent: l.tally.sent.Load(), acked: l.tally.acked.Load(),
-			answered: l.tally.answered.Load(), failed: int64(l.tally.failed()), recover: slowest,
+			answered: l.tally.answered.Load(), failed: int64(l.tally.failed()), late: late(), recover: slowest,
 			note: "recover: the slowest answer of a request in flight at the kill (the worker was paused 0.3 s before, so it held some)"})
 		require.Zero(t, l.tally.failed(), "failures: %v", l.tally.failures)
 		require.Less(t, slowest, 3*time.Second, "a request the dead worker held is answered by the other within about 2 s")
 	})
 
 	t.Run("worker SIGKILLed in the middle of a batch", func(t *testing.T) {
+		late := lateSince(t, c.url)
 		l := startFaultLoad(c.url, 4*faultRate, true) // a batch: asynchronous requests, faster than they are scored
 		time.Sleep(3 * time.Second)
 		c.workers[1].stop(syscall.SIGKILL)
@@ -56,13 +58,14 @@ func TestFaultsOnACluster(t *testing.T) {
 		start := time.Now()
 		lost := l.tally.collect(t, c.url, 60*time.Second)
 		report(t, reliability{scenario: "worker SIGKILLed in the middle of a batch", sent: l.tally.sent.Load(), acked: l.tally.acked.Load(),
-			answered: l.tally.answered.Load(), failed: int64(l.tally.failed()), lost: int64(lost), recover: time.Since(start),
+			answered: l.tally.answered.Load(), failed: int64(l.tally.failed()), lost: int64(lost), late: late(), recover: time.Since(start),
 			note: "recover: from the end of the batch to its last result"})
 		require.Zero(t, lost, "acknowledged requests lost")
 		require.Zero(t, l.tally.failed(), "failures: %v", l.tally.failures)
 	})
 
 	t.Run("worker SIGTERMed while scaling down under load", func(t *testing.T) {
+		late := lateSince(t, c.url)
 		l := startFaultLoad(c.url, faultRate, false)
 		time.Sleep(2 * time.Second)
 		stopped := time.Now()
@@ -72,12 +75,12 @@ func TestFaultsOnACluster(t *testing.T) {
 		l.stop()
 		c.workers[0].start(t)
 		report(t, reliability{scenario: "worker SIGTERMed while scaling down under load", sent: l.tally.sent.Load(), acked: l.tally.acked.Load(),
-			answered: l.tally.answered.Load(), failed: int64(l.tally.failed()), recover: took, note: "recover: the worker's drain"})
+			answered: l.tally.answered.Load(), failed: int64(l.tally.failed()), late: late(), recover: took, note: "recover: the worker's drain"})
 		require.Zero(t, l.tally.failed(), "failures: %v", l.tally.failures)
 	})
 
 	t.Run("hung worker (SIGSTOP), then resumed", func(t *testing.T) {
-		late := lateReplies(t, c.url)
+		late := lateSince(t, c.url)
 		l := startFaultLoad(c.url, faultRate, false)
 		time.Sleep(2 * time.Second)
 		hung := time.Now()
@@ -87,10 +90,9 @@ func TestFaultsOnACluster(t *testing.T) {
 		time.Sleep(2 * time.Second)
 		l.stop()
 		slowest := l.tally.slowestAfter(hung)
-		duplicates := lateReplies(t, c.url) - late
 		report(t, reliability{scenario: "hung worker (SIGSTOP 4 s), then resumed", sent: l.tally.sent.Load(), acked: l.tally.acked.Load(),
-			answered: l.tally.answered.Load(), failed: int64(l.tally.failed()), duplicates: 0, recover: slowest,
-			note: "recover: the slowest answer from the hang on; " + itoa(duplicates) + " answers of the resumed worker came late and were dropped, none reached a caller"})
+			answered: l.tally.answered.Load(), failed: int64(l.tally.failed()), late: late(), recover: slowest,
+			note: "recover: the slowest answer from the hang on; late: answers of the resumed worker to requests another had answered"})
 		require.Zero(t, l.tally.failed(), "failures: %v", l.tally.failures)
 	})
 
@@ -119,9 +121,10 @@ func TestFaultsOnACluster(t *testing.T) {
 		c.activator.start(t)
 		c.awaitServing(t)
 		back := time.Since(killed)
+		late := lateSince(t, c.url) // the new activator's
 		lost := l.tally.collect(t, c.url, 60*time.Second)
 		report(t, reliability{scenario: "activator SIGKILLed with async requests outstanding", sent: l.tally.sent.Load(), acked: l.tally.acked.Load(),
-			answered: l.tally.answered.Load(), lost: int64(lost), failed: int64(l.tally.failed()), recover: back,
+			answered: l.tally.answered.Load(), lost: int64(lost), failed: int64(l.tally.failed()), late: late(), recover: back,
 			note: "recover: a new activator serving; failed are requests cut off by the kill, never acknowledged"})
 		require.Zero(t, lost, "acknowledged requests lost")
 	})
@@ -131,6 +134,7 @@ func TestFaultsOnACluster(t *testing.T) {
 // that leads the function's stream (fault), heals it 5 s later, and counts:
 // no acknowledged request may be lost.
 func natsFault(t *testing.T, c *faultCluster, scenario, faultName, healName string, fault, heal func(*proc)) {
+	late := lateSince(t, c.url)
 	sync, async := startFaultLoad(c.url, faultRate, false), startFaultLoad(c.url, faultRate, true)
 	time.Sleep(2 * time.Second)
 	leader := c.nats[c.streamLeader(t)]
@@ -146,7 +150,7 @@ func natsFault(t *testing.T, c *faultCluster, scenario, faultName, healName stri
 	report(t, reliability{scenario: scenario,
 		sent: sync.tally.sent.Load() + async.tally.sent.Load(), acked: sync.tally.acked.Load() + async.tally.acked.Load(),
 		answered: sync.tally.answered.Load() + async.tally.answered.Load(), failed: int64(sync.tally.failed() + async.tally.failed()),
-		failures: merge(sync.tally.failures, async.tally.failures), lost: int64(lost), recover: sync.tally.slowestAfter(broken),
+		failures: merge(sync.tally.failures, async.tally.failures), lost: int64(lost), late: late(), recover: sync.tally.slowestAfter(broken),
 		note: fmt.Sprintf("recover: the slowest sync answer from %s on (requests wait, published again, while a new leader is elected); replicas current %s after %s",
 			faultName, current.Round(100*time.Millisecond), healName)})
 	require.Zero(t, lost, "acknowledged requests lost")

@@ -366,16 +366,24 @@ type reliability struct {
 	scenario                      string
 	failures                      map[string]int // by status and first error
 	sent, acked, answered, failed int64
-	lost, duplicates              int64
-	recover                       time.Duration
+	lost                          int64
+	// late counts the answers the activator dropped because the caller
+	// had its answer already or had gone: requests scored twice, which no
+	// client saw (each gets one answer). nil: not measured (no load).
+	late    *int64
+	recover time.Duration
 	note                          string
 }
 
 // report logs a row and appends it to $SLUICE_FAULTS_REPORT, when set.
 func report(t *testing.T, r reliability) {
 	t.Helper()
-	row := fmt.Sprintf("| %s | %d | %d | %d | %d | %d | %d | %s | %s |", r.scenario, r.sent, r.acked, r.answered, r.failed,
-		r.lost, r.duplicates, r.recover.Round(10*time.Millisecond), r.note)
+	late := "–"
+	if r.late != nil {
+		late = strconv.FormatInt(*r.late, 10)
+	}
+	row := fmt.Sprintf("| %s | %d | %d | %d | %d | %d | %s | %s | %s |", r.scenario, r.sent, r.acked, r.answered, r.failed,
+		r.lost, late, r.recover.Round(10*time.Millisecond), r.note)
 	t.Log(row)
 	if len(r.failures) > 0 {
 		t.Logf("failures: %v", r.failures)
@@ -386,6 +394,17 @@ func report(t *testing.T, r reliability) {
 		defer f.Close()
 		_, err = fmt.Fprintln(f, row)
 		require.NoError(t, err)
+	}
+}
+
+// lateSince returns a function that gives the answers the activator at url
+// dropped as late since now (see reliability.late).
+func lateSince(t *testing.T, url string) func() *int64 {
+	t.Helper()
+	before := lateReplies(t, url)
+	return func() *int64 {
+		n := lateReplies(t, url) - before
+		return &n
 	}
 }
 

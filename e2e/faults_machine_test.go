@@ -64,6 +64,7 @@ func TestFaultsOnOneMachine(t *testing.T) {
 	require.NoError(t, err)
 
 	t.Run("disk full, then freed", func(t *testing.T) {
+		late := lateSince(t, p.url)
 		before := startFaultLoad(p.url, faultRate, true)
 		time.Sleep(time.Second)
 		before.stop()
@@ -89,7 +90,7 @@ func TestFaultsOnOneMachine(t *testing.T) {
 		require.Eventually(t, func() bool { code, _ := readiness(p); return code == http.StatusOK }, 30*time.Second, 200*time.Millisecond)
 		lost := before.tally.collect(t, p.url, 60*time.Second)
 		report(t, reliability{scenario: "disk full, then freed", sent: before.tally.sent.Load(), acked: before.tally.acked.Load(),
-			answered: before.tally.answered.Load(), lost: int64(lost), recover: time.Since(freed),
+			answered: before.tally.answered.Load(), lost: int64(lost), late: late(), recover: time.Since(freed),
 			note: "readiness 503 naming the disk while full; requests refused (503) once their stream cannot store them, not at their timeout; JetStream back without a restart"})
 		require.Zero(t, lost, "requests acknowledged before the disk filled are answered")
 	})

@@ -33,6 +33,7 @@ func soakDuration(t *testing.T) time.Duration {
 func TestFaultsSoak(t *testing.T) {
 	c := newFaultCluster(t)
 	duration := soakDuration(t)
+	late := lateSince(t, c.url)
 	l := startFaultLoad(c.url, faultRate, false)
 	start := time.Now()
 	procs := append(append(slices.Clone(c.nats), c.workers...), c.activator)
@@ -80,7 +81,7 @@ func TestFaultsSoak(t *testing.T) {
 	}
 	failed := l.tally.failed()
 	report(t, reliability{scenario: fmt.Sprintf("soak: %s at %d req/s, a worker SIGKILLed each minute", elapsed.Round(time.Second), faultRate),
-		sent: l.tally.sent.Load(), acked: l.tally.acked.Load(), answered: l.tally.answered.Load(), failed: int64(failed),
+		sent: l.tally.sent.Load(), acked: l.tally.acked.Load(), answered: l.tally.answered.Load(), failed: int64(failed), late: late(),
 		recover: l.tally.percentile(0.99),
 		note:    fmt.Sprintf("recover: p99 over the soak; p99 each minute: %s; memory: %s", strings.Join(p99s(minutes), ", "), strings.Join(memory, ", "))})
 	require.Zero(t, failed, "failures: %v", l.tally.failures)
