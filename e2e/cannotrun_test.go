@@ -58,7 +58,7 @@ func TestModelThatCannotRunIsRefusedAtDeploy(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
-	require.Contains(t, sluice(t, "--nats-url", natsURL(t, p), "functions", "get", "add"), "state: Failed")
+	require.Contains(t, sluice(t, "--nats-url", natsURL(t, p), "functions", "get", "add", "-o", "yaml"), "state: Failed")
 
 	code, body = p.post(t, "/v2/models/iris/infer", irisRequest, nil)
 	require.Equal(t, http.StatusOK, code, "%s", body)
@@ -148,7 +148,7 @@ func TestModelChangedOutsideTheControlPlaneIsNotServed(t *testing.T) {
 	// The worker that restarts finds it out and the control plane marks the
 	// revision Failed; from then on callers are told at once.
 	require.Eventually(t, func() bool {
-		return strings.Contains(sluice(t, "--nats-url", natsURL(t, p), "functions", "get", "iris"), "state: Failed")
+		return strings.Contains(sluice(t, "--nats-url", natsURL(t, p), "functions", "get", "iris", "-o", "yaml"), "state: Failed")
 	}, 30*time.Second, 200*time.Millisecond, "the revision is marked Failed")
 	code, body := p.post(t, "/v2/models/iris/infer", irisRequest, nil)
 	require.Equal(t, http.StatusServiceUnavailable, code, "%s", body)

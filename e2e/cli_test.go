@@ -99,3 +99,56 @@ func TestBatchExitCodes(t *testing.T) {
 	require.Contains(t, out, "99 scored, 1 failed")
 	require.Contains(t, out, "failed rows: 1; their error lines are in "+output)
 }
+
+// Every command that shows objects prints them as a table, wide, JSON or
+// YAML; scripts read the JSON, and an empty list says so where people look.
+func TestCLIOutputFormats(t *testing.T) {
+	p := startPlatform(t)
+	url := natsURL(t, p)
+
+	out, code := runExit(t, "--nats-url", url, "functions", "list", "-o", "json")
+	require.Zero(t, code, out)
+	var list struct {
+		Kind  string
+		Items []struct {
+			Kind     string
+			Metadata struct{ Name string }
+			Status   struct{ Revision string }
+		}
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &list), out)
+	require.Equal(t, "List", list.Kind)
+	require.Len(t, list.Items, 1)
+	require.Equal(t, "Function", list.Items[0].Kind)
+	require.Equal(t, "iris", list.Items[0].Metadata.Name)
+
+	out, code = runExit(t, "--nats-url", url, "fn", "get", "iris", "-o", "yaml")
+	require.Zero(t, code, out)
+	require.Contains(t, out, "kind: Function\nmetadata:\n  name: iris\n")
+	out, code = runExit(t, "--nats-url", url, "functions", "ls", "-o", "wide")
+	require.Zero(t, code, out)
+	require.Regexp(t, `(?m)^NAME\s+REVISION\s+MODEL\s+DEVICE\s+MIN\s+MAX\s+UPDATED\s+SHA256\s+TRAFFIC\s+ROLLOUT$`, out)
+	require.Regexp(t, `(?m)^iris\s+1\s+Ready\s+cpu\s+`, out)
+
+	out, code = runExit(t, "--nats-url", url, "status", "-o", "json")
+	require.Zero(t, code, out)
+	var statuses struct{ Items []struct{ Kind, Function, Revision string } }
+	require.NoError(t, json.Unmarshal([]byte(out), &statuses), out)
+	require.NotEmpty(t, statuses.Items)
+	require.Equal(t, "RevisionStatus", statuses.Items[0].Kind)
+
+	out, code = runExit(t, "--nats-url", url, "dlq", "ls")
+	require.Zero(t, code, out)
+	require.Equal(t, "No dead letters found.\n", out)
+
+	out, code = runExit(t, "--nats-url", url, "rollout", "status", "iris", "-o", "json")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "function iris has no rollout")
+
+	out, code = runExit(t, "--nats-url", url, "status", "-o", "xml")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, `--output: want table, wide, json or yaml, got "xml"`)
+	out, code = runExit(t, "--nats-url", url, "status", "--bogus")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "unknown flag: --bogus")
+}

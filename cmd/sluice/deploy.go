@@ -1,16 +1,18 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"text/tabwriter"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/events/oip"
@@ -124,46 +126,71 @@ func besideFile(file, path string) string {
 	return filepath.Join(filepath.Dir(file), path)
 }
 
+var functionView = view[*functions.Function]{
+	kind: functions.Kind, plural: "functions",
+	columns: []metav1.TableColumnDefinition{
+		{Name: "Name", Type: "string"}, {Name: "Revision", Type: "string"}, {Name: "Model", Type: "string"},
+		{Name: "Device", Type: "string"}, {Name: "Min", Type: "integer"}, {Name: "Max", Type: "integer"},
+		{Name: "Updated", Type: "string"},
+		{Name: "SHA256", Type: "string", Priority: 1}, {Name: "Traffic", Type: "string", Priority: 1},
+		{Name: "Rollout", Type: "string", Priority: 1},
+	},
+	row: func(fn *functions.Function, now time.Time) []any {
+		current, _ := fn.Status.FindRevision(fn.Status.Revision)
+		sha := "-"
+		if fn.Status.Model != nil {
+			sha = fn.Status.Model.SHA256[:12]
+		}
+		traffic := make([]string, len(fn.Status.Traffic))
+		for i, target := range fn.Status.Traffic {
+			traffic[i] = fmt.Sprintf("%s=%d%%", target.Revision, target.Weight)
+		}
+		rollout := "-"
+		if r := fn.Status.Rollout; r != nil {
+			rollout = string(r.Phase)
+		}
+		return []any{fn.Metadata.Name, fn.Status.Revision, cmp.Or(string(current.State), "not loaded yet"), fn.Spec.Runtime.Device,
+			fn.Spec.Scaling.MinReplicas, fn.Spec.Scaling.MaxReplicas, age(fn.Status.UpdatedAt, now),
+			sha, cmp.Or(strings.Join(traffic, ","), "-"), rollout}
+	},
+}
+
 func newFunctionsCommand(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "functions", Aliases: []string{"fn"}, Short: "List, show and delete functions"}
-	cmd.AddCommand(&cobra.Command{
-		Use: "list", Aliases: []string{"ls"}, Short: "List deployed functions", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var fns []*functions.Function
-			err := g.withCatalog(cmd.Context(), func(_ jetstream.JetStream, catalog *functions.Catalog) (err error) {
-				fns, err = catalog.List(cmd.Context())
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			table := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(table, "NAME\tREVISION\tDEVICE\tMIN\tMAX\tMODEL\tUPDATED")
-			for _, fn := range fns {
-				model := "-"
-				if fn.Status.Model != nil {
-					model = fn.Status.Model.SHA256[:12]
-				}
-				fmt.Fprintf(table, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", fn.Metadata.Name, fn.Status.Revision, fn.Spec.Runtime.Device,
-					fn.Spec.Scaling.MinReplicas, fn.Spec.Scaling.MaxReplicas, model, fn.Status.UpdatedAt.Format("2006-01-02 15:04:05"))
-			}
-			return table.Flush()
-		},
-	}, &cobra.Command{
-		Use: "get NAME", Short: "Show a function as YAML, with its status", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			fn, err := g.getFunction(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			out, err := yaml.Marshal(fn)
-			if err != nil {
-				return err
-			}
-			_, err = cmd.OutOrStdout().Write(out)
+	cmd := &cobra.Command{Use: "functions", Aliases: []string{"fn", "function"}, Short: "List, show and delete functions"}
+	list := &cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List deployed functions", Args: cobra.NoArgs}
+	listOutput := addOutput(list, false)
+	list.RunE = func(cmd *cobra.Command, _ []string) error {
+		p, err := newPrinting(listOutput, functionView, cmd.OutOrStdout())
+		if err != nil {
 			return err
-		},
-	}, newFunctionsDeleteCommand(g))
+		}
+		var fns []*functions.Function
+		err = g.withCatalog(cmd.Context(), func(_ jetstream.JetStream, catalog *functions.Catalog) (err error) {
+			fns, err = catalog.List(cmd.Context())
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		return p.list(fns, cmd.ErrOrStderr())
+	}
+	get := &cobra.Command{
+		Use: "get NAME", Short: "Show a function: a table row, or with -o yaml|json the whole of it with its status",
+		Args: cobra.ExactArgs(1),
+	}
+	getOutput := addOutput(get, false)
+	get.RunE = func(cmd *cobra.Command, args []string) error {
+		p, err := newPrinting(getOutput, functionView, cmd.OutOrStdout())
+		if err != nil {
+			return err
+		}
+		fn, err := g.getFunction(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		return p.one(fn)
+	}
+	cmd.AddCommand(list, get, newFunctionsDeleteCommand(g))
 	return cmd
 }
 

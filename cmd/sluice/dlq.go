@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,11 +9,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/events/oip"
@@ -32,32 +34,67 @@ func (g *globals) withDeadLetters(ctx context.Context, use func(jetstream.JetStr
 
 func newDLQListCommand(g *globals) *cobra.Command {
 	var function string
-	cmd := &cobra.Command{
-		Use: "list [--function F]", Short: "List dead letters, oldest first", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var letters []events.DeadLetter
-			err := g.withDeadLetters(cmd.Context(), func(js jetstream.JetStream) (err error) {
-				letters, err = events.ListDeadLetters(cmd.Context(), js, function)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			return printDeadLetters(cmd.OutOrStdout(), letters)
-		},
+	cmd := &cobra.Command{Use: "list [--function F]", Aliases: []string{"ls"}, Short: "List dead letters, oldest first", Args: cobra.NoArgs}
+	o := addOutput(cmd, false)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		p, err := newPrinting(o, deadLetterView, cmd.OutOrStdout())
+		if err != nil {
+			return err
+		}
+		var letters []events.DeadLetter
+		err = g.withDeadLetters(cmd.Context(), func(js jetstream.JetStream) (err error) {
+			letters, err = events.ListDeadLetters(cmd.Context(), js, function)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		return p.list(letters, cmd.ErrOrStderr())
 	}
 	cmd.Flags().StringVar(&function, "function", "", "only the dead letters of this function")
 	return cmd
 }
 
-func printDeadLetters(out io.Writer, letters []events.DeadLetter) error {
-	table := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(table, "SEQ\tFUNCTION\tREVISION\tATTEMPTS\tAT\tREASON")
-	for _, letter := range letters {
-		fmt.Fprintf(table, "%d\t%s\t%s\t%d\t%s\t%s\n", letter.Seq, letter.Function, letter.Revision, letter.Attempts,
-			letter.At.Format(time.RFC3339), oneLine(letter.Reason))
-	}
-	return table.Flush()
+var deadLetterView = view[events.DeadLetter]{
+	kind: "DeadLetter", plural: "dead letters",
+	columns: []metav1.TableColumnDefinition{
+		{Name: "Seq", Type: "integer"}, {Name: "Function", Type: "string"}, {Name: "Revision", Type: "string"},
+		{Name: "Attempts", Type: "integer"}, {Name: "Age", Type: "string"}, {Name: "Reason", Type: "string"},
+		{Name: "Subject", Type: "string", Priority: 1},
+	},
+	row: func(letter events.DeadLetter, now time.Time) []any {
+		return []any{letter.Seq, letter.Function, letter.Revision, letter.Attempts, age(letter.At, now), oneLine(letter.Reason), cmp.Or(letter.Subject, "-")}
+	},
+	object: func(letter events.DeadLetter) any {
+		object := deadLetterObject{Seq: letter.Seq, Function: letter.Function, Revision: letter.Revision, Reason: letter.Reason,
+			Attempts: letter.Attempts, At: letter.At, Subject: letter.Subject, Header: letter.Header}
+		body := letter.Data
+		if plain := binaryAsJSON(letter); plain != nil {
+			body = plain
+		}
+		if utf8.Valid(body) {
+			object.Data = string(body)
+		} else {
+			object.DataBase64 = body
+		}
+		return object
+	},
+}
+
+// deadLetterObject is a dead letter as json and yaml show it: its body as
+// text when it is (a request in binary tensors written as JSON), else in
+// base64, as CloudEvents' JSON format does.
+type deadLetterObject struct {
+	Seq        uint64              `json:"seq"`
+	Function   string              `json:"function"`
+	Revision   string              `json:"revision"`
+	Reason     string              `json:"reason"`
+	Attempts   int                 `json:"attempts"`
+	At         time.Time           `json:"at"`
+	Subject    string              `json:"subject"`
+	Header     map[string][]string `json:"header,omitempty"`
+	Data       string              `json:"data,omitempty"`
+	DataBase64 []byte              `json:"data_base64,omitempty"`
 }
 
 // oneLine keeps a reason to one table row.
@@ -70,24 +107,33 @@ func oneLine(reason string) string {
 }
 
 func newDLQShowCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use: "show SEQ", Short: "Show a dead letter: why it was given up, the request's headers and body", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			seq, err := parseSeq(args[0])
-			if err != nil {
-				return err
-			}
-			var letter events.DeadLetter
-			err = g.withDeadLetters(cmd.Context(), func(js jetstream.JetStream) (err error) {
-				letter, err = events.GetDeadLetter(cmd.Context(), js, seq)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			return printDeadLetter(cmd.OutOrStdout(), letter)
-		},
 	}
+	o := addOutput(cmd, true)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		p, err := newPrinting(o, deadLetterView, cmd.OutOrStdout())
+		if err != nil {
+			return err
+		}
+		seq, err := parseSeq(args[0])
+		if err != nil {
+			return err
+		}
+		var letter events.DeadLetter
+		err = g.withDeadLetters(cmd.Context(), func(js jetstream.JetStream) (err error) {
+			letter, err = events.GetDeadLetter(cmd.Context(), js, seq)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if o.format == "text" {
+			return printDeadLetter(cmd.OutOrStdout(), letter)
+		}
+		return p.one(letter)
+	}
+	return cmd
 }
 
 func printDeadLetter(out io.Writer, letter events.DeadLetter) error {

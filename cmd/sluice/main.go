@@ -25,7 +25,9 @@ func main() {
 	interrupted := ctx.Err() != nil
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "sluice:", err)
+		if !interrupted || !errors.Is(err, context.Canceled) { // a watch ended by Ctrl-C has nothing to say
+			fmt.Fprintln(os.Stderr, "sluice:", err)
+		}
 		var exit exitError
 		switch {
 		case interrupted:

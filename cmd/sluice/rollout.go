@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/functions"
@@ -23,16 +24,67 @@ func newRolloutCommand(g *globals) *cobra.Command {
 }
 
 func newRolloutStatusCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use: "status NAME", Short: "Show the rollout of a function: revisions, phase, weights and gates", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			fn, err := g.getFunction(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return printRollout(cmd.OutOrStdout(), fn, time.Now())
-		},
 	}
+	o := addOutput(cmd, true)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		p, err := newPrinting(o, rolloutView, cmd.OutOrStdout())
+		if err != nil {
+			return err
+		}
+		fn, err := g.getFunction(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		if o.format == "text" {
+			return printRollout(cmd.OutOrStdout(), fn, time.Now())
+		}
+		if fn.Status.Rollout == nil {
+			return fmt.Errorf("function %s %w: a rollout starts when a new model version is deployed", fn.Metadata.Name, errNoRollout)
+		}
+		return p.one(fn)
+	}
+	return cmd
+}
+
+var rolloutView = view[*functions.Function]{
+	kind: "Rollout", plural: "rollouts",
+	columns: []metav1.TableColumnDefinition{
+		{Name: "Function", Type: "string"}, {Name: "Stable", Type: "string"}, {Name: "Candidate", Type: "string"},
+		{Name: "Phase", Type: "string"}, {Name: "Weight", Type: "string"}, {Name: "Step", Type: "string"},
+		{Name: "Age", Type: "string"}, {Name: "Reason", Type: "string", Priority: 1},
+	},
+	row: func(fn *functions.Function, now time.Time) []any {
+		r := fn.Status.Rollout
+		return []any{fn.Metadata.Name, r.Stable, r.Candidate, string(r.Phase), fmt.Sprintf("%d%%", r.Weight), rolloutStep(fn),
+			age(r.StepStartedAt, now), oneLine(r.Reason)}
+	},
+	object: func(fn *functions.Function) any {
+		object := rolloutObject{Function: fn.Metadata.Name, RolloutStatus: *fn.Status.Rollout, Traffic: fn.Status.Traffic}
+		if spec := fn.Spec.Rollout; spec != nil {
+			object.Steps = spec.Steps
+		}
+		return object
+	},
+}
+
+// rolloutObject is a function's rollout as json and yaml show it: its
+// status, the weights of its steps, and the traffic split it asks for.
+type rolloutObject struct {
+	Function string `json:"function"`
+	functions.RolloutStatus
+	Steps   []int             `json:"steps,omitempty"`
+	Traffic functions.Traffic `json:"traffic,omitempty"`
+}
+
+// rolloutStep is the step a rollout is at, with how many it has.
+func rolloutStep(fn *functions.Function) string {
+	r := fn.Status.Rollout
+	if spec := fn.Spec.Rollout; spec != nil && len(spec.Steps) > 0 {
+		return fmt.Sprintf("%d of %d", r.Step+1, len(spec.Steps))
+	}
+	return fmt.Sprintf("%d", r.Step+1)
 }
 
 // printRollout writes the rollout of fn as it stands at now, or says it has none.
@@ -42,10 +94,7 @@ func printRollout(out io.Writer, fn *functions.Function, now time.Time) error {
 		_, err := fmt.Fprintf(out, "function %s has no rollout\n", fn.Metadata.Name)
 		return err
 	}
-	step := fmt.Sprintf("%d", r.Step+1)
-	if spec := fn.Spec.Rollout; spec != nil && len(spec.Steps) > 0 {
-		step = fmt.Sprintf("%d of %d", r.Step+1, len(spec.Steps))
-	}
+	step := rolloutStep(fn)
 	fmt.Fprintf(out, "function:  %s\nstable:    %s\ncandidate: %s\nphase:     %s\nweight:    %d%%\nstep:      %s, for %s\nreason:    %s\n",
 		fn.Metadata.Name, r.Stable, r.Candidate, r.Phase, r.Weight, step, now.Sub(r.StepStartedAt).Round(time.Second), r.Reason)
 	fmt.Fprintln(out, "traffic:")
