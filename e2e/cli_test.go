@@ -132,7 +132,9 @@ func TestCLIOutputFormats(t *testing.T) {
 
 	out, code = runExit(t, "--nats-url", url, "status", "-o", "json")
 	require.Zero(t, code, out)
-	var statuses struct{ Items []struct{ Kind, Function, Revision string } }
+	var statuses struct {
+		Items []struct{ Kind, Function, Revision string }
+	}
 	require.NoError(t, json.Unmarshal([]byte(out), &statuses), out)
 	require.NotEmpty(t, statuses.Items)
 	require.Equal(t, "RevisionStatus", statuses.Items[0].Kind)

@@ -372,7 +372,7 @@ type reliability struct {
 	// client saw (each gets one answer). nil: not measured (no load).
 	late    *int64
 	recover time.Duration
-	note                          string
+	note    string
 }
 
 // report logs a row and appends it to $SLUICE_FAULTS_REPORT, when set.
