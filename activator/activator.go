@@ -318,7 +318,7 @@ func (a *Activator) Run(ctx context.Context, listener net.Listener) error {
 // BodyTimeout to arrive whole, and the connections of one client are
 // bounded (limitConnections).
 func (a *Activator) limited(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+	return traced(func(w http.ResponseWriter, r *http.Request) {
 		err := a.bufferBody(w, r)
 		var release func()
 		if err == nil {
@@ -331,7 +331,7 @@ func (a *Activator) limited(next http.HandlerFunc) http.HandlerFunc {
 		}
 		defer release()
 		next(w, r)
-	}
+	})
 }
 
 // takeSlot holds one of the MaxInFlight slots until release is called, or

@@ -89,6 +89,7 @@ func (a *Activator) enqueue(ctx context.Context, fn *functions.Function, ev *eve
 	if err := events.WriteEvent(ctx, msg, ev); err != nil {
 		return err
 	}
+	events.SetMessageTrace(ctx, msg)
 	msg.Header.Set(events.HeaderRecord, "true")
 	if sink != "" {
 		msg.Header.Set(events.HeaderSinkURI, sink)

@@ -309,6 +309,7 @@ func requestMessage(ctx context.Context, function, revision string, ev *event.Ev
 	if err := events.WriteEvent(ctx, msg, ev); err != nil {
 		return nil, err
 	}
+	events.SetMessageTrace(ctx, msg)
 	msg.Header.Set(events.HeaderReplyTo, replyTo)
 	msg.Header.Set(events.HeaderDeadline, strconv.FormatInt(deadline.UnixNano(), 10))
 	msg.Header.Set(events.HeaderMsgID, events.MsgID(ev.Source(), ev.ID())+attempt)

@@ -48,7 +48,7 @@ func (a *Activator) serveGRPC(ctx context.Context) error {
 		return nil
 	}
 	server := grpc.NewServer(
-		grpc.UnaryInterceptor(a.grpcAuthenticated), grpc.StreamInterceptor(a.grpcStreamAuthenticated),
+		grpc.ChainUnaryInterceptor(tracedGRPC, a.grpcAuthenticated), grpc.StreamInterceptor(a.grpcStreamAuthenticated),
 		grpc.MaxRecvMsgSize(int(a.cfg.MaxBodyBytes)),
 		grpc.MaxSendMsgSize(events.DefaultMaxAnswerBytes+1<<20),
 	)

@@ -180,3 +180,28 @@ func TestGRPCAsync(t *testing.T) {
 	require.Equal(t, "/v1/requests/grpc-7", resp.GetParameters()["location"].GetStringParam())
 	require.EqualValues(t, 1, p.queued(t))
 }
+
+// A gRPC caller's traceparent metadata goes onto the queue with the request
+// and comes back in the answer's header metadata.
+func TestGRPCTraceContextGoesOntoTheQueue(t *testing.T) {
+	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	p := startPlatform(t, newSetup())
+	client := p.grpcClient(t)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "traceparent", traceparent)
+	var header metadata.MD
+	errs := make(chan error, 1)
+	go func() {
+		_, err := client.ModelInfer(ctx, irisInferRequest(false), grpc.Header(&header))
+		errs <- err
+	}()
+	request := takeRequest(t, p.js)
+	require.Equal(t, traceparent, request.Headers().Get("ce-traceparent"))
+	label, err := oip.NewTensor("label", []int64{1}, []int64{2})
+	require.NoError(t, err)
+	body, headerLength, err := oip.AppendInferenceResponseBinary(nil, &oip.InferenceResponse{ModelName: "iris", Outputs: []oip.Tensor{label}}, func(string) bool { return true })
+	require.NoError(t, err)
+	replyData(t, p.js, request, 0, body, headerLength)
+	require.NoError(t, request.Ack())
+	require.NoError(t, <-errs)
+	require.Equal(t, []string{traceparent}, header.Get("traceparent"))
+}

@@ -14,6 +14,9 @@ import (
 
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/functions"
@@ -177,10 +180,19 @@ func (s *Sinks) backoff(attempt uint64) time.Duration {
 	return min(delay, s.cfg.MaxBackoff)
 }
 
-// post sends the result CloudEvent to sink in binary mode.
-func (s *Sinks) post(sink string, msg jetstream.Msg) error {
+// post sends the result CloudEvent to sink in binary mode, in a deliver
+// span of the request's trace: the event's ce-traceparent names the worker's
+// reply, the request's traceparent header this delivery.
+func (s *Sinks) post(sink string, msg jetstream.Msg) (err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
+	ctx, span := tracer.Start(events.MessageTrace(ctx, msg.Headers()), "deliver", trace.WithSpanKind(trace.SpanKindClient))
+	defer func() {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	data := msg.Data()
 	if name := msg.Headers().Get(events.HeaderAnswerObject); name != "" {
 		var err error
@@ -196,6 +208,7 @@ func (s *Sinks) post(sink string, msg jetstream.Msg) error {
 	if err != nil {
 		return err
 	}
+	events.InjectTrace(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return err

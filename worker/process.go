@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/events/oip"
@@ -41,6 +42,9 @@ type job struct {
 	err          error
 	expired      bool
 	waited       time.Duration
+	// ctx holds span, the request's batch span (trace.go).
+	ctx  context.Context
+	span trace.Span
 }
 
 // process answers and settles every message of a batch. Requests whose inputs
@@ -55,8 +59,13 @@ func (w *Worker) process(model Model, msgs []jetstream.Msg) {
 			ready = append(ready, jobs[i])
 		}
 	}
+	for _, j := range jobs {
+		w.startTrace(j, start, len(ready))
+	}
 	for _, group := range groupByShape(ready) {
+		runStart := time.Now()
 		w.run(model, group)
+		traceRun(group, runStart, time.Now())
 	}
 	if len(ready) > 0 {
 		w.metrics.batchSize.Observe(float64(len(ready)))
@@ -64,13 +73,15 @@ func (w *Worker) process(model Model, msgs []jetstream.Msg) {
 	}
 	for _, j := range jobs {
 		w.finish(j)
+		endTrace(j)
 	}
 }
 
 // decode reads a request message; a request that cannot be served is marked
 // with a Permanent error, one whose caller has stopped waiting as expired.
 func (w *Worker) decode(msg jetstream.Msg, now time.Time) *job {
-	j := &job{msg: msg, replyTo: msg.Headers().Get(events.HeaderReplyTo), record: msg.Headers().Get(events.HeaderRecord) == "true"}
+	j := &job{msg: msg, replyTo: msg.Headers().Get(events.HeaderReplyTo), record: msg.Headers().Get(events.HeaderRecord) == "true",
+		ctx: context.Background(), span: noSpan}
 	if meta, err := msg.Metadata(); err == nil {
 		j.waited = now.Sub(meta.Timestamp)
 		j.submitted, j.delivered = meta.Timestamp, meta.NumDelivered

@@ -19,8 +19,12 @@ import (
 	"sluice.dev/sluice/functions"
 )
 
-// finish replies to the caller, if one waits, then settles the message.
+// finish replies to the caller, if one waits, then settles the message, in
+// the request's reply span.
 func (w *Worker) finish(j *job) {
+	ctx, span := tracer.Start(j.ctx, "reply")
+	defer span.End()
+	j.ctx = ctx // the answer's event names the reply span
 	w.metrics.queueWait.Observe(j.waited.Seconds())
 	if j.expired {
 		w.metrics.requests.WithLabelValues("expired").Inc()
@@ -187,6 +191,7 @@ func (w *Worker) message(subject string, j *job, body []byte) (*nats.Msg, error)
 	if err := events.WriteEvent(context.Background(), msg, &ev); err != nil {
 		return nil, err
 	}
+	events.SetMessageTrace(j.ctx, msg)
 	if j.err == nil && j.answerObject != "" {
 		msg.Header.Set(events.HeaderAnswerObject, j.answerObject)
 	}

@@ -364,3 +364,23 @@ func TestWorkerAnswersBinaryRequestsInBinary(t *testing.T) {
 	require.Zero(t, replies["plain"].headerLength, "a request asking nothing is answered in JSON")
 	p.streamEmpty(t)
 }
+
+// With no exporter the worker's spans are no-ops: the answer's
+// ce-traceparent is the request's own, so the caller's trace goes on.
+func TestWorkerAnswerCarriesTheRequestsTraceContext(t *testing.T) {
+	p := deployIris(t)
+	p.start(t, p.config(), p.sessions(t, 1))
+	in := subscribe(t, p.client)
+	req, _ := irisRequest(t, "traced", 0, 1)
+	msg := requestMsg(t, p.fn, "traced", body(t, req), in.subject, time.Now().Add(time.Minute))
+	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	msg.Header.Set("ce-traceparent", traceparent)
+	_, err := p.js.PublishMsg(t.Context(), msg)
+	require.NoError(t, err)
+	select {
+	case answer := <-in.msgs:
+		require.Equal(t, traceparent, answer.Header.Get("ce-traceparent"))
+	case <-time.After(waitFor):
+		t.Fatal("no answer")
+	}
+}

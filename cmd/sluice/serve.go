@@ -50,6 +50,11 @@ func newActivatorCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			stopTracing, err := startTracing(cmd.Context(), "activator", log)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			nc, js, err := g.connect("sluice-activator")
 			if err != nil {
 				return err
@@ -241,6 +246,11 @@ func newWorkerCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			stopTracing, err := startTracing(cmd.Context(), "worker", log)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			return runWorker(cmd.Context(), g, f, log)
 		},
 	}

@@ -53,6 +53,11 @@ func newUpCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			stopTracing, err := startTracing(cmd.Context(), "up", log)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			return runUp(cmd.Context(), g, f, log)
 		},
 	}
