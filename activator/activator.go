@@ -325,7 +325,7 @@ func (a *Activator) limited(next http.HandlerFunc) http.HandlerFunc {
 			release, err = a.takeSlot()
 		}
 		if err != nil {
-			code := writeError(w, err)
+			code := a.answerError(w, r, err)
 			a.metrics.observe(a.knownName(r.PathValue("name")), code, time.Now())
 			return
 		}

@@ -237,7 +237,7 @@ func (a *Activator) authenticated(next http.Handler) http.Handler {
 		}
 		key, err := a.cfg.Keys.authenticate(r.Header.Get("Authorization"))
 		if err != nil {
-			writeError(w, err)
+			a.answerError(w, r, err)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, key)))

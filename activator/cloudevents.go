@@ -106,6 +106,16 @@ func (a *Activator) writeEventError(w http.ResponseWriter, r *http.Request, requ
 	return code
 }
 
+// answerError answers a request that failed before its handler read it
+// (unauthorized, too slow, too many in flight): as writeEventError does for
+// a CloudEvent sent to POST /, else as writeError does.
+func (a *Activator) answerError(w http.ResponseWriter, r *http.Request, err error) int {
+	if r.Method == http.MethodPost && r.URL.Path == "/" {
+		return a.writeEventError(w, r, r.Header.Get("Ce-Id"), err)
+	}
+	return writeError(w, err)
+}
+
 // answerEvent is an answer of the activator's to request requestID ("" when
 // it was not read), with data as JSON.
 func answerEvent(typ, requestID string, data any) *event.Event {

@@ -2,6 +2,8 @@ package activator_test
 
 import (
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
 	"testing"
 
@@ -9,6 +11,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/stretchr/testify/require"
 
+	"sluice.dev/sluice/activator"
 	"sluice.dev/sluice/events"
 )
 
@@ -63,4 +66,45 @@ func TestTheCloudEventsSDKReadsEveryAnswer(t *testing.T) {
 	answer = <-answers
 	require.NotNil(t, answer)
 	require.Equal(t, events.TypeInferenceResponse, answer.Type())
+}
+
+// Answers given before the handler reads the event (401 here; 408 and 429
+// take the same path) and the 202 to feedback are CloudEvents too.
+func TestTheCloudEventsSDKReadsAnswersGivenBeforeTheHandler(t *testing.T) {
+	path, secrets := keyFile(t, map[string][]string{"labeller": {"feedback:iris"}})
+	keys, err := activator.LoadKeys(path, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	s := newSetup()
+	s.config.Keys = keys
+	p := startPlatform(t, s)
+	client, err := cloudevents.NewClientHTTP(cloudevents.WithTarget(p.url + "/"))
+	require.NoError(t, err)
+	feedback := cloudevents.NewEvent()
+	feedback.SetID("labels-1")
+	feedback.SetSource("/sdk")
+	feedback.SetType(events.TypeFeedback)
+	feedback.SetExtension(events.ExtensionModel, "iris")
+	require.NoError(t, feedback.SetData(cloudevents.ApplicationJSON, map[string]any{"features": [][]float32{{5.1, 3.5, 1.4, 0.2}}, "labels": []string{"setosa"}}))
+
+	answer, result := client.Request(t.Context(), feedback)
+	var status *cehttp.Result
+	require.True(t, cloudevents.ResultAs(result, &status), "result: %v", result)
+	require.Equal(t, http.StatusUnauthorized, status.StatusCode)
+	require.NotNil(t, answer, "the 401 is an event: %v", result)
+	require.Equal(t, events.TypeInferenceError, answer.Type())
+	require.Equal(t, "labels-1", answer.Extensions()[events.ExtensionRequestID])
+
+	authorized := cehttp.WithCustomHeader(t.Context(), http.Header{"Authorization": {"Bearer " + secrets["labeller"]}})
+	answer, result = client.Request(authorized, feedback)
+	require.True(t, cloudevents.ResultAs(result, &status), "result: %v", result)
+	require.Equal(t, http.StatusAccepted, status.StatusCode)
+	require.NotNil(t, answer, "the 202 is an event: %v", result)
+	require.Equal(t, events.TypeFeedbackAccepted, answer.Type())
+	var accepted struct {
+		ID   string
+		Rows int
+	}
+	require.NoError(t, answer.DataAs(&accepted))
+	require.Equal(t, "labels-1", accepted.ID)
+	require.Equal(t, 1, accepted.Rows)
 }

@@ -58,12 +58,12 @@ func (a *Activator) feedbackEvent(w http.ResponseWriter, r *http.Request, ev *ev
 	decoder := json.NewDecoder(bytes.NewReader(ev.Data()))
 	decoder.DisallowUnknownFields()
 	if err := decoder.Decode(&feedback); err != nil {
-		return name, writeError(w, fmt.Errorf("%w: data: %v", errBadEvent, err))
+		return name, a.writeEventError(w, r, ev.ID(), fmt.Errorf("%w: data: %v", errBadEvent, err))
 	}
 	if err := a.keepFeedback(r.Context(), name, ev.ID(), ev.Source(), feedback); err != nil {
-		return name, writeError(w, err)
+		return name, a.writeEventError(w, r, ev.ID(), err)
 	}
-	writeJSON(w, http.StatusAccepted, feedbackAccepted{ID: ev.ID(), Rows: len(feedback.Labels)})
+	a.writeEvent(w, r, answerEvent(events.TypeFeedbackAccepted, ev.ID(), feedbackAccepted{ID: ev.ID(), Rows: len(feedback.Labels)}), http.StatusAccepted)
 	return name, http.StatusAccepted
 }
 

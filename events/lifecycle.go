@@ -31,6 +31,9 @@ const (
 	// TypeFeedback carries labelled rows for a function (HTTP or NATS); its
 	// data is a Feedback.
 	TypeFeedback = "dev.sluice.feedback"
+	// TypeFeedbackAccepted answers a TypeFeedback CloudEvent sent over HTTP:
+	// its id and how many rows were kept.
+	TypeFeedbackAccepted = "dev.sluice.feedback.accepted"
 )
 
 // LifecycleStream keeps the lifecycle events for a week, so that the loops
