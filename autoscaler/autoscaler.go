@@ -26,11 +26,6 @@ type Scaler interface {
 	Ready(ctx context.Context, function, revision string) (int, error)
 }
 
-// depthReader reads how much work waits for a revision.
-type depthReader interface {
-	Depth(ctx context.Context, function, revision string) (queue, error)
-}
-
 // queue is what a revision's consumer says of its work.
 type queue struct {
 	// pending waits for a worker; inFlight is held by workers.
@@ -103,7 +98,7 @@ type Autoscaler struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	view    catalogView
-	depth   depthReader
+	depth   *jetStreamDepth
 	scaler  Scaler
 	cfg     Config
 	metrics *metrics
@@ -204,12 +199,16 @@ func (a *Autoscaler) tick(ctx context.Context, now time.Time) {
 			targets = append(targets, target{key: key, policy: a.cfg.policy(spec), retired: true})
 		}
 	}
+	streams, err := events.QueueStates(ctx, a.js)
+	if err != nil {
+		a.log.Warn("list queues: reading each revision's consumer", "error", err)
+	}
 	readings := make([]reading, len(targets))
 	group, readCtx := errgroup.WithContext(ctx)
 	group.SetLimit(readers)
 	for i, t := range targets {
 		group.Go(func() error {
-			readings[i] = a.read(readCtx, t.key)
+			readings[i] = a.read(readCtx, t.key, streams)
 			return nil
 		})
 	}
@@ -218,6 +217,7 @@ func (a *Autoscaler) tick(ctx context.Context, now time.Time) {
 		if a.apply(ctx, t.key, t.policy, readings[i], false, now).Replicas == 0 && t.retired {
 			delete(a.revisions, t.key)
 			a.metrics.forget(t.key)
+			a.depth.forget(t.key)
 			_ = a.status.Delete(ctx, events.ScaleKey(t.key.function, t.key.revision))
 		}
 	}
@@ -238,7 +238,7 @@ func (a *Autoscaler) poked(ctx context.Context, p poke) {
 	if state, ok := a.revisions[key]; ok && state.previous.Replicas > 0 {
 		return // already running: the next tick handles its load
 	}
-	decision := a.apply(ctx, key, a.cfg.revisionPolicy(fn, revision), a.read(ctx, key), true, time.Now())
+	decision := a.apply(ctx, key, a.cfg.revisionPolicy(fn, revision), a.read(ctx, key, nil), true, time.Now())
 	if decision.Replicas > 0 {
 		a.metrics.pokeToScale.Observe(time.Since(p.at).Seconds())
 	}
@@ -251,10 +251,11 @@ type reading struct {
 	err   error
 }
 
-// read reads a revision's queue and ready replicas. A revision whose stream or
-// consumer is gone reads as empty.
-func (a *Autoscaler) read(ctx context.Context, key revisionKey) reading {
-	q, err := a.depth.Depth(ctx, key.function, key.revision)
+// read reads a revision's queue and ready replicas; streams, when not nil,
+// is the tick's list of stream states. A revision whose stream or consumer
+// is gone reads as empty.
+func (a *Autoscaler) read(ctx context.Context, key revisionKey, streams map[string]events.QueueState) reading {
+	q, err := a.depth.Depth(ctx, key.function, key.revision, streams)
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return reading{err: fmt.Errorf("read queue depth: %w", err)}
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"syscall"
 	"testing"
 	"time"
@@ -23,11 +25,24 @@ type idleScaler struct{}
 func (idleScaler) Scale(context.Context, string, string, int) error   { return nil }
 func (idleScaler) Ready(context.Context, string, string) (int, error) { return 0, nil }
 
-// BenchmarkTick1000Functions is what one autoscaler tick costs with 1,000
-// functions registered: a consumer.Info per revision and a decision each.
-// It reports the time of one tick and the heap the autoscaler holds.
-func BenchmarkTick1000Functions(b *testing.B) {
-	const count = 1000
+// BenchmarkTick is what one autoscaler tick costs with 1,000 and 10,000
+// functions registered, idle (as most are): one list of every function's
+// stream, a decision each, and a consumer read for none; and with 1,000 of
+// them busy, each with a request waiting: a consumer read each. It reports the
+// wall time and the CPU of one tick (the embedded nats-server answering
+// included, as under sluice up) and the heap the autoscaler holds.
+// SLUICE_TICK_PROFILE=file writes a CPU profile of the ticks alone.
+func BenchmarkTick(b *testing.B) {
+	for _, bench := range []struct {
+		functions, busy int
+	}{{1000, 0}, {1000, 1000}, {10000, 0}} {
+		b.Run(fmt.Sprintf("functions=%d/busy=%d", bench.functions, bench.busy), func(b *testing.B) {
+			benchmarkTick(b, bench.functions, bench.busy)
+		})
+	}
+}
+
+func benchmarkTick(b *testing.B, count, busy int) {
 	_, nc, js := natstest.JetStream(b)
 	ctx := context.Background()
 	catalog, err := functions.OpenCatalog(ctx, js)
@@ -36,12 +51,15 @@ func BenchmarkTick1000Functions(b *testing.B) {
 	}
 	object := storeIrisModel(b, ctx, catalog)
 	queue := events.DefaultQueueConfig()
-	queue.MaxBytes = 1 << 20 // JetStream reserves MaxBytes of storage per stream
+	queue.MaxBytes = 64 << 10 // JetStream reserves MaxBytes of storage per stream
 	deployer := functions.NewDeployer(js, catalog, queue)
 	for i := range count {
 		fn, err := functions.Parse([]byte(fmt.Sprintf("metadata: {name: fn-%d}\nspec: {model: {uri: %s}}\n", i, object)))
 		if err == nil {
 			_, err = deployer.Deploy(ctx, fn, nil)
+		}
+		if err == nil && i < busy {
+			_, err = js.Publish(ctx, events.RequestSubject(fn.Metadata.Name, "1"), []byte("{}"))
 		}
 		if err != nil {
 			b.Fatal(err)
@@ -65,7 +83,18 @@ func BenchmarkTick1000Functions(b *testing.B) {
 	if loop.status, err = events.EnsureScaleBucket(ctx, js); err != nil {
 		b.Fatal(err)
 	}
-	loop.tick(ctx, time.Now()) // the first tick resolves the consumers
+	loop.tick(ctx, time.Now())                                // the first tick resolves the consumers
+	if path := os.Getenv("SLUICE_TICK_PROFILE"); path != "" { // the ticks alone, not the setup
+		profile, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer profile.Close()
+		if err := pprof.StartCPUProfile(profile); err != nil {
+			b.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cpuBefore := cpuTime(b)
 	b.ResetTimer()
 	for b.Loop() {

@@ -3,6 +3,7 @@ package events
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -252,4 +253,81 @@ func openOrCreate[T any](what, name string, open, create func() (T, error), notF
 		return zero, fmt.Errorf("open %s %s: %w", what, name, err)
 	}
 	return v, nil
+}
+
+// QueueState is what a function's stream says of its queue: the requests it
+// holds (a work queue drops each once acknowledged, so these are the ones
+// waiting or held by workers, of every revision) and the last sequence it
+// stored.
+type QueueState struct{ Msgs, LastSeq uint64 }
+
+// QueueStates reads the state of every function's stream, by function, in
+// one list request per 256 streams; each stream's leader answers for its
+// own. The answers are read into the few fields wanted rather than through
+// jetstream.ListStreams, whose whole StreamInfo decoding was a quarter of
+// an autoscaler tick's CPU (BenchmarkTick), and the list is not filtered by
+// subject: the server matches the filter against every stream for every
+// page, which made a tick over 10,000 functions cost 1.5 CPU-seconds.
+func QueueStates(ctx context.Context, js jetstream.JetStream) (map[string]QueueState, error) {
+	states := map[string]QueueState{}
+	for offset := 0; ; {
+		request, err := json.Marshal(streamListRequest{Offset: offset})
+		if err != nil {
+			return nil, err
+		}
+		msg, err := js.Conn().RequestWithContext(ctx, jetstreamAPI(js, "STREAM.LIST"), request)
+		if err != nil {
+			return nil, fmt.Errorf("list the functions' streams: %w", err)
+		}
+		var page streamListPage
+		if err := json.Unmarshal(msg.Data, &page); err != nil {
+			return nil, fmt.Errorf("list the functions' streams: %w", err)
+		}
+		if page.Error != nil {
+			return nil, fmt.Errorf("list the functions' streams: %s (%d)", page.Error.Description, page.Error.ErrCode)
+		}
+		for _, stream := range page.Streams {
+			if function, ok := strings.CutPrefix(stream.Config.Name, StreamName("")); ok {
+				states[function] = QueueState{Msgs: stream.State.Msgs, LastSeq: stream.State.LastSeq}
+			}
+		}
+		offset += len(page.Streams)
+		if len(page.Streams) == 0 || offset >= page.Total {
+			return states, nil
+		}
+	}
+}
+
+// streamListRequest and streamListPage are the JetStream API's STREAM.LIST,
+// with only what QueueStates reads.
+type streamListRequest struct {
+	Offset int `json:"offset"`
+}
+
+type streamListPage struct {
+	Total   int `json:"total"`
+	Streams []struct {
+		Config struct {
+			Name string `json:"name"`
+		} `json:"config"`
+		State struct {
+			Msgs    uint64 `json:"messages"`
+			LastSeq uint64 `json:"last_seq"`
+		} `json:"state"`
+	} `json:"streams"`
+	Error *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+// jetstreamAPI is the subject of a JetStream API call of js: under its
+// domain or API prefix, when it has one.
+func jetstreamAPI(js jetstream.JetStream, call string) string {
+	options := js.Options()
+	if options.Domain != "" {
+		return "$JS." + options.Domain + ".API." + call
+	}
+	return cmp.Or(options.APIPrefix, jetstream.DefaultAPIPrefix) + call
 }

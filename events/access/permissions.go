@@ -109,10 +109,11 @@ func readMessages(stream, subjects string) Permissions {
 		consumerHousekeeping(stream))
 }
 
-// depth is reading the state of any stream or consumer: how many requests
-// wait, nothing of what they hold. Stream names are not subjects, so the
-// function streams cannot be told from the others here.
-var depth = publish(api+"STREAM.INFO.*", api+"CONSUMER.INFO.*.*")
+// depth is reading the state of any stream or consumer, one by one or the
+// list of streams (events.QueueStates): how many requests wait, nothing of
+// what they hold. Stream names are not subjects, so the function streams
+// cannot be told from the others here.
+var depth = publish(api+"STREAM.INFO.*", api+"STREAM.LIST", api+"CONSUMER.INFO.*.*")
 
 // Control is the control plane (the controller, `sluice up`'s lifecycle,
 // the operator's CLI): it writes the catalog and the model store, makes and
