@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,7 +26,9 @@ import (
 	"sluice.dev/sluice/events/natstest"
 	"sluice.dev/sluice/functions"
 	"sluice.dev/sluice/functions/batch"
+	"sluice.dev/sluice/functions/onnxfile"
 	"sluice.dev/sluice/functions/train"
+	"sluice.dev/sluice/worker/onnx"
 )
 
 // batchPlatform is a nats-server with the iris function deployed on queue
@@ -32,6 +36,7 @@ import (
 type batchPlatform struct {
 	js         jetstream.JetStream
 	classifier *train.Classifier
+	model      []byte        // the function's ONNX model
 	announced  *atomic.Int64 // result announcements seen: one per scored request
 }
 
@@ -65,7 +70,7 @@ func startBatchPlatform(tb testing.TB, queue events.QueueConfig, replicas int) *
 		ready, err := workers.Ready(ctx, "iris", "1")
 		return err == nil && ready == replicas
 	}, 60*time.Second, 20*time.Millisecond, "workers never became ready")
-	return &batchPlatform{js: js, classifier: classifier, announced: announced}
+	return &batchPlatform{js: js, classifier: classifier, model: model, announced: announced}
 }
 
 // scored is how many requests the workers have scored and recorded, once
@@ -226,8 +231,16 @@ func TestBatchWaitsForAFullQueue(t *testing.T) {
 
 // BenchmarkBatchScoring scores SLUICE_BATCH_ROWS rows (default 200000) of
 // the Iris demo, SLUICE_BATCH_ROWS_PER_REQUEST to a request (default: the
-// client's), through two real worker processes, and reports rows/s and the
-// client's peak RSS.
+// client's), two ways in one run, each on the same two cores:
+//   - local: what a user would run instead of Sluice, batch.RunLocal: the
+//     same reader and writer, ONNX Runtime in this process at the same batch
+//     size, two sessions of one thread;
+//   - sluice: batch.Run through the queue to two real worker processes.
+//
+// It reports each one's rows/s and CPU-seconds per million rows (every
+// process summed: this one, with the client and the embedded nats-server,
+// and the workers), the ratios of sluice to local with the goals, and the
+// peak RSS of this process.
 func BenchmarkBatchScoring(b *testing.B) {
 	rows := 200_000
 	if value := os.Getenv("SLUICE_BATCH_ROWS"); value != "" {
@@ -236,28 +249,98 @@ func BenchmarkBatchScoring(b *testing.B) {
 		require.NoError(b, err)
 	}
 	platform := startBatchPlatform(b, events.DefaultQueueConfig(), 2)
+	require.NoError(b, onnx.Init(""), "ONNX Runtime is required: run `make deps`")
+	signature, err := onnxfile.ReadSignature(platform.model)
+	require.NoError(b, err)
+	var models []batch.Model
+	for range 2 {
+		session, err := onnx.Load(platform.model, signature, onnx.DefaultSessionConfig())
+		require.NoError(b, err)
+		b.Cleanup(func() { _ = session.Close() })
+		models = append(models, session)
+	}
 	dir := b.TempDir()
-	var elapsed time.Duration
+	var local, sluice batchFigures
 	for i := range b.N {
 		b.StopTimer()
 		cfg := batch.DefaultConfig()
 		cfg.Function = "iris"
 		if value := os.Getenv("SLUICE_BATCH_ROWS_PER_REQUEST"); value != "" {
-			var err error
 			cfg.RowsPerRequest, err = strconv.Atoi(value)
 			require.NoError(b, err)
 		}
 		cfg.Input = filepath.Join(dir, fmt.Sprintf("rows-%d.csv", i)) // a new batch each time
-		cfg.Output = filepath.Join(dir, fmt.Sprintf("out-%d.jsonl", i))
 		writeIrisCSV(b, cfg.Input, rows, nil)
 		b.StartTimer()
-		report, err := batch.Run(context.Background(), platform.js, cfg, nil)
-		require.NoError(b, err)
-		require.Equal(b, rows, report.Scored)
-		elapsed += report.Elapsed
+
+		cfg.Output = filepath.Join(dir, fmt.Sprintf("local-%d.jsonl", i))
+		local.measure(b, rows, func() (batch.Report, error) { return batch.RunLocal(context.Background(), cfg, signature, models) })
+		cfg.Output = filepath.Join(dir, fmt.Sprintf("out-%d.jsonl", i))
+		sluice.measure(b, rows, func() (batch.Report, error) { return batch.Run(context.Background(), platform.js, cfg, nil) })
 	}
-	b.ReportMetric(float64(rows*b.N)/elapsed.Seconds(), "rows/s")
+	b.ReportMetric(local.rowsPerSecond(), "local-rows/s")
+	b.ReportMetric(local.cpuPerMillion(), "local-CPU-s/Mrows")
+	b.ReportMetric(sluice.rowsPerSecond(), "rows/s")
+	b.ReportMetric(sluice.cpuPerMillion(), "CPU-s/Mrows")
+	b.ReportMetric(sluice.cpuPerMillion()/local.cpuPerMillion(), "CPU-ratio(goal<=1.6)")
+	b.ReportMetric(sluice.rowsPerSecond()/local.rowsPerSecond(), "rows/s-ratio(goal>=0.6)")
 	b.ReportMetric(peakRSSMiB(b), "peak-RSS-MiB")
+}
+
+// batchFigures add up the runs of one way of scoring.
+type batchFigures struct {
+	rows    int
+	elapsed time.Duration
+	cpu     time.Duration
+}
+
+// measure runs score, which must score rows rows, and adds its wall time and
+// the CPU of this process and its children (the workers) to f.
+func (f *batchFigures) measure(tb testing.TB, rows int, score func() (batch.Report, error)) {
+	tb.Helper()
+	before := processCPU(tb) + childrenCPU(tb)
+	report, err := score()
+	require.NoError(tb, err)
+	require.Equal(tb, rows, report.Scored)
+	f.cpu += processCPU(tb) + childrenCPU(tb) - before
+	f.elapsed += report.Elapsed
+	f.rows += rows
+}
+
+func (f batchFigures) rowsPerSecond() float64 { return float64(f.rows) / f.elapsed.Seconds() }
+func (f batchFigures) cpuPerMillion() float64 { return f.cpu.Seconds() / float64(f.rows) * 1e6 }
+
+// processCPU is the CPU this process has used.
+func processCPU(tb testing.TB) time.Duration {
+	tb.Helper()
+	var usage syscall.Rusage
+	require.NoError(tb, syscall.Getrusage(syscall.RUSAGE_SELF, &usage))
+	return time.Duration(usage.Utime.Nano() + usage.Stime.Nano())
+}
+
+// childrenCPU is the CPU the running children of this process have used,
+// from /proc (clock ticks of 10 ms).
+func childrenCPU(tb testing.TB) time.Duration {
+	tb.Helper()
+	entries, err := os.ReadDir("/proc")
+	require.NoError(tb, err)
+	parent := strconv.Itoa(os.Getpid())
+	var ticks int64
+	for _, entry := range entries {
+		stat, err := os.ReadFile(filepath.Join("/proc", entry.Name(), "stat"))
+		if err != nil {
+			continue // not a process, or gone
+		}
+		// pid (comm) state ppid ... utime(14) stime(15): comm may hold spaces.
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) < 13 || fields[1] != parent {
+			continue
+		}
+		utime, _ := strconv.ParseInt(fields[11], 10, 64)
+		stime, _ := strconv.ParseInt(fields[12], 10, 64)
+		ticks += utime + stime
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // peakRSSMiB is this process's peak resident set (VmHWM), in MiB.

@@ -34,8 +34,12 @@ func TestCLIScriptsCanTrust(t *testing.T) {
 	out, code := runExit(t, "functions", "lis")
 	require.Equal(t, 1, code, "an unknown subcommand is an error: %s", out)
 	require.Contains(t, out, `unknown command "lis" for "sluice functions"; did you mean "list"?`)
-	_, code = runExit(t, "functions", "ls", "--nats-url", "nats://127.0.0.1:1")
+	out, code = runExit(t, "functions", "ls", "--nats-url", "nats://127.0.0.1:1")
 	require.Equal(t, 1, code, "ls is list (and fails here for want of NATS)")
+	require.Contains(t, out, "connect to NATS at nats://127.0.0.1:1")
+	out, code = runExit(t, "predict", "iris", "--data", "[[1,2,3,4]]", "--url", "http://127.0.0.1:1")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "cannot reach the activator at http://127.0.0.1:1 (--url, $SLUICE_URL)")
 
 	out, code = runExit(t, "version")
 	require.Zero(t, code)

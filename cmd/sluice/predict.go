@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -236,11 +237,17 @@ type bearer struct {
 	base http.RoundTripper
 }
 
+// RoundTrip sends req with the key, if any; an activator that cannot be
+// reached is named with the flag that points at it.
 func (b bearer) RoundTrip(req *http.Request) (*http.Response, error) {
-	if b.key == "" {
-		return b.base.RoundTrip(req)
+	if b.key != "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", "Bearer "+b.key)
 	}
-	req = req.Clone(req.Context())
-	req.Header.Set("Authorization", "Bearer "+b.key)
-	return b.base.RoundTrip(req)
+	resp, err := b.base.RoundTrip(req)
+	var dial *net.OpError
+	if errors.As(err, &dial) && dial.Op == "dial" {
+		return nil, fmt.Errorf("cannot reach the activator at %s://%s (--url, $SLUICE_URL): %w; is `sluice up` running?", req.URL.Scheme, req.URL.Host, err)
+	}
+	return resp, err
 }

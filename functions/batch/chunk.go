@@ -39,6 +39,9 @@ type chunk struct {
 	result       []byte // the OIP response
 	headerLength int    // of result's JSON inference header, 0 when result is JSON
 	err          error  // the request failed as a whole
+	// scored holds the outputs themselves when the chunk was scored in this
+	// process (RunLocal), instead of result.
+	scored []oip.Tensor
 }
 
 // badRow is a row of the chunk that cannot be scored.
@@ -164,9 +167,13 @@ func (in input) check(features []float64) error {
 // tensor data extension, asking for every output in binary; it returns the
 // body and the length of its JSON inference header.
 func (c *chunk) request(in input) ([]byte, int, error) {
-	tensor := oip.Tensor{Name: in.name, Shape: []int64{int64(c.good), int64(c.features)}, Datatype: in.datatype, Data: typed(c.values, in.datatype)}
-	req := &oip.InferenceRequest{ID: c.id, Inputs: []oip.Tensor{tensor}, Parameters: map[string]any{"binary_data_output": true}}
+	req := &oip.InferenceRequest{ID: c.id, Inputs: []oip.Tensor{c.tensor(in)}, Parameters: map[string]any{"binary_data_output": true}}
 	return oip.AppendInferenceRequestBinary(nil, req, func(string) bool { return true })
+}
+
+// tensor is the input tensor of the chunk's good rows.
+func (c *chunk) tensor(in input) oip.Tensor {
+	return oip.Tensor{Name: in.name, Shape: []int64{int64(c.good), int64(c.features)}, Datatype: in.datatype, Data: typed(c.values, in.datatype)}
 }
 
 // typed converts values to the data slice of datatype.
@@ -261,11 +268,13 @@ func (c *chunk) outputs() (rowOutputs, error) {
 	if c.err != nil || c.good == 0 {
 		return rowOutputs{}, c.err
 	}
-	var response *oip.InferenceResponse
+	response := &oip.InferenceResponse{Outputs: c.scored}
 	var err error
-	if c.headerLength > 0 {
+	switch {
+	case c.scored != nil:
+	case c.headerLength > 0:
 		response, err = oip.DecodeInferenceResponseBinary(c.result, int64(c.headerLength), answerLimits)
-	} else {
+	default:
 		response, err = oip.DecodeInferenceResponse(c.result, answerLimits)
 	}
 	if err != nil {

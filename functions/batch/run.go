@@ -64,13 +64,18 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config, progress func(
 	if closeErr := j.close(); err == nil {
 		err = closeErr
 	}
+	return j.finish(start), err
+}
+
+// finish is the report of a run that began at start.
+func (j *job) finish(start time.Time) Report {
 	j.report.BatchID, j.report.RowsPerRequest = j.batchID, j.cfg.RowsPerRequest
 	j.report.Rows = int(j.rowsRead.Load())
 	j.report.Skipped = min(j.done, j.report.Rows)
 	j.report.Requests, j.report.FromBucket = int(j.requests.Load()), int(j.fromBucket.Load())
 	j.report.QueueFull = int(j.queueFull.Load())
 	j.report.Elapsed = time.Since(start)
-	return j.report, err
+	return j.report
 }
 
 // prepare looks the function up and opens the input, the output and the results bucket.
