@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,11 +69,7 @@ func newBenchCommand() *cobra.Command {
 				return err
 			}
 			rows = append(rows, platform...)
-			if len(platform) > 0 && len(rows) > 0 {
-				rows = append(rows, benchRow{what: "sync predict overhead over in-process inference (c=1, p50)",
-					p50: platform[0].p50 - rows[0].p50, comment: "goal < 1ms"})
-			}
-			return printBench(cmd.OutOrStdout(), rows)
+			return printBench(cmd.OutOrStdout(), append(rows, benchGoals(rows)...))
 		},
 	}
 	flags := cmd.Flags()
@@ -84,6 +82,60 @@ func newBenchCommand() *cobra.Command {
 	flags.StringVar(&f.function, "function", "iris", "function name in --spec")
 	flags.IntVar(&f.coldStarts, "cold-starts", 5, "cold starts to measure (a copy of the function that scales to zero after 1s)")
 	return cmd
+}
+
+// benchGoals compares the figures of one run with their anchors from the
+// same run, and with the goals: the sync overhead over in-process inference
+// at batch 1, and the throughputs over a bare Go HTTP server with JSON on the
+// same cores, with the load generator.
+func benchGoals(rows []benchRow) []benchRow {
+	find := func(prefix string) (benchRow, bool) {
+		for _, row := range rows {
+			if strings.HasPrefix(row.what, prefix) {
+				return row, true
+			}
+		}
+		return benchRow{}, false
+	}
+	var goals []benchRow
+	inProcess, okRuntime := find("ONNX Runtime in-process, batch 1")
+	sync1, okSync1 := find("sync predict over HTTP, 1 row, concurrency 1")
+	if okRuntime && okSync1 {
+		overhead := benchRow{what: "sync predict overhead over in-process inference (c=1)", p50: sync1.p50 - inProcess.p50, p99: sync1.p99 - inProcess.p99}
+		overhead.comment = fmt.Sprintf("goal p50 <= 0.5ms (%.2fx the goal), p99 <= 2ms (%.2fx)", overhead.p50.Seconds()/0.5e-3, overhead.p99.Seconds()/2e-3)
+		goals = append(goals, overhead)
+	}
+	bare, okBare := find("bare Go HTTP server with JSON")
+	for _, level := range []struct {
+		prefix string
+		goal   float64
+	}{{"sync predict over HTTP, 1 row, concurrency 16", 10000}, {"async predict (202), 1 row, concurrency 16", 8000}} {
+		row, ok := find(level.prefix)
+		if !ok || !okBare {
+			continue
+		}
+		goals = append(goals, benchRow{what: "— " + level.prefix + ", over the bare server", rate: row.rate / bare.rate, unit: "x",
+			comment: fmt.Sprintf("goal >= %.0f req/s: %.2fx the goal", level.goal, row.rate/level.goal)})
+	}
+	return goals
+}
+
+// benchBareHTTP is the anchor of the platform's throughputs: a Go HTTP
+// server that decodes the same JSON body and answers a small JSON object, on
+// the same cores as the load generator, at concurrency.
+func benchBareHTTP(body string, concurrency int, duration time.Duration) benchRow {
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var request map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&request); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"model_name": "iris", "outputs": []any{map[string]any{"name": "label", "data": []int{0}}}})
+	}))
+	defer server.Close()
+	target := vegeta.Target{Method: http.MethodPost, URL: server.URL, Body: []byte(body), Header: http.Header{"Content-Type": {"application/json"}}}
+	return attack(target, concurrency, duration, fmt.Sprintf("bare Go HTTP server with JSON (the throughputs' anchor), concurrency %d", concurrency))
 }
 
 // benchRuntime runs the model in this process at each batch size for a
@@ -172,7 +224,7 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 	body := `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}`
 	target := vegeta.Target{Method: http.MethodPost, URL: url + "/v2/models/" + f.function + "/infer", Body: []byte(body),
 		Header: http.Header{"Content-Type": {"application/json"}}}
-	var rows []benchRow
+	rows := []benchRow{benchBareHTTP(body, f.concurrency[len(f.concurrency)-1], f.duration)}
 	for _, concurrency := range f.concurrency {
 		rows = append(rows, attack(target, concurrency, f.duration, fmt.Sprintf("sync predict over HTTP, 1 row, concurrency %d", concurrency)))
 	}
@@ -312,7 +364,10 @@ func printBench(out io.Writer, rows []benchRow) error {
 	fmt.Fprintln(table, "MEASURE\tP50\tP99\tTHROUGHPUT\tNOTE")
 	for _, row := range rows {
 		rate := "-"
-		if row.rate > 0 {
+		switch {
+		case row.unit == "x":
+			rate = fmt.Sprintf("%.2fx", row.rate)
+		case row.rate > 0:
 			rate = fmt.Sprintf("%.0f %s", row.rate, row.unit)
 		}
 		p99 := "-"
