@@ -116,7 +116,7 @@ e2e-faults: deps kube-bins ## kill, pause and starve Sluice's processes under lo
 bench: deps $(BIN) $(DEMO_MODEL) ## ONNX Runtime, platform and autoscaler benchmarks
 	$(BIN) bench --model $(DEMO_MODEL) --spec $(DEMO_SPEC)
 	$(GO) test -run '^$$' -bench 'DecisionLatency' -benchtime 1x ./e2e/
-	$(GO) test -run '^$$' -bench 'Tick' -benchtime 5x ./autoscaler/
+	$(GO) test -run '^$$' -bench 'Tick' -benchtime 20x ./autoscaler/
 	SLUICE_BATCH_ROWS=1000000 $(GO) test -run '^$$' -bench 'BatchScoring' -benchtime 1x ./e2e/
 	$(GO) test -run '^$$' -bench 'ClientText' -benchtime 3x ./functions/batch/
 	$(GO) test -run '^$$' -bench 'LargeTensor' -benchtime 3x ./e2e/

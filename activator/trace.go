@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -25,11 +26,11 @@ var tracer = events.Tracer("activator")
 // With no exporter and no traceparent it costs a header lookup.
 func traced(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var carrier propagation.TextMapCarrier = propagation.HeaderCarrier(r.Header)
+		parent := events.ExtractTrace(r.Context(), propagation.HeaderCarrier(r.Header))
 		if r.Header.Get("Traceparent") == "" && r.Header.Get("Ce-Traceparent") != "" {
-			carrier = ceHeaderCarrier(r.Header)
+			parent = events.MessageTrace(r.Context(), nats.Header(r.Header)) // the same ce- headers as on the queue
 		}
-		ctx, span := tracer.Start(events.ExtractTrace(r.Context(), carrier), "receive", trace.WithSpanKind(trace.SpanKindServer))
+		ctx, span := tracer.Start(parent, "receive", trace.WithSpanKind(trace.SpanKindServer))
 		defer span.End()
 		if !span.SpanContext().IsValid() { // nothing recorded, nothing to pass on
 			next(w, r)
@@ -55,13 +56,6 @@ func endReceive(span trace.Span, code int) {
 		span.SetStatus(codes.Error, http.StatusText(code))
 	}
 }
-
-// ceHeaderCarrier reads trace context from the ce- headers of a CloudEvent in binary mode.
-type ceHeaderCarrier http.Header
-
-func (c ceHeaderCarrier) Get(key string) string { return http.Header(c).Get("Ce-" + key) }
-func (c ceHeaderCarrier) Set(string, string)    {}
-func (c ceHeaderCarrier) Keys() []string        { return []string{"traceparent", "tracestate"} }
 
 // statusRecorder remembers the status a handler answered with.
 type statusRecorder struct {
