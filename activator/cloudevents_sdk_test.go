@@ -35,11 +35,7 @@ func TestTheCloudEventsSDKReadsEveryAnswer(t *testing.T) {
 	ctx := t.Context()
 
 	answer, result := client.Request(ctx, request("sdk-1", "irs"))
-	var status *cehttp.Result
-	require.True(t, cloudevents.ResultAs(result, &status), "result: %v", result)
-	require.Equal(t, http.StatusNotFound, status.StatusCode)
-	require.NotNil(t, answer, "the error is an event: %v", result)
-	require.Equal(t, events.TypeInferenceError, answer.Type())
+	requireAnswer(t, answer, result, http.StatusNotFound, events.TypeInferenceError)
 	require.Equal(t, "sdk-1", answer.Extensions()[events.ExtensionRequestID])
 	var failure struct{ Error string }
 	require.NoError(t, answer.DataAs(&failure))
@@ -47,10 +43,7 @@ func TestTheCloudEventsSDKReadsEveryAnswer(t *testing.T) {
 
 	async := cehttp.WithCustomHeader(ctx, http.Header{"Prefer": {"respond-async"}})
 	answer, result = client.Request(async, request("sdk-2", "iris"))
-	require.True(t, cloudevents.ResultAs(result, &status), "result: %v", result)
-	require.Equal(t, http.StatusAccepted, status.StatusCode)
-	require.NotNil(t, answer)
-	require.Equal(t, events.TypeInferenceAccepted, answer.Type())
+	requireAnswer(t, answer, result, http.StatusAccepted, events.TypeInferenceAccepted)
 	var accepted struct{ ID, Status, Location string }
 	require.NoError(t, answer.DataAs(&accepted))
 	require.Equal(t, "sdk-2", accepted.ID)
@@ -87,19 +80,12 @@ func TestTheCloudEventsSDKReadsAnswersGivenBeforeTheHandler(t *testing.T) {
 	require.NoError(t, feedback.SetData(cloudevents.ApplicationJSON, map[string]any{"features": [][]float32{{5.1, 3.5, 1.4, 0.2}}, "labels": []string{"setosa"}}))
 
 	answer, result := client.Request(t.Context(), feedback)
-	var status *cehttp.Result
-	require.True(t, cloudevents.ResultAs(result, &status), "result: %v", result)
-	require.Equal(t, http.StatusUnauthorized, status.StatusCode)
-	require.NotNil(t, answer, "the 401 is an event: %v", result)
-	require.Equal(t, events.TypeInferenceError, answer.Type())
+	requireAnswer(t, answer, result, http.StatusUnauthorized, events.TypeInferenceError)
 	require.Equal(t, "labels-1", answer.Extensions()[events.ExtensionRequestID])
 
 	authorized := cehttp.WithCustomHeader(t.Context(), http.Header{"Authorization": {"Bearer " + secrets["labeller"]}})
 	answer, result = client.Request(authorized, feedback)
-	require.True(t, cloudevents.ResultAs(result, &status), "result: %v", result)
-	require.Equal(t, http.StatusAccepted, status.StatusCode)
-	require.NotNil(t, answer, "the 202 is an event: %v", result)
-	require.Equal(t, events.TypeFeedbackAccepted, answer.Type())
+	requireAnswer(t, answer, result, http.StatusAccepted, events.TypeFeedbackAccepted)
 	var accepted struct {
 		ID   string
 		Rows int
@@ -107,4 +93,15 @@ func TestTheCloudEventsSDKReadsAnswersGivenBeforeTheHandler(t *testing.T) {
 	require.NoError(t, answer.DataAs(&accepted))
 	require.Equal(t, "labels-1", accepted.ID)
 	require.Equal(t, 1, accepted.Rows)
+}
+
+// requireAnswer checks what the SDK client got: a result with the HTTP
+// status code, and an answer event of type typ.
+func requireAnswer(t *testing.T, answer *cloudevents.Event, result error, code int, typ string) {
+	t.Helper()
+	var status *cehttp.Result
+	require.True(t, cloudevents.ResultAs(result, &status), "result: %v", result)
+	require.Equal(t, code, status.StatusCode)
+	require.NotNil(t, answer, "the answer is an event: %v", result)
+	require.Equal(t, typ, answer.Type())
 }

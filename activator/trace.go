@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -16,7 +17,9 @@ import (
 	"sluice.dev/sluice/events"
 )
 
-var tracer = events.Tracer("activator")
+// tracer is this package's, from the global provider: a no-op until an
+// exporter is configured (cmd/sluice/tracing.go).
+var tracer = otel.Tracer("sluice.dev/sluice/activator")
 
 // traced starts the receive span of a request that may reach the queue: a
 // child of the caller's traceparent (or, for a CloudEvent in binary mode

@@ -40,9 +40,8 @@ func TestFaultsOnACluster(t *testing.T) {
 		l.stop()
 		slowest := l.tally.slowestAfter(killed)
 		c.workers[0].start(t)
-		report(t, reliability{scenario: "worker SIGKILLed under sync load, holding requests", sent: l.tally.sent.Load(), acked: l.tally.acked.Load(),
-			answered: l.tally.answered.Load(), failed: int64(l.tally.failed()), late: late(), recover: slowest,
-			note: "recover: the slowest answer of a request in flight at the kill (the worker was paused 0.3 s before, so it held some)"})
+		report(t, l.tally.row(reliability{scenario: "worker SIGKILLed under sync load, holding requests", late: late(), recover: slowest,
+			note: "recover: the slowest answer of a request in flight at the kill (the worker was paused 0.3 s before, so it held some)"}))
 		require.Zero(t, l.tally.failed(), "failures: %v", l.tally.failures)
 		require.Less(t, slowest, 3*time.Second, "a request the dead worker held is answered by the other within about 2 s")
 	})
@@ -57,9 +56,8 @@ func TestFaultsOnACluster(t *testing.T) {
 		c.workers[1].start(t)
 		start := time.Now()
 		lost := l.tally.collect(t, c.url, 60*time.Second)
-		report(t, reliability{scenario: "worker SIGKILLed in the middle of a batch", sent: l.tally.sent.Load(), acked: l.tally.acked.Load(),
-			answered: l.tally.answered.Load(), failed: int64(l.tally.failed()), lost: int64(lost), late: late(), recover: time.Since(start),
-			note: "recover: from the end of the batch to its last result"})
+		report(t, l.tally.row(reliability{scenario: "worker SIGKILLed in the middle of a batch", lost: int64(lost), late: late(), recover: time.Since(start),
+			note: "recover: from the end of the batch to its last result"}))
 		require.Zero(t, lost, "acknowledged requests lost")
 		require.Zero(t, l.tally.failed(), "failures: %v", l.tally.failures)
 	})
@@ -74,8 +72,7 @@ func TestFaultsOnACluster(t *testing.T) {
 		time.Sleep(2 * time.Second)
 		l.stop()
 		c.workers[0].start(t)
-		report(t, reliability{scenario: "worker SIGTERMed while scaling down under load", sent: l.tally.sent.Load(), acked: l.tally.acked.Load(),
-			answered: l.tally.answered.Load(), failed: int64(l.tally.failed()), late: late(), recover: took, note: "recover: the worker's drain"})
+		report(t, l.tally.row(reliability{scenario: "worker SIGTERMed while scaling down under load", late: late(), recover: took, note: "recover: the worker's drain"}))
 		require.Zero(t, l.tally.failed(), "failures: %v", l.tally.failures)
 	})
 
@@ -90,9 +87,8 @@ func TestFaultsOnACluster(t *testing.T) {
 		time.Sleep(2 * time.Second)
 		l.stop()
 		slowest := l.tally.slowestAfter(hung)
-		report(t, reliability{scenario: "hung worker (SIGSTOP 4 s), then resumed", sent: l.tally.sent.Load(), acked: l.tally.acked.Load(),
-			answered: l.tally.answered.Load(), failed: int64(l.tally.failed()), late: late(), recover: slowest,
-			note: "recover: the slowest answer from the hang on; late: answers of the resumed worker to requests another had answered"})
+		report(t, l.tally.row(reliability{scenario: "hung worker (SIGSTOP 4 s), then resumed", late: late(), recover: slowest,
+			note: "recover: the slowest answer from the hang on; late: answers of the resumed worker to requests another had answered"}))
 		require.Zero(t, l.tally.failed(), "failures: %v", l.tally.failures)
 	})
 
@@ -123,9 +119,8 @@ func TestFaultsOnACluster(t *testing.T) {
 		back := time.Since(killed)
 		late := lateSince(t, c.url) // the new activator's
 		lost := l.tally.collect(t, c.url, 60*time.Second)
-		report(t, reliability{scenario: "activator SIGKILLed with async requests outstanding", sent: l.tally.sent.Load(), acked: l.tally.acked.Load(),
-			answered: l.tally.answered.Load(), lost: int64(lost), failed: int64(l.tally.failed()), late: late(), recover: back,
-			note: "recover: a new activator serving; failed are requests cut off by the kill, never acknowledged"})
+		report(t, l.tally.row(reliability{scenario: "activator SIGKILLed with async requests outstanding", lost: int64(lost), late: late(), recover: back,
+			note: "recover: a new activator serving; failed are requests cut off by the kill, never acknowledged"}))
 		require.Zero(t, lost, "acknowledged requests lost")
 	})
 }

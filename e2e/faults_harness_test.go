@@ -217,6 +217,12 @@ type tally struct {
 
 func newTally() *tally { return &tally{failures: map[string]int{}} }
 
+// row is r with the counts of l: sent, acknowledged, answered and failed.
+func (l *tally) row(r reliability) reliability {
+	r.sent, r.acked, r.answered, r.failed = l.sent.Load(), l.acked.Load(), l.answered.Load(), int64(l.failed())
+	return r
+}
+
 func (l *tally) fail(code int, body []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

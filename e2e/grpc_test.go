@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"cmp"
 	"encoding/base64"
 	endian "encoding/binary"
 	"encoding/json"
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -27,14 +29,8 @@ func grpcAddr(t *testing.T, p *platform) string {
 // then what to do (list, describe, a method).
 func grpcurl(t *testing.T, addr string, flags []string, what ...string) string {
 	t.Helper()
-	path := os.Getenv("SLUICE_GRPCURL")
-	if path == "" {
-		path = "../.cache/grpcurl/v1.9.4/grpcurl"
-	}
-	_, err := os.Stat(path)
-	require.NoError(t, err, "grpcurl is missing: run `make grpcurl`")
 	args := append(append(append([]string{"-plaintext"}, flags...), addr), what...)
-	out, err := exec.Command(path, args...).CombinedOutput()
+	out, err := exec.Command(grpcurlPath(t), args...).CombinedOutput()
 	require.NoError(t, err, "grpcurl %s:\n%s", strings.Join(args, " "), out)
 	return string(out)
 }
@@ -81,4 +77,14 @@ func TestGRPCPrediction(t *testing.T) {
 	require.Len(t, resp.GetOutputs(), 1)
 	require.Equal(t, "label", resp.GetOutputs()[0].GetName())
 	require.Equal(t, uint64(2), endian.LittleEndian.Uint64(resp.GetRawOutputContents()[0]))
+}
+
+// grpcurlPath is where `make grpcurl` built grpcurl ($SLUICE_GRPCURL overrides).
+func grpcurlPath(t *testing.T) string {
+	t.Helper()
+	path, err := filepath.Abs(cmp.Or(os.Getenv("SLUICE_GRPCURL"), "../.cache/grpcurl/v1.9.4/grpcurl"))
+	require.NoError(t, err)
+	_, err = os.Stat(path)
+	require.NoError(t, err, "grpcurl is missing: run `make grpcurl`")
+	return path
 }

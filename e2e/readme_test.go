@@ -95,8 +95,7 @@ func TestREADMEExamples(t *testing.T) {
 	grpc := grpcAddr(t, p)
 	bin, err := filepath.Abs(binary)
 	require.NoError(t, err)
-	grpcurlBin, err := filepath.Abs(cmpOr(os.Getenv("SLUICE_GRPCURL"), "../.cache/grpcurl/v1.9.4/grpcurl"))
-	require.NoError(t, err)
+	grpcurlBin := grpcurlPath(t)
 	work := t.TempDir()
 	writeIrisCSV(t, filepath.Join(work, "rows.csv"), 150, nil) // what sluice batch scores
 	require.NoError(t, os.MkdirAll(filepath.Join(work, "deploy", "demo"), 0o755))
@@ -152,13 +151,6 @@ func TestREADMEExamples(t *testing.T) {
 	}
 	t.Logf("%d README commands run, %d checked otherwise", ran, checked)
 	require.Greater(t, ran, 10)
-}
-
-func cmpOr(value, fallback string) string {
-	if value != "" {
-		return value
-	}
-	return fallback
 }
 
 // serves says a command runs until stopped: it is checked, not run.

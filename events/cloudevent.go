@@ -66,6 +66,9 @@ type natsMessage struct {
 }
 
 func (m *natsMessage) get(name string) string {
+	if values := m.header[name]; len(values) > 0 { // as WriteEvent writes it: no scan
+		return values[0]
+	}
 	for key, values := range m.header {
 		if strings.EqualFold(key, name) && len(values) > 0 {
 			return values[0]

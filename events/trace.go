@@ -4,9 +4,7 @@ import (
 	"context"
 
 	"github.com/nats-io/nats.go"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // Traces cross the queue in W3C trace context, as the CloudEvents
@@ -17,10 +15,6 @@ import (
 // spans are recorded: with no exporter configured a caller's trace context
 // passes through unchanged, and the spans cost nothing.
 var traceContext = propagation.TraceContext{}
-
-// Tracer is the tracer of the part of Sluice named, from the global provider:
-// a no-op until an exporter is configured.
-func Tracer(name string) trace.Tracer { return otel.Tracer("sluice.dev/sluice/" + name) }
 
 // ExtractTrace is ctx with the trace context in carrier (an HTTP or gRPC
 // request's headers): ctx itself when there is none.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -11,7 +12,9 @@ import (
 	"sluice.dev/sluice/events"
 )
 
-var tracer = events.Tracer("worker")
+// tracer is this package's, from the global provider: a no-op until an
+// exporter is configured (cmd/sluice/tracing.go).
+var tracer = otel.Tracer("sluice.dev/sluice/worker")
 
 // noSpan is a job's span until startTrace opens one.
 var noSpan = trace.SpanFromContext(context.Background())
