@@ -105,17 +105,21 @@ func benchGoals(rows []benchRow) []benchRow {
 		overhead.comment = fmt.Sprintf("goal p50 <= 0.5ms (%.2fx the goal), p99 <= 2ms (%.2fx)", overhead.p50.Seconds()/0.5e-3, overhead.p99.Seconds()/2e-3)
 		goals = append(goals, overhead)
 	}
-	bare, okBare := find("bare Go HTTP server with JSON")
 	for _, level := range []struct {
-		prefix string
-		goal   float64
-	}{{"sync predict over HTTP, 1 row, concurrency 16", 10000}, {"async predict (202), 1 row, concurrency 16", 8000}} {
+		prefix, anchor string
+		goal           float64
+	}{
+		{"sync predict over HTTP, 1 row, concurrency 16", "bare Go HTTP server with JSON", 10000},
+		{"sync predict over HTTP, 1 row, concurrency 16", "hops alone: HTTP, JetStream publish, pull", 10000},
+		{"async predict (202), 1 row, concurrency 16", "hops alone: HTTP, JetStream publish, 202", 8000},
+	} {
 		row, ok := find(level.prefix)
-		if !ok || !okBare {
+		anchor, okAnchor := find(level.anchor)
+		if !ok || !okAnchor {
 			continue
 		}
-		goals = append(goals, benchRow{what: "— " + level.prefix + ", over the bare server", rate: row.rate / bare.rate, unit: "x",
-			comment: fmt.Sprintf("goal >= %.0f req/s: %.2fx the goal", level.goal, row.rate/level.goal)})
+		goals = append(goals, benchRow{what: fmt.Sprintf("— %s, over %s", level.prefix, level.anchor), rate: row.rate / anchor.rate, unit: "x",
+			comment: fmt.Sprintf("goal >= %.0f req/s: %.2fx the goal; the anchor does %.2fx the goal", level.goal, row.rate/level.goal, anchor.rate/level.goal)})
 	}
 	return goals
 }
@@ -225,6 +229,11 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 	target := vegeta.Target{Method: http.MethodPost, URL: url + "/v2/models/" + f.function + "/infer", Body: []byte(body),
 		Header: http.Header{"Content-Type": {"application/json"}}}
 	rows := []benchRow{benchBareHTTP(body, f.concurrency[len(f.concurrency)-1], f.duration)}
+	hops, err := benchHops(body, f.concurrency[len(f.concurrency)-1], f.duration)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, hops...)
 	for _, concurrency := range f.concurrency {
 		rows = append(rows, attack(target, concurrency, f.duration, fmt.Sprintf("sync predict over HTTP, 1 row, concurrency %d", concurrency)))
 	}
