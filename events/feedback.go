@@ -113,6 +113,10 @@ func EnsurePredictionsStream(ctx context.Context, js jetstream.JetStream, functi
 		MaxMsgsPerSubject: 1,
 		MaxAge:            7 * 24 * time.Hour,
 		MaxBytes:          sized(ctx, js, 256<<20, 64),
+		// A prediction lost is feedback that cannot be matched, not a
+		// lost request: the log is written in the background, many
+		// predictions to a write, not one write before each ack.
+		PersistMode: jetstream.AsyncPersistMode,
 	})
 }
 

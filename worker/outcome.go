@@ -38,9 +38,9 @@ func (w *Worker) count(j *job) {
 }
 
 // logPrediction keeps what the model was given and what it answered in the
-// function's prediction log, so that feedback may name the request. It does
-// not wait for the store's acknowledgement: a prediction lost is feedback
-// that cannot be matched, not a failed request.
+// function's prediction log, so that feedback may name the request. It asks
+// for no acknowledgement: a prediction lost is feedback that cannot be
+// matched, not a failed request.
 func (w *Worker) logPrediction(j *job) {
 	if !w.cfg.LogPredictions || j.err != nil || j.recorded != nil || j.eventID == "" || w.cfg.JetStream == nil {
 		return
@@ -56,7 +56,7 @@ func (w *Worker) logPrediction(j *job) {
 	}
 	msg := nats.NewMsg(events.PredictionSubject(w.cfg.Function, j.eventID))
 	msg.Data = data
-	if _, err := w.cfg.JetStream.PublishMsgAsync(msg); err != nil {
+	if err := w.nc.PublishMsg(msg); err != nil {
 		w.log.Debug("log the prediction", "request_id", j.eventID, "error", err)
 	}
 }
