@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -71,10 +72,19 @@ func (w *Worker) process(model Model, msgs []jetstream.Msg) {
 		w.metrics.batchSize.Observe(float64(len(ready)))
 		w.metrics.inference.Observe(time.Since(start).Seconds())
 	}
+	// A job that records its result waits for the store to take it: those
+	// are finished side by side, so that a batch waits about one store, not
+	// one per request.
+	var recording sync.WaitGroup
 	for _, j := range jobs {
+		if j.record && len(jobs) > 1 {
+			recording.Go(func() { w.finish(j); endTrace(j) })
+			continue
+		}
 		w.finish(j)
 		endTrace(j)
 	}
+	recording.Wait()
 }
 
 // decode reads a request message; a request that cannot be served is marked
