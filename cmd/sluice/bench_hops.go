@@ -9,9 +9,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"os/signal"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,25 +25,30 @@ import (
 	"sluice.dev/sluice/events/embedded"
 )
 
-// The subjects of the hops anchor's own stream.
+// The stream, bucket, subjects and headers of the hops anchor.
 const (
+	hopsStream   = "hops"
+	hopsBucket   = "hops-results"
 	hopsRequests = "hops.req"
 	hopsReplies  = "hops.reply."
 	hopsReplyTo  = "Hops-Reply-To"
+	hopsRecord   = "Hops-Record"
 )
 
+// hopsAnswer is what the hops anchor answers: an OIP response of one label.
+var hopsAnswer = []byte(`{"model_name":"iris","outputs":[{"name":"label","shape":[1],"datatype":"INT64","data":[0]}]}`)
+
 // benchHops is the anchor of the synchronous and asynchronous throughputs:
-// the hops a prediction makes, with none of Sluice's work. An HTTP server
-// with JSON, as benchBareHTTP, publishes each body to a JetStream stream
-// (file storage, work queue, a Nats-Msg-Id, through an in-process
-// connection, as `sluice up`'s activator does) and waits for the stored
-// ack; a synchronous request then waits for its reply on an inbox, which a
-// pull consumer on a TCP connection (as a worker's) publishes before it
-// acks. Server, consumer and load generator share this process and its two
-// cores, so it is a floor: the platform adds its routing, CloudEvents,
-// model and processes on top.
-func benchHops(body string, concurrency int, duration time.Duration) ([]benchRow, error) {
-	ctx := context.Background()
+// the hops a prediction makes, with none of Sluice's work, on the same two
+// cores. This process runs an embedded nats-server with JetStream on disk
+// and an HTTP server with JSON, as benchBareHTTP, which publishes each body
+// to a work-queue stream (file storage, a Nats-Msg-Id) through an in-process
+// connection, as `sluice up`'s activator does, and waits for the stored ack.
+// A consumer process (this executable, --hops-consumer), as a worker, pulls
+// on TCP, publishes the reply a synchronous request waits for on an inbox,
+// and acks. The third row adds the records of an asynchronous request: a
+// pending record created before the publish, the result put by the consumer.
+func benchHops(ctx context.Context, body string, concurrencies []int, duration time.Duration) ([]benchRow, error) {
 	dir, err := os.MkdirTemp("", "sluice-bench-hops-")
 	if err != nil {
 		return nil, err
@@ -54,108 +62,191 @@ func benchHops(body string, concurrency int, duration time.Duration) ([]benchRow
 	}
 	defer srv.WaitForShutdown()
 	defer srv.Shutdown()
-	front, err := nats.Connect("", nats.InProcessServer(srv))
+	nc, err := nats.Connect("", nats.InProcessServer(srv))
 	if err != nil {
 		return nil, err
 	}
-	defer front.Close()
-	back, err := nats.Connect(srv.ClientURL())
+	defer nc.Close()
+	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	defer back.Close()
-	js, err := jetstream.New(front)
-	if err != nil {
-		return nil, err
-	}
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "hops", Subjects: []string{hopsRequests},
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: hopsStream, Subjects: []string{hopsRequests},
 		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
 	if err != nil {
 		return nil, err
 	}
-	if _, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "hops", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+	if _, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: hopsStream, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		return nil, err
 	}
-	answer, err := json.Marshal(map[string]any{"model_name": "iris", "outputs": []any{map[string]any{"name": "label", "data": []int{0}}}})
+	results, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: hopsBucket, History: 1, TTL: time.Hour, Storage: jetstream.FileStorage})
 	if err != nil {
 		return nil, err
 	}
-	backJS, err := jetstream.New(back)
+	stop, err := startHopsConsumer(ctx, srv.ClientURL())
 	if err != nil {
 		return nil, err
 	}
-	backConsumer, err := backJS.Consumer(ctx, "hops", "hops")
-	if err != nil {
-		return nil, err
-	}
-	consuming, err := backConsumer.Consume(func(msg jetstream.Msg) {
-		if reply := msg.Headers().Get(hopsReplyTo); reply != "" {
-			_ = back.Publish(reply, answer)
-		}
-		_ = msg.Ack()
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer consuming.Stop()
+	defer stop()
 
 	replies := &hopsInbox{waiting: map[string]chan struct{}{}}
-	sub, err := front.Subscribe(hopsReplies+"*", replies.deliver)
+	sub, err := nc.Subscribe(hopsReplies+"*", replies.deliver)
 	if err != nil {
 		return nil, err
 	}
 	defer sub.Unsubscribe()
 	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		data, err := io.ReadAll(r.Body)
-		var request map[string]any
-		if err == nil {
-			err = json.Unmarshal(data, &request)
-		}
+		code, err := hopsRequest(r, js, results, replies)
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		msg := nats.NewMsg(hopsRequests)
-		msg.Data = data
-		msg.Header.Set(jetstream.MsgIDHeader, nuid.Next())
-		async := r.Header.Get("Prefer") == "respond-async"
-		var replied <-chan struct{}
-		if !async {
-			token, ch := replies.register()
-			defer replies.forget(token)
-			msg.Header.Set(hopsReplyTo, hopsReplies+token)
-			replied = ch
-		}
-		ack, err := js.PublishMsgAsync(msg)
-		if err == nil {
-			select {
-			case <-ack.Ok():
-			case err = <-ack.Err():
-			}
-		}
-		if err == nil && !async {
-			select {
-			case <-replied:
-			case <-time.After(30 * time.Second):
-				err = errors.New("no reply")
-			}
-		}
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			http.Error(w, err.Error(), code)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		if async {
-			w.WriteHeader(http.StatusAccepted)
-		}
-		_ = json.NewEncoder(w).Encode(json.RawMessage(answer))
+		w.WriteHeader(code)
+		_, _ = w.Write(hopsAnswer)
 	}))
 	defer server.Close()
 	target := vegeta.Target{Method: http.MethodPost, URL: server.URL, Body: []byte(body), Header: http.Header{"Content-Type": {"application/json"}}}
-	sync := attack(target, concurrency, duration, fmt.Sprintf("hops alone: HTTP, JetStream publish, pull, reply, ack (the sync anchor), concurrency %d", concurrency))
+	var rows []benchRow
+	for _, concurrency := range concurrencies {
+		what := fmt.Sprintf("hops alone: HTTP, JetStream publish, pull in another process, reply, ack (the sync anchor), concurrency %d", concurrency)
+		rows = append(rows, attack(target, concurrency, duration, what))
+	}
+	concurrency := concurrencies[len(concurrencies)-1]
 	target.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}}
-	async := attack(target, concurrency, duration, fmt.Sprintf("hops alone: HTTP, JetStream publish, 202 (the async anchor), concurrency %d", concurrency))
-	return []benchRow{sync, async}, nil
+	what := fmt.Sprintf("hops alone: HTTP, JetStream publish, 202 (the async anchor), concurrency %d", concurrency)
+	rows = append(rows, attack(target, concurrency, duration, what))
+	target.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}, hopsRecord: {"true"}}
+	what = fmt.Sprintf("hops alone with the async records: pending record, publish, 202; result record (the async anchor with records), concurrency %d", concurrency)
+	return append(rows, attack(target, concurrency, duration, what)), nil
+}
+
+// hopsRequest does the hops of one request of the anchor and says what to
+// answer: it decodes the JSON body, records it as pending when asked,
+// publishes it and waits for the stored ack, then, unless the caller asked
+// not to wait, for the reply.
+func hopsRequest(r *http.Request, js jetstream.JetStream, results jetstream.KeyValue, replies *hopsInbox) (int, error) {
+	data, err := io.ReadAll(r.Body)
+	var request map[string]any
+	if err == nil {
+		err = json.Unmarshal(data, &request)
+	}
+	if err != nil {
+		return http.StatusBadRequest, err
+	}
+	id := nuid.Next()
+	msg := nats.NewMsg(hopsRequests)
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, id)
+	async := r.Header.Get("Prefer") == "respond-async"
+	if async && r.Header.Get(hopsRecord) != "" {
+		if _, err := results.Create(r.Context(), id, []byte(`{"status":"pending"}`)); err != nil {
+			return http.StatusServiceUnavailable, err
+		}
+		msg.Header.Set(hopsRecord, id)
+	}
+	var replied <-chan struct{}
+	if !async {
+		token, ch := replies.register()
+		defer replies.forget(token)
+		msg.Header.Set(hopsReplyTo, hopsReplies+token)
+		replied = ch
+	}
+	ack, err := js.PublishMsgAsync(msg)
+	if err != nil {
+		return http.StatusServiceUnavailable, err
+	}
+	select {
+	case <-ack.Ok():
+	case err := <-ack.Err():
+		return http.StatusServiceUnavailable, err
+	}
+	if async {
+		return http.StatusAccepted, nil
+	}
+	select {
+	case <-replied:
+		return http.StatusOK, nil
+	case <-time.After(30 * time.Second):
+		return http.StatusGatewayTimeout, errors.New("no reply within 30s")
+	}
+}
+
+// startHopsConsumer runs the anchor's consumer as a process of its own, as
+// a worker is, and returns once it consumes.
+func startHopsConsumer(ctx context.Context, natsURL string) (func(), error) {
+	executable, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, executable, "bench", "--hops-consumer", natsURL)
+	cmd.Stderr = os.Stderr
+	ready, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
+	if _, err := io.ReadFull(ready, make([]byte, 1)); err != nil { // it writes one byte once it consumes
+		stop()
+		return nil, fmt.Errorf("the hops consumer did not start: %w", err)
+	}
+	return stop, nil
+}
+
+// hopsConsume is the anchor's consumer process: it pulls the anchor's
+// requests, puts a result for each that asks, replies to each that waits,
+// acks each, and says on stdout once it consumes; it stops on SIGINT.
+func hopsConsume(ctx context.Context, natsURL string) error {
+	ctx, cancel := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	results, err := js.KeyValue(ctx, hopsBucket)
+	if err != nil {
+		return err
+	}
+	consumer, err := js.Consumer(ctx, hopsStream, hopsStream)
+	if err != nil {
+		return err
+	}
+	consuming, err := consumer.Consume(func(msg jetstream.Msg) {
+		if key := msg.Headers().Get(hopsRecord); key != "" {
+			go func() { // a put waits for the store: side by side, as a worker's
+				if _, err := results.Put(ctx, key, hopsAnswer); err != nil {
+					_ = msg.Nak()
+					return
+				}
+				_ = msg.Ack()
+			}()
+			return
+		}
+		if reply := msg.Headers().Get(hopsReplyTo); reply != "" {
+			_ = nc.Publish(reply, hopsAnswer)
+		}
+		_ = msg.Ack()
+	})
+	if err != nil {
+		return err
+	}
+	defer consuming.Stop()
+	if _, err := os.Stdout.Write([]byte{'\n'}); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
 }
 
 // hopsInbox hands each reply of the hops anchor to the request waiting for it.
