@@ -54,13 +54,17 @@ func newBenchCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench --model MODEL.onnx --spec FUNCTION.yaml",
 		Short: "Measure ONNX Runtime in-process, then the platform's synchronous predict path under load",
-		Long: `bench measures two things and prints them as one table:
+		Long: `bench measures three things and prints them as one table, with each figure over its
+anchor and its goal last:
   1. ONNX Runtime in this process: latency and rows/s of one session at each --batches size;
-  2. the platform: it starts 'sluice up' as a separate process, deploys --spec, and drives
+  2. the anchors: a bare Go HTTP server with JSON, and the hops alone (HTTP, a JetStream
+     publish, a consumer process that replies and acks; none of the platform's work);
+  3. the platform: it starts 'sluice up' as a separate process, deploys --spec, and drives
      POST /v2/models/NAME/infer (one row per request) with a closed-loop load generator
      (vegeta) at each --concurrency for --duration, reporting p50, p99 and requests/s; then
      asynchronous calls, the memory of 'sluice up', and that of a 'sluice activator' of its
-     own (NATS in another process) over three rounds of asynchronous calls; then cold starts.`,
+     own (NATS in another process) over three rounds of asynchronous calls; then cold starts, and
+     the decision (poke → scale call) of each, alone and again under the sync load.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.hopsConsumer != "" {
@@ -262,12 +266,25 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 		return nil, err
 	}
 	rows = append(rows, activatorRows...)
-	cold, err := benchColdStarts(ctx, url, f.function+coldSuffix, f.coldStarts, captured)
+	cold, err := benchColdStarts(ctx, url, f.function+coldSuffix, f.coldStarts, captured, "")
 	if err != nil {
 		fmt.Fprint(logs, captured.String())
 		return nil, err
 	}
-	return append(rows, cold...), nil
+	rows = append(rows, cold...)
+	// The same again while the sync level loads the platform's other function.
+	loadEnds := make(chan struct{})
+	loaded := make(chan benchRow, 1)
+	what := fmt.Sprintf("sync predict over HTTP, 1 row, concurrency %d, during the cold starts under load", concurrency)
+	go func() { loaded <- attackUntil(target, concurrency, time.Hour, loadEnds, what) }()
+	cold, err = benchColdStarts(ctx, url, f.function+coldSuffix, f.coldStarts, captured, fmt.Sprintf(" under sync load (concurrency %d on another function)", concurrency))
+	close(loadEnds)
+	load := <-loaded
+	if err != nil {
+		fmt.Fprint(logs, captured.String())
+		return nil, err
+	}
+	return append(append(rows, cold...), load), nil
 }
 
 // startPlatform runs `sluice up` on free ports with the data directory
@@ -407,8 +424,24 @@ func printBench(out io.Writer, rows []benchRow) error {
 
 // attack drives target with a closed loop of concurrency clients for duration.
 func attack(target vegeta.Target, concurrency int, duration time.Duration, what string) benchRow {
+	return attackUntil(target, concurrency, duration, nil, what)
+}
+
+// attackUntil is attack that also ends when stop, if not nil, is closed.
+func attackUntil(target vegeta.Target, concurrency int, duration time.Duration, stop <-chan struct{}, what string) benchRow {
 	attacker := vegeta.NewAttacker(vegeta.Workers(uint64(concurrency)), vegeta.MaxWorkers(uint64(concurrency)),
 		vegeta.KeepAlive(true), vegeta.Connections(concurrency), vegeta.Timeout(30*time.Second))
+	if stop != nil {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			select {
+			case <-stop:
+				attacker.Stop()
+			case <-done:
+			}
+		}()
+	}
 	var metrics vegeta.Metrics
 	for result := range attacker.Attack(vegeta.NewStaticTargeter(target), vegeta.Rate{}, duration, what) {
 		metrics.Add(result)
