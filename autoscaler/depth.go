@@ -71,9 +71,11 @@ func (d *jetStreamDepth) Depth(ctx context.Context, function, revision string, s
 	}
 	q := queue{pending: int64(info.NumPending), inFlight: int64(info.NumAckPending), delivered: info.Delivered.Stream}
 	d.mu.Lock()
-	if listed && q.pending == 0 && q.inFlight == 0 {
+	if listed && state.Msgs == 0 && q.pending == 0 && q.inFlight == 0 {
 		// Everything the stream had stored by the list was delivered and
 		// acknowledged: until it stores another, nothing here can move.
+		// (A stream that lists requests while the consumer counts none has
+		// stored one the consumer has not counted yet: read it again.)
 		d.read[key] = consumerRead{queue: q, lastSeq: state.LastSeq}
 	} else {
 		delete(d.read, key)

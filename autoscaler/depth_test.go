@@ -3,6 +3,7 @@ package autoscaler
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -64,21 +65,24 @@ func TestDepthSeesDeliveriesAfterWork(t *testing.T) {
 	depth := newJetStreamDepth(js)
 	_, err = js.PublishMsg(ctx, &nats.Msg{Subject: events.RequestSubject("iris", "1"), Data: []byte("{}")})
 	require.NoError(t, err)
-	states, err := events.QueueStates(ctx, js)
-	require.NoError(t, err)
-	q, err := depth.Depth(ctx, "iris", "1", states)
-	require.NoError(t, err)
-	require.Equal(t, queue{pending: 1}, q)
+	// The consumer counts a stored request a moment after the publish's ack.
+	require.Eventually(t, func() bool {
+		states, err := events.QueueStates(ctx, js)
+		require.NoError(t, err)
+		q, err := depth.Depth(ctx, "iris", "1", states)
+		require.NoError(t, err)
+		return q == queue{pending: 1}
+	}, 5*time.Second, 10*time.Millisecond, "the request is seen waiting")
 
 	msgs, err := consumer.Fetch(1)
 	require.NoError(t, err)
 	for msg := range msgs.Messages() {
 		require.NoError(t, msg.DoubleAck(ctx))
 	}
-	states, err = events.QueueStates(ctx, js)
+	states, err := events.QueueStates(ctx, js)
 	require.NoError(t, err)
 	require.Equal(t, events.QueueState{Msgs: 0, LastSeq: 1}, states["iris"])
-	q, err = depth.Depth(ctx, "iris", "1", states)
+	q, err := depth.Depth(ctx, "iris", "1", states)
 	require.NoError(t, err)
 	require.Equal(t, queue{delivered: 1}, q, "the delivery is seen")
 }
