@@ -58,14 +58,18 @@ type Result struct {
 // answer as one line of JSON, then a line break, then the answer as it is
 // (JSON, or binary when HeaderLength is set), so that a binary answer is
 // kept without an encoding and a JSON one reads as it was sent.
-func EncodeResult(r Result) ([]byte, error) {
+func EncodeResult(r Result) ([]byte, error) { return AppendResult(nil, r) }
+
+// AppendResult appends what EncodeResult writes to dst.
+func AppendResult(dst []byte, r Result) ([]byte, error) {
 	answer, headerLength := r.Answer()
 	r.Response, r.Binary, r.HeaderLength = nil, nil, headerLength
 	meta, err := json.Marshal(r)
 	if err != nil {
-		return nil, fmt.Errorf("encode result: %w", err)
+		return dst, fmt.Errorf("encode result: %w", err)
 	}
-	return append(append(slices.Grow(meta, 1+len(answer)), '\n'), answer...), nil
+	dst = slices.Grow(dst, len(meta)+1+len(answer))
+	return append(append(append(dst, meta...), '\n'), answer...), nil
 }
 
 // DecodeResult reads what EncodeResult wrote; the answer shares data.

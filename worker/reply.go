@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -38,10 +39,12 @@ func (w *Worker) finish(j *job) {
 	}
 	var body []byte
 	if j.err == nil {
+		buffer := getBuffer()
 		var err error
-		if body, j.headerLength, err = oip.AppendInferenceResponseBinary(nil, w.response(j), j.binaryOutputs); err != nil {
+		if body, j.headerLength, err = oip.AppendInferenceResponseBinary(*buffer, w.response(j), j.binaryOutputs); err != nil {
 			j.err = events.Permanent(fmt.Errorf("encode the answer: %w", err))
 		}
+		defer putBuffer(buffer, body)
 	}
 	if j.err == nil && len(body) > min(w.inlineAnswerBytes(), w.cfg.MaxAnswerBytes) {
 		var err error
@@ -295,7 +298,9 @@ func (w *Worker) record(j *job, body []byte) error {
 	default:
 		result.Response = body
 	}
-	data, err := events.EncodeResult(result)
+	buffer := getBuffer()
+	data, err := events.AppendResult(*buffer, result)
+	defer putBuffer(buffer, data)
 	if err != nil {
 		return events.Permanent(err)
 	}
@@ -320,4 +325,30 @@ func (w *Worker) response(j *job) *oip.InferenceResponse {
 		ID:           j.req.ID,
 		Outputs:      outputs,
 	}
+}
+
+// buffers holds the buffers that answers and result records are encoded
+// into. Whatever a worker does with those bytes (a NATS publish, a store
+// put) copies them before finish returns, so the buffers are used again:
+// a batch run's answers of hundreds of kilobytes would otherwise each be a
+// fresh allocation, zeroed, then collected.
+var buffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledBuffer is the largest buffer kept for another answer.
+const maxPooledBuffer = 4 << 20
+
+// getBuffer is an empty buffer from the pool.
+func getBuffer() *[]byte {
+	buffer := buffers.Get().(*[]byte)
+	*buffer = (*buffer)[:0]
+	return buffer
+}
+
+// putBuffer gives back buffer, which used grew into, once nothing refers to used.
+func putBuffer(buffer *[]byte, used []byte) {
+	if cap(used) > maxPooledBuffer {
+		return
+	}
+	*buffer = used[:0]
+	buffers.Put(buffer)
 }
