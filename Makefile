@@ -117,7 +117,7 @@ bench: deps $(BIN) $(DEMO_MODEL) ## ONNX Runtime, platform and autoscaler benchm
 	$(BIN) bench --model $(DEMO_MODEL) --spec $(DEMO_SPEC)
 	$(GO) test -run '^$$' -bench 'DecisionLatency' -benchtime 1x ./e2e/
 	$(GO) test -run '^$$' -bench 'Tick' -benchtime 20x ./autoscaler/
-	SLUICE_BATCH_ROWS=1000000 $(GO) test -run '^$$' -bench 'BatchScoring' -benchtime 1x ./e2e/
+	SLUICE_BATCH_ROWS=1000000 $(GO) test -run '^$$' -bench 'BatchScoring' -benchtime 3x ./e2e/
 	$(GO) test -run '^$$' -bench 'ClientText' -benchtime 3x ./functions/batch/
 	$(GO) test -run '^$$' -bench 'LargeTensor' -benchtime 3x ./e2e/
 	$(GO) test -run '^$$' -bench 'JSONImage' -benchtime 10x ./events/oip/
