@@ -101,44 +101,62 @@ anchor and its goal last:
 // at batch 1, and the throughputs over a bare Go HTTP server with JSON on the
 // same cores, with the load generator.
 func benchGoals(rows []benchRow) []benchRow {
-	find := func(prefix string) (benchRow, bool) {
+	find := func(what string) (benchRow, bool) {
 		for _, row := range rows {
-			if strings.HasPrefix(row.what, prefix) {
+			if row.what == what {
 				return row, true
 			}
 		}
 		return benchRow{}, false
 	}
 	var goals []benchRow
-	inProcess, okRuntime := find("ONNX Runtime in-process, batch 1")
-	sync1, okSync1 := find("sync predict over HTTP, 1 row, concurrency 1")
+	inProcess, okRuntime := find(fmt.Sprintf(runtimeRow, 1))
+	sync1, okSync1 := find(atConcurrency(syncRow, 1))
 	if okRuntime && okSync1 {
 		overhead := benchRow{what: "sync predict overhead over in-process inference (c=1)", p50: sync1.p50 - inProcess.p50, p99: sync1.p99 - inProcess.p99}
 		overhead.comment = fmt.Sprintf("goal p50 <= 0.5ms (%.2fx the goal), p99 <= 2ms (%.2fx)", overhead.p50.Seconds()/0.5e-3, overhead.p99.Seconds()/2e-3)
-		if hops, ok := find("hops alone: HTTP, JetStream publish, pull in another process, reply, ack (the sync anchor), concurrency 1"); ok {
+		if hops, ok := find(atConcurrency(hopsSyncRow, 1)); ok {
 			overhead.comment += fmt.Sprintf("; the hops alone take %s p50, %s p99 of it", hops.p50.Round(time.Microsecond), hops.p99.Round(time.Microsecond))
 		}
 		goals = append(goals, overhead)
 	}
 	for _, level := range []struct {
-		prefix, anchor string
+		figure, anchor string
 		goal           float64
 	}{
-		{"sync predict over HTTP, 1 row, concurrency 16", "bare Go HTTP server with JSON", 10000},
-		{"sync predict over HTTP, 1 row, concurrency 16", "hops alone: HTTP, JetStream publish, pull in another process, reply, ack (the sync anchor), concurrency 16", 10000},
-		{"async predict (202), 1 row, concurrency 16", "hops alone: HTTP, JetStream publish, 202", 8000},
-		{"async predict (202), 1 row, concurrency 16", "hops alone with the async records", 8000},
+		{syncRow, bareRow, 10000},
+		{syncRow, hopsSyncRow, 10000},
+		{asyncRow, hopsAsyncRow, 8000},
+		{asyncRow, hopsRecordsRow, 8000},
 	} {
-		row, ok := find(level.prefix)
-		anchor, okAnchor := find(level.anchor)
+		row, ok := find(atConcurrency(level.figure, 16))
+		anchor, okAnchor := find(atConcurrency(level.anchor, 16))
 		if !ok || !okAnchor {
 			continue
 		}
 		anchorName, _, _ := strings.Cut(level.anchor, ":")
-		goals = append(goals, benchRow{what: fmt.Sprintf("— %s, over %s", level.prefix, anchorName), rate: row.rate / anchor.rate, unit: "x",
+		anchorName, _, _ = strings.Cut(anchorName, " (")
+		goals = append(goals, benchRow{what: fmt.Sprintf("— %s, over %s", row.what, anchorName), rate: row.rate / anchor.rate, unit: "x",
 			comment: fmt.Sprintf("goal >= %.0f req/s: %.2fx the goal; the anchor does %.2fx the goal", level.goal, row.rate/level.goal, anchor.rate/level.goal)})
 	}
 	return goals
+}
+
+// The rows benchGoals reads, each at a concurrency (atConcurrency) but the
+// in-process one, at a batch size.
+const (
+	runtimeRow     = "ONNX Runtime in-process, batch %d"
+	bareRow        = "bare Go HTTP server with JSON (the throughputs' anchor)"
+	hopsSyncRow    = "hops alone: HTTP, JetStream publish, pull in another process, reply, ack (the sync anchor)"
+	hopsAsyncRow   = "hops alone: HTTP, JetStream publish, 202 (the async anchor)"
+	hopsRecordsRow = "hops alone with the async records: pending record, publish, 202; result record (the async anchor with records)"
+	syncRow        = "sync predict over HTTP, 1 row"
+	asyncRow       = "async predict (202), 1 row"
+)
+
+// atConcurrency names the row of what at a concurrency.
+func atConcurrency(what string, concurrency int) string {
+	return fmt.Sprintf("%s, concurrency %d", what, concurrency)
 }
 
 // benchBareHTTP is the anchor of the platform's throughputs: a Go HTTP
@@ -156,7 +174,7 @@ func benchBareHTTP(body string, concurrency int, duration time.Duration) benchRo
 	}))
 	defer server.Close()
 	target := vegeta.Target{Method: http.MethodPost, URL: server.URL, Body: []byte(body), Header: http.Header{"Content-Type": {"application/json"}}}
-	return attack(target, concurrency, duration, fmt.Sprintf("bare Go HTTP server with JSON (the throughputs' anchor), concurrency %d", concurrency))
+	return attack(target, concurrency, duration, atConcurrency(bareRow, concurrency))
 }
 
 // benchRuntime runs the model in this process at each batch size for a
@@ -198,7 +216,7 @@ func benchRuntime(f benchFlags) ([]benchRow, error) {
 		}
 		elapsed := time.Since(start)
 		rows = append(rows, benchRow{
-			what: fmt.Sprintf("ONNX Runtime in-process, batch %d", batch),
+			what: fmt.Sprintf(runtimeRow, batch),
 			p50:  latencies.Quantile(0.5), p99: latencies.Quantile(0.99),
 			rate: float64(runs*batch) / elapsed.Seconds(), unit: "rows/s",
 		})
@@ -252,13 +270,13 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 	}
 	rows = append(rows, hops...)
 	for _, concurrency := range f.concurrency {
-		rows = append(rows, attack(target, concurrency, f.duration, fmt.Sprintf("sync predict over HTTP, 1 row, concurrency %d", concurrency)))
+		rows = append(rows, attack(target, concurrency, f.duration, atConcurrency(syncRow, concurrency)))
 	}
 	rows = append(rows, peakRSS(pid, "sluice up peak RSS after the sync levels"))
 	async := target
 	async.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}}
 	concurrency := f.concurrency[len(f.concurrency)-1]
-	rows = append(rows, attack(async, concurrency, f.duration, fmt.Sprintf("async predict (202), 1 row, concurrency %d", concurrency)))
+	rows = append(rows, attack(async, concurrency, f.duration, atConcurrency(asyncRow, concurrency)))
 	rows = append(rows, peakRSS(pid, "sluice up peak RSS after the async level too"))
 	activatorRows, err := benchActivatorMemory(ctx, f, natsAddr, dataDir, captured)
 	if err != nil {
@@ -275,7 +293,7 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 	// The same again while the sync level loads the platform's other function.
 	loadEnds := make(chan struct{})
 	loaded := make(chan benchRow, 1)
-	what := fmt.Sprintf("sync predict over HTTP, 1 row, concurrency %d, during the cold starts under load", concurrency)
+	what := atConcurrency(syncRow, concurrency) + ", during the cold starts under load"
 	go func() { loaded <- attackUntil(target, concurrency, time.Hour, loadEnds, what) }()
 	cold, err = benchColdStarts(ctx, url, f.function+coldSuffix, f.coldStarts, captured, fmt.Sprintf(" under sync load (concurrency %d on another function)", concurrency))
 	close(loadEnds)

@@ -1,22 +1,23 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"math"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"sluice.dev/sluice/functions"
 )
@@ -93,7 +94,7 @@ func benchColdStarts(ctx context.Context, url, function string, samples int, log
 	}
 	slices.Sort(latencies)
 	breakdown := startupBreakdown(logs.String(), function)
-	mean, p99 := after.since(before)
+	mean, p99 := decisionsSince(before, after)
 	return []benchRow{
 		{what: fmt.Sprintf("cold start%s: request at zero → answer (%d samples, p50 and max)", when, samples),
 			p50: latencies[len(latencies)/2], p99: latencies[len(latencies)-1], comment: "goal < 1s; " + breakdown},
@@ -102,72 +103,49 @@ func benchColdStarts(ctx context.Context, url, function string, samples int, log
 	}, nil
 }
 
-// histogram is the autoscaler's poke-to-scale histogram as /metrics shows
-// it: the count of observations at or below each bound, their sum.
-type histogram struct {
-	buckets    map[float64]float64
-	sum, count float64
-}
+// pokeToScale is the name of the autoscaler's histogram of its decisions.
+const pokeToScale = "sluice_autoscaler_poke_to_scale_seconds"
 
-// pokeHistogram reads sluice_autoscaler_poke_to_scale_seconds from url's /metrics.
-func pokeHistogram(url string) (histogram, error) {
-	resp, err := http.Get(url + "/metrics")
+// pokeHistogram reads the autoscaler's decisions histogram from url's /metrics.
+func pokeHistogram(url string) (*dto.Histogram, error) {
+	families, err := scrape(url)
 	if err != nil {
-		return histogram{}, err
+		return nil, err
 	}
-	defer resp.Body.Close()
-	const name = "sluice_autoscaler_poke_to_scale_seconds"
-	h := histogram{buckets: map[float64]float64{}}
-	scanner := bufio.NewScanner(resp.Body)
-	for scanner.Scan() {
-		line := scanner.Text()
-		var value float64
-		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &value); err != nil {
-			continue
-		}
-		switch {
-		case strings.HasPrefix(line, name+`_bucket{le="`):
-			bound, _, _ := strings.Cut(strings.TrimPrefix(line, name+`_bucket{le="`), `"`)
-			if le, err := strconv.ParseFloat(bound, 64); err == nil { // +Inf parses too
-				h.buckets[le] = value
-			}
-		case strings.HasPrefix(line, name+"_sum "):
-			h.sum = value
-		case strings.HasPrefix(line, name+"_count "):
-			h.count = value
-		}
+	for _, metric := range families[pokeToScale].GetMetric() {
+		return metric.GetHistogram(), nil
 	}
-	return h, scanner.Err()
+	return nil, fmt.Errorf("%s/metrics has no %s", url, pokeToScale)
 }
 
-// since is the mean of the observations made after before, and the bound
-// of the bucket that holds their 99th percentile.
-func (h histogram) since(before histogram) (mean, p99 time.Duration) {
-	count := h.count - before.count
+// decisionsSince is the mean of the observations h holds that before did
+// not, and the upper bound of the bucket that holds their 99th percentile
+// (the largest duration when only +Inf does).
+func decisionsSince(before, h *dto.Histogram) (mean, p99 time.Duration) {
+	count := float64(h.GetSampleCount() - before.GetSampleCount())
 	if count <= 0 {
 		return 0, 0
 	}
-	for _, le := range slices.Sorted(maps.Keys(h.buckets)) {
-		if math.IsInf(le, 1) { // past the last bound: say so by the largest duration
-			p99 = time.Duration(math.MaxInt64)
-			break
-		}
-		if h.buckets[le]-before.buckets[le] >= 0.99*count {
-			p99 = time.Duration(le * float64(time.Second))
+	p99 = time.Duration(math.MaxInt64)
+	for i, bucket := range h.GetBucket() { // the same bounds, in order, in both
+		if float64(bucket.GetCumulativeCount()-before.GetBucket()[i].GetCumulativeCount()) >= 0.99*count && !math.IsInf(bucket.GetUpperBound(), 1) {
+			p99 = time.Duration(bucket.GetUpperBound() * float64(time.Second))
 			break
 		}
 	}
-	return time.Duration((h.sum - before.sum) / count * float64(time.Second)), p99
+	return time.Duration((h.GetSampleSum() - before.GetSampleSum()) / count * float64(time.Second)), p99
 }
 
 // waitAtZero polls the platform's metrics until the function has no replica.
 func waitAtZero(ctx context.Context, url, function string) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		desired, okDesired := metricValue(url, "sluice_desired_replicas", function)
-		ready, okReady := metricValue(url, "sluice_ready_replicas", function)
-		if okDesired && okReady && desired == 0 && ready == 0 {
-			return nil
+		if families, err := scrape(url); err == nil {
+			desired, okDesired := metricValue(families, "sluice_desired_replicas", function)
+			ready, okReady := metricValue(families, "sluice_ready_replicas", function)
+			if okDesired && okReady && desired == 0 && ready == 0 {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -178,21 +156,23 @@ func waitAtZero(ctx context.Context, url, function string) error {
 	return fmt.Errorf("function %s did not scale to zero within 30s", function)
 }
 
-// metricValue reads one series of the platform's /metrics for a function.
-func metricValue(url, name, function string) (float64, bool) {
+// scrape reads the metric families of url's /metrics.
+func scrape(url string) (map[string]*dto.MetricFamily, error) {
 	resp, err := http.Get(url + "/metrics")
 	if err != nil {
-		return 0, false
+		return nil, err
 	}
 	defer resp.Body.Close()
-	scanner := bufio.NewScanner(resp.Body)
-	for scanner.Scan() {
-		line := scanner.Text()
-		labelled := strings.HasPrefix(line, name+"{") && strings.Contains(line, `function="`+function+`"`)
-		if labelled || (function == "" && strings.HasPrefix(line, name+" ")) {
-			var value float64
-			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &value); err == nil {
-				return value, true
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	return parser.TextToMetricFamilies(resp.Body)
+}
+
+// metricValue is the gauge of families named name for a function.
+func metricValue(families map[string]*dto.MetricFamily, name, function string) (float64, bool) {
+	for _, metric := range families[name].GetMetric() {
+		for _, label := range metric.GetLabel() {
+			if label.GetName() == "function" && label.GetValue() == function {
+				return metric.GetGauge().GetValue(), true
 			}
 		}
 	}

@@ -10,11 +10,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"os/signal"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -109,16 +107,13 @@ func benchHops(ctx context.Context, body string, concurrencies []int, duration t
 	target := vegeta.Target{Method: http.MethodPost, URL: server.URL, Body: []byte(body), Header: http.Header{"Content-Type": {"application/json"}}}
 	var rows []benchRow
 	for _, concurrency := range concurrencies {
-		what := fmt.Sprintf("hops alone: HTTP, JetStream publish, pull in another process, reply, ack (the sync anchor), concurrency %d", concurrency)
-		rows = append(rows, attack(target, concurrency, duration, what))
+		rows = append(rows, attack(target, concurrency, duration, atConcurrency(hopsSyncRow, concurrency)))
 	}
 	concurrency := concurrencies[len(concurrencies)-1]
 	target.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}}
-	what := fmt.Sprintf("hops alone: HTTP, JetStream publish, 202 (the async anchor), concurrency %d", concurrency)
-	rows = append(rows, attack(target, concurrency, duration, what))
+	rows = append(rows, attack(target, concurrency, duration, atConcurrency(hopsAsyncRow, concurrency)))
 	target.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}, hopsRecord: {"true"}}
-	what = fmt.Sprintf("hops alone with the async records: pending record, publish, 202; result record (the async anchor with records), concurrency %d", concurrency)
-	return append(rows, attack(target, concurrency, duration, what)), nil
+	return append(rows, attack(target, concurrency, duration, atConcurrency(hopsRecordsRow, concurrency))), nil
 }
 
 // hopsRequest does the hops of one request of the anchor and says what to
@@ -201,10 +196,9 @@ func startHopsConsumer(ctx context.Context, natsURL string) (func(), error) {
 
 // hopsConsume is the anchor's consumer process: it pulls the anchor's
 // requests, puts a result for each that asks, replies to each that waits,
-// acks each, and says on stdout once it consumes; it stops on SIGINT.
+// acks each, and says on stdout once it consumes; it stops when ctx ends
+// (main's: on SIGINT).
 func hopsConsume(ctx context.Context, natsURL string) error {
-	ctx, cancel := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer cancel()
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		return err
