@@ -42,7 +42,7 @@ func (w *Worker) count(j *job) {
 // for no acknowledgement: a prediction lost is feedback that cannot be
 // matched, not a failed request.
 func (w *Worker) logPrediction(j *job) {
-	if !w.cfg.LogPredictions || j.err != nil || j.recorded != nil || j.eventID == "" || w.cfg.JetStream == nil {
+	if !w.cfg.LogPredictions || j.err != nil || j.recorded != nil || j.eventID == "" {
 		return
 	}
 	prediction, ok := predictionOf(j)

@@ -77,12 +77,12 @@ func (w *Worker) process(model Model, msgs []jetstream.Msg) {
 	// one per request.
 	var recording sync.WaitGroup
 	for _, j := range jobs {
+		finish := func() { w.finish(j); endTrace(j) }
 		if j.record && len(jobs) > 1 {
-			recording.Go(func() { w.finish(j); endTrace(j) })
-			continue
+			recording.Go(finish)
+		} else {
+			finish()
 		}
-		w.finish(j)
-		endTrace(j)
 	}
 	recording.Wait()
 }

@@ -338,13 +338,10 @@ var buffers = sync.Pool{New: func() any { return new([]byte) }}
 const maxPooledBuffer = 4 << 20
 
 // getBuffer is an empty buffer from the pool.
-func getBuffer() *[]byte {
-	buffer := buffers.Get().(*[]byte)
-	*buffer = (*buffer)[:0]
-	return buffer
-}
+func getBuffer() *[]byte { return buffers.Get().(*[]byte) }
 
-// putBuffer gives back buffer, which used grew into, once nothing refers to used.
+// putBuffer gives back buffer, emptied, once nothing refers to used, what
+// was encoded into it.
 func putBuffer(buffer *[]byte, used []byte) {
 	if cap(used) > maxPooledBuffer {
 		return
