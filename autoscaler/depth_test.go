@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/sluice/events"
@@ -66,12 +67,12 @@ func TestDepthSeesDeliveriesAfterWork(t *testing.T) {
 	_, err = js.PublishMsg(ctx, &nats.Msg{Subject: events.RequestSubject("iris", "1"), Data: []byte("{}")})
 	require.NoError(t, err)
 	// The consumer counts a stored request a moment after the publish's ack.
-	require.Eventually(t, func() bool {
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		states, err := events.QueueStates(ctx, js)
-		require.NoError(t, err)
+		require.NoError(c, err)
 		q, err := depth.Depth(ctx, "iris", "1", states)
-		require.NoError(t, err)
-		return q == queue{pending: 1}
+		require.NoError(c, err)
+		assert.Equal(c, queue{pending: 1}, q)
 	}, 5*time.Second, 10*time.Millisecond, "the request is seen waiting")
 
 	msgs, err := consumer.Fetch(1)
