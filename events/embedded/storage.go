@@ -86,7 +86,7 @@ func (s *Storage) Health() error {
 	}
 	free := s.free()
 	if failure := s.failure.Load(); failure != nil {
-		return fmt.Errorf("JetStream cannot write to %s (%s); it resumes by itself once %d MiB are free there (%d MiB now)", s.dir, *failure, ResumeFree>>20, free>>20)
+		return fmt.Errorf("JetStream cannot write to the disk of %s (%s); it resumes by itself once %d MiB are free there (%d MiB now)", s.dir, *failure, ResumeFree>>20, free>>20)
 	}
 	if free < ResumeFree {
 		return fmt.Errorf("the disk of %s is nearly full: %d KiB free", s.dir, free>>10)

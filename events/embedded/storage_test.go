@@ -71,6 +71,7 @@ func TestStorageRecoversWhenTheDiskHasRoomAgain(t *testing.T) {
 	cancel()
 	require.Error(t, err, "a full disk stores nothing")
 	require.ErrorContains(t, srv.Storage.Health(), "no space left on device")
+	require.ErrorContains(t, srv.Storage.Health(), "cannot write to the disk of", "an operator is told where to make room")
 
 	require.NoError(t, os.Remove(filler))
 	require.Eventually(t, func() bool {
