@@ -81,15 +81,18 @@ func (s *Storage) run(interval time.Duration) {
 // Health says what keeps the server from storing messages now, nil when
 // nothing does: JetStream off, a write that failed, a disk nearly full.
 func (s *Storage) Health() error {
-	if !s.srv.JetStreamEnabled() {
-		return errors.New("JetStream is off")
-	}
 	free := s.free()
 	if failure := s.failure.Load(); failure != nil {
 		return fmt.Errorf("JetStream cannot write to the disk of %s (%s); it resumes by itself once %d MiB are free there (%d MiB now)", s.dir, *failure, ResumeFree>>20, free>>20)
 	}
-	if free < ResumeFree {
+	off := !s.srv.JetStreamEnabled()
+	switch {
+	case free < ResumeFree && off:
+		return fmt.Errorf("JetStream is off, and the disk of %s is nearly full: %d KiB free", s.dir, free>>10)
+	case free < ResumeFree:
 		return fmt.Errorf("the disk of %s is nearly full: %d KiB free", s.dir, free>>10)
+	case off:
+		return errors.New("JetStream is off")
 	}
 	return nil
 }
