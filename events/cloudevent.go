@@ -26,7 +26,9 @@ const (
 
 var prefixedSpecs = spec.WithPrefix(headerPrefix)
 
-// WriteEvent writes ev onto msg in binary mode: attributes as headers, data as body.
+// WriteEvent writes ev onto msg in binary mode: attributes as headers, data
+// as body. The body is the event's data itself, not a copy: whoever wrote
+// the data leaves it as it is until msg is published.
 func WriteEvent(ctx context.Context, msg *nats.Msg, ev *event.Event) error {
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
@@ -34,6 +36,9 @@ func WriteEvent(ctx context.Context, msg *nats.Msg, ev *event.Event) error {
 	writer := &natsWriter{msg: msg}
 	if _, err := binding.Write(ctx, (*binding.EventMessage)(ev), nil, writer); err != nil {
 		return fmt.Errorf("cloudevent %s to nats: %w", ev.ID(), err)
+	}
+	if writer.dataSet {
+		msg.Data = ev.Data() // the SDK hands it over through a reader, to be copied
 	}
 	return nil
 }
@@ -157,7 +162,11 @@ func (m *natsMessage) GetExtension(name string) any {
 }
 
 // natsWriter is a binding.BinaryWriter onto an outgoing NATS message.
-type natsWriter struct{ msg *nats.Msg }
+type natsWriter struct {
+	msg *nats.Msg
+	// dataSet says the event has data, which WriteEvent sets.
+	dataSet bool
+}
 
 func (w *natsWriter) Start(context.Context) error { return nil }
 func (w *natsWriter) End(context.Context) error   { return nil }
@@ -184,14 +193,7 @@ func (w *natsWriter) SetExtension(name string, value any) error {
 	return nil
 }
 
-func (w *natsWriter) SetData(data io.Reader) error {
-	if sized, ok := data.(interface{ Len() int }); ok { // the event's own bytes: copied once
-		body := make([]byte, sized.Len())
-		_, err := io.ReadFull(data, body)
-		w.msg.Data = body
-		return err
-	}
-	body, err := io.ReadAll(data)
-	w.msg.Data = body
-	return err
+func (w *natsWriter) SetData(io.Reader) error {
+	w.dataSet = true
+	return nil
 }
