@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"time"
 
@@ -40,6 +41,7 @@ type upFlags struct {
 	keysFile    string
 	debugAddr   string
 	maxStore    string
+	maxWorkers  int
 }
 
 func newUpCommand(g *globals) *cobra.Command {
@@ -73,6 +75,7 @@ func newUpCommand(g *globals) *cobra.Command {
 	addSinkFlags(flags, &f.sinks)
 	flags.StringVar(&f.debugAddr, "debug-addr", "", "serve /debug/pprof/ on this address (off when empty; keep it on loopback)")
 	flags.StringVar(&f.maxStore, "max-store", "", "disk JetStream may use under --data-dir, e.g. 2Gi (default: three quarters of the free space); every queue and bucket is sized to fit in it")
+	flags.IntVar(&f.maxWorkers, "max-workers", runtime.NumCPU(), "the most worker processes one revision runs, whatever its maxReplicas (0: no bound; default: this machine's cores; a worker's model session keeps one busy, and more only contend for them)")
 	return cmd
 }
 
@@ -265,6 +268,7 @@ func metricsTargets(activatorAddr string, processes *autoscaler.ProcessScaler) f
 
 func workerProcesses(g *globals, f upFlags, library string, authority *access.Authority, catalog *functions.Catalog) autoscaler.ProcessConfig {
 	cfg := autoscaler.DefaultProcessConfig()
+	cfg.MaxReplicas = f.maxWorkers
 	executable, _ := os.Executable()
 	cfg.Command = func(ctx context.Context, function, revision string) (*exec.Cmd, error) {
 		// Each start gets a user of its own, allowed this revision only.
