@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -59,6 +58,9 @@ func sluice(t testing.TB, args ...string) string {
 	return string(out)
 }
 
+// activatorListening precedes the activator's address in the log of `sluice up`.
+const activatorListening = `msg="activator listening" addr=`
+
 // startPlatform trains the demo model, writes its Function and runs `sluice up`.
 func startPlatform(t testing.TB, extraArgs ...string) *platform {
 	t.Helper()
@@ -86,15 +88,14 @@ func startPlatformAs(t testing.TB, key string, spec []byte, extraArgs ...string)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "iris.csv"), data, 0o644))
 
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := listener.Addr().String()
-	listener.Close()
-	p := &platform{url: "http://" + addr, data: filepath.Join(dir, "data"), key: key, logs: &syncBuffer{}, exited: make(chan error, 1)}
+	p := &platform{data: filepath.Join(dir, "data"), key: key, logs: &syncBuffer{}, exited: make(chan error, 1)}
 	// The CLI the test runs logs in to NATS as the operator, with the
 	// credentials `sluice up` writes.
 	t.Setenv("SLUICE_NATS_CREDS", filepath.Join(p.data, "nats", "admin.creds"))
-	args := []string{"up", "--data-dir", p.data, "--addr", addr, "--grpc-addr", "127.0.0.1:0",
+	// Every port is chosen by `sluice up` as it listens, and read from its
+	// log: a port the test chose and let go could be taken meanwhile, by
+	// the embedded NATS server among others.
+	args := []string{"up", "--data-dir", p.data, "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
 		"--nats-port", "-1", "--deploy", filepath.Join(dir, "iris.yaml")}
 	p.cmd = exec.Command(binary, append(args, extraArgs...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -108,6 +109,10 @@ func startPlatformAs(t testing.TB, key string, spec []byte, extraArgs ...string)
 			t.Logf("sluice up output:\n%s", p.logs.String())
 		}
 	})
+	require.Eventually(t, func() bool {
+		return strings.Contains(p.logs.String(), activatorListening)
+	}, 30*time.Second, 20*time.Millisecond, "sluice up never listened. Output:\n%s", p.logs.String())
+	p.url = "http://" + p.logged(t, activatorListening)
 	require.Eventually(t, func() bool {
 		code, _ := p.post(t, "/v2/models/iris/infer", irisRequest, nil)
 		return code == http.StatusOK
