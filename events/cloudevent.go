@@ -33,13 +33,10 @@ func WriteEvent(ctx context.Context, msg *nats.Msg, ev *event.Event) error {
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
 	}
-	writer := &natsWriter{msg: msg}
-	if _, err := binding.Write(ctx, (*binding.EventMessage)(ev), nil, writer); err != nil {
+	if _, err := binding.Write(ctx, (*binding.EventMessage)(ev), nil, &natsWriter{msg: msg}); err != nil {
 		return fmt.Errorf("cloudevent %s to nats: %w", ev.ID(), err)
 	}
-	if writer.dataSet {
-		msg.Data = ev.Data() // the SDK hands it over through a reader, to be copied
-	}
+	msg.Data = ev.Data() // not what the SDK hands natsWriter.SetData: a reader, to copy from
 	return nil
 }
 
@@ -162,11 +159,7 @@ func (m *natsMessage) GetExtension(name string) any {
 }
 
 // natsWriter is a binding.BinaryWriter onto an outgoing NATS message.
-type natsWriter struct {
-	msg *nats.Msg
-	// dataSet says the event has data, which WriteEvent sets.
-	dataSet bool
-}
+type natsWriter struct{ msg *nats.Msg }
 
 func (w *natsWriter) Start(context.Context) error { return nil }
 func (w *natsWriter) End(context.Context) error   { return nil }
@@ -193,7 +186,5 @@ func (w *natsWriter) SetExtension(name string, value any) error {
 	return nil
 }
 
-func (w *natsWriter) SetData(io.Reader) error {
-	w.dataSet = true
-	return nil
-}
+// SetData leaves the body to WriteEvent, which sets the event's data itself.
+func (w *natsWriter) SetData(io.Reader) error { return nil }

@@ -121,22 +121,20 @@ func benchGoals(rows []benchRow) []benchRow {
 		goals = append(goals, overhead)
 	}
 	for _, level := range []struct {
-		figure, anchor string
-		goal           float64
+		figure, anchor, anchorName string
+		goal                       float64
 	}{
-		{syncRow, bareRow, 10000},
-		{syncRow, hopsSyncRow, 10000},
-		{asyncRow, hopsAsyncRow, 8000},
-		{asyncRow, hopsRecordsRow, 8000},
+		{syncRow, bareRow, "bare Go HTTP server with JSON", 10000},
+		{syncRow, hopsSyncRow, "hops alone", 10000},
+		{asyncRow, hopsAsyncRow, "hops alone", 8000},
+		{asyncRow, hopsRecordsRow, "hops alone with the async records", 8000},
 	} {
 		row, ok := find(atConcurrency(level.figure, 16))
 		anchor, okAnchor := find(atConcurrency(level.anchor, 16))
 		if !ok || !okAnchor {
 			continue
 		}
-		anchorName, _, _ := strings.Cut(level.anchor, ":")
-		anchorName, _, _ = strings.Cut(anchorName, " (")
-		goals = append(goals, benchRow{what: fmt.Sprintf("— %s, over %s", row.what, anchorName), rate: row.rate / anchor.rate, unit: "x",
+		goals = append(goals, benchRow{what: fmt.Sprintf("— %s, over %s", row.what, level.anchorName), rate: row.rate / anchor.rate, unit: "x",
 			comment: fmt.Sprintf("goal >= %.0f req/s: %.2fx the goal; the anchor does %.2fx the goal", level.goal, row.rate/level.goal, anchor.rate/level.goal)})
 	}
 	return goals
