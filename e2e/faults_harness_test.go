@@ -151,7 +151,26 @@ include auth.conf
 	c.activator = startProc(t, "activator", "activator", "--addr", strings.TrimPrefix(c.url, "http://"), "--grpc-addr", "",
 		"--nats-url", c.natsURL, "--nats-creds", filepath.Join(c.dir, "activator.creds"), "--nats-replicas", "3")
 	c.awaitServing(t)
+	c.awaitWorkers(t)
 	return c
+}
+
+// awaitWorkers waits until every worker serves, so that no scenario starts
+// with one still starting: one answered prediction says only that some
+// worker does. A worker that gave up while the new cluster still elected
+// its leaders (its setup timed out) is started again, as a supervisor would.
+func (c *faultCluster) awaitWorkers(t *testing.T) {
+	t.Helper()
+	for _, w := range c.workers {
+		require.Eventually(t, func() bool {
+			select {
+			case <-w.exited:
+				w.start(t)
+			default:
+			}
+			return strings.Contains(w.logs.String(), "msg=serving")
+		}, 90*time.Second, 100*time.Millisecond, "%s never served:\n%s", w.name, w.logs.String())
+	}
 }
 
 // addWorker starts one more worker of the function's revision.
