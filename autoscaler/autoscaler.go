@@ -43,6 +43,11 @@ type Config struct {
 	MaxScaleUpRate, MaxScaleDownRate float64
 	// StatusEvery rewrites a revision's status at least this often, even unchanged.
 	StatusEvery time.Duration
+	// MaxReplicas bounds every revision's replicas, whatever its spec's
+	// maxReplicas (0: no bound). `sluice up` sets it to --max-workers: a
+	// machine's cores bound its worker processes as a node's CPUs bound the
+	// pods on it.
+	MaxReplicas int
 }
 
 // DefaultConfig ticks every second with Knative's windows.
@@ -59,6 +64,9 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	if c.Tick <= 0 || c.StatusEvery <= 0 {
 		return fmt.Errorf("autoscaler: Tick and StatusEvery must be positive, got %s and %s", c.Tick, c.StatusEvery)
+	}
+	if c.MaxReplicas < 0 {
+		return fmt.Errorf("autoscaler: MaxReplicas must not be negative (0: no bound), got %d", c.MaxReplicas)
 	}
 	return c.policy(functions.ScalingSpec{MaxReplicas: 1, TargetQueueDepth: 1, ActivationQueueDepth: 1}).Validate()
 }
@@ -80,15 +88,21 @@ func parsePoke(data []byte) poke {
 	return poke{function: function, revision: revision, at: time.Now()}
 }
 
-// policy is the Policy of a revision with the given scaling spec.
+// policy is the Policy of a revision with the given scaling spec, within
+// the configuration's MaxReplicas.
 func (c Config) policy(spec functions.ScalingSpec) Policy {
-	return Policy{
+	p := Policy{
 		MinReplicas: spec.MinReplicas, MaxReplicas: spec.MaxReplicas,
 		TargetDepth: spec.TargetQueueDepth, ActivationDepth: spec.ActivationQueueDepth,
 		ScaleToZeroAfter: spec.ScaleToZeroAfter.Duration,
 		StableWindow:     c.StableWindow, PanicWindow: c.PanicWindow, PanicThreshold: c.PanicThreshold,
 		MaxScaleUpRate: c.MaxScaleUpRate, MaxScaleDownRate: c.MaxScaleDownRate,
 	}
+	if c.MaxReplicas > 0 && p.MaxReplicas > c.MaxReplicas {
+		p.MaxReplicas, p.MinReplicas = c.MaxReplicas, min(p.MinReplicas, c.MaxReplicas)
+		p.Bound = fmt.Sprintf("this machine runs at most %d of one revision", c.MaxReplicas)
+	}
+	return p
 }
 
 // Autoscaler is the loop that decides every revision's replicas from its

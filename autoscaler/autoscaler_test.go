@@ -56,9 +56,10 @@ func irisModel(t *testing.T) []byte {
 	return model
 }
 
-// startAutoscaler deploys iris (scale to zero after 1s, target depth 4) and
-// runs the registry and the autoscaler with a fast tick.
-func startAutoscaler(t *testing.T, tick time.Duration) (jetstream.JetStream, *countingScaler) {
+// startAutoscaler deploys iris (scale to zero after 1s, target depth 4, at
+// most 3 replicas) and runs the registry and the autoscaler with tick, its
+// configuration changed by tune.
+func startAutoscaler(t *testing.T, tick time.Duration, tune ...func(*autoscaler.Config)) (jetstream.JetStream, *countingScaler) {
 	t.Helper()
 	_, nc, js := natstest.JetStream(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -78,6 +79,9 @@ spec:
 	cfg := autoscaler.DefaultConfig()
 	cfg.Tick = tick
 	cfg.StableWindow, cfg.PanicWindow = time.Second, 200*time.Millisecond
+	for _, f := range tune {
+		f(&cfg)
+	}
 	loop, err := autoscaler.New(nc, js, registry, scaler, cfg, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	var wg sync.WaitGroup
@@ -107,14 +111,42 @@ func TestAutoscalerFollowsQueueDepth(t *testing.T) {
 	require.Eventually(t, func() bool { return scaler.get("iris/1") == 0 }, 10*time.Second, 20*time.Millisecond,
 		"after scaleToZeroAfter with an empty queue the function goes back to zero")
 
-	kv, err := js.KeyValue(ctx, events.ScaleBucket)
+	status := scaleStatus(t, js)
+	require.Equal(t, 0, status.Desired)
+	require.NotEmpty(t, status.Reason)
+}
+
+// A machine's bound on the replicas of one revision (sluice up's
+// --max-workers) holds the decision back, and the status says why.
+func TestAutoscalerKeepsWithinMaxReplicas(t *testing.T) {
+	js, scaler := startAutoscaler(t, 50*time.Millisecond, func(cfg *autoscaler.Config) { cfg.MaxReplicas = 2 })
+	ctx := context.Background()
+	for range 12 { // depth 12 at target 4 wants 3 replicas
+		_, err := js.Publish(ctx, events.RequestSubject("iris", "1"), []byte("{}"))
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return scaler.get("iris/1") == 2 }, 5*time.Second, 10*time.Millisecond)
+	require.Never(t, func() bool { return scaler.get("iris/1") > 2 }, 500*time.Millisecond, 20*time.Millisecond)
+
+	status := scaleStatus(t, js)
+	require.Equal(t, 2, status.Desired, "the status shows what runs")
+	require.Contains(t, status.Reason, "wants 3, this machine runs at most 2 of one revision")
+
+	cfg := autoscaler.DefaultConfig()
+	cfg.MaxReplicas = -1
+	require.ErrorContains(t, cfg.Validate(), "MaxReplicas")
+}
+
+// scaleStatus is the status the autoscaler wrote for iris's revision 1.
+func scaleStatus(t *testing.T, js jetstream.JetStream) events.ScaleStatus {
+	t.Helper()
+	kv, err := js.KeyValue(t.Context(), events.ScaleBucket)
 	require.NoError(t, err)
-	entry, err := kv.Get(ctx, events.ScaleKey("iris", "1"))
+	entry, err := kv.Get(t.Context(), events.ScaleKey("iris", "1"))
 	require.NoError(t, err)
 	var status events.ScaleStatus
 	require.NoError(t, json.Unmarshal(entry.Value(), &status))
-	require.Equal(t, 0, status.Desired)
-	require.NotEmpty(t, status.Reason)
+	return status
 }
 
 func TestPokeWakesAFunctionAtOnce(t *testing.T) {

@@ -26,6 +26,9 @@ type Policy struct {
 	MaxScaleUpRate float64
 	// MaxScaleDownRate bounds shrinking per decision to the current replicas divided by this.
 	MaxScaleDownRate float64
+	// Bound, when set, says why MaxReplicas is below the spec's maxReplicas:
+	// a decision it holds back says so in its reason.
+	Bound string
 }
 
 // DefaultPolicy has Knative's windows: 60s stable, 6s panic, panic at 2× ready.
@@ -105,7 +108,8 @@ func Decide(obs Observation, policy Policy, now time.Time) Decision {
 		decision.Reason = fmt.Sprintf("panic: average depth %.1f over the panic window", obs.PanicDepth)
 	}
 	// Zero comes only from the idle rule above: until then, keep one replica.
-	decision.Replicas = clamp(max(1, limitRate(desired, current, obs.Ready, policy)), policy)
+	wanted := max(1, limitRate(desired, current, obs.Ready, policy))
+	decision.Replicas, decision.Reason = clamp(wanted, policy), bounded(decision.Reason, wanted, policy)
 	return decision
 }
 
@@ -119,7 +123,7 @@ func wake(obs Observation, policy Policy) Decision {
 		reason = "activation: poked by the activator"
 	}
 	desired := max(1, replicasFor(float64(obs.Depth), policy.TargetDepth))
-	return Decision{Replicas: clamp(desired, policy), Reason: reason}
+	return Decision{Replicas: clamp(desired, policy), Reason: bounded(reason, desired, policy)}
 }
 
 func replicasFor(depth float64, target int) int {
@@ -135,4 +139,12 @@ func limitRate(desired, current, ready int, policy Policy) int {
 
 func clamp(replicas int, policy Policy) int {
 	return min(max(replicas, policy.MinReplicas), policy.MaxReplicas)
+}
+
+// bounded adds to reason that the policy's Bound holds back wanted replicas, when it does.
+func bounded(reason string, wanted int, policy Policy) string {
+	if policy.Bound == "" || wanted <= policy.MaxReplicas {
+		return reason
+	}
+	return fmt.Sprintf("%s; wants %d, %s", reason, wanted, policy.Bound)
 }

@@ -1,6 +1,7 @@
 package autoscaler_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -67,6 +68,13 @@ func TestDecide(t *testing.T) {
 			policy: func(p *autoscaler.Policy) { p.MaxReplicas = 100 }, wantReplicas: 10, wantPanic: true},
 		{name: "scale up is bounded by maxReplicas", obs: autoscaler.Observation{
 			Depth: 1000, StableDepth: 1000, PanicDepth: 40, Ready: 2, LastActive: epoch, Previous: running(2)}, wantReplicas: 4},
+		{name: "a bound below maxReplicas says what it holds back", obs: autoscaler.Observation{
+			Depth: 48, StableDepth: 48, PanicDepth: 20, Ready: 2, LastActive: epoch, Previous: running(2)},
+			policy: func(p *autoscaler.Policy) { p.MaxReplicas, p.Bound = 2, "this machine runs at most 2" }, wantReplicas: 2,
+			wantReason: "stable window: average depth 48.0; wants 3, this machine runs at most 2"},
+		{name: "a bound says nothing when it holds nothing back", obs: autoscaler.Observation{Depth: 1},
+			policy: func(p *autoscaler.Policy) { p.MaxReplicas, p.Bound = 2, "this machine runs at most 2" }, wantReplicas: 1,
+			wantReason: "activation: depth 1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,6 +86,9 @@ func TestDecide(t *testing.T) {
 			got := autoscaler.Decide(tc.obs, p, epoch)
 			require.Equal(t, tc.wantReplicas, got.Replicas, "reason: %s", got.Reason)
 			require.Contains(t, got.Reason, tc.wantReason)
+			if !strings.Contains(tc.wantReason, "wants") {
+				require.NotContains(t, got.Reason, "wants", "only a bound that holds replicas back says so")
+			}
 			require.Equal(t, tc.wantPanic, !got.PanicUntil.IsZero(), "panic until %s", got.PanicUntil)
 		})
 	}

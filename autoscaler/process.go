@@ -27,11 +27,6 @@ type ProcessConfig struct {
 	StopTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait before a crashed worker is restarted.
 	MinBackoff, MaxBackoff time.Duration
-	// MaxReplicas bounds the worker processes of one revision, whatever the
-	// autoscaler asks, as a node's CPUs bound the pods scheduled on it: a
-	// worker's model session keeps a core busy, and workers beyond the
-	// machine's cores only contend for them. 0: no bound.
-	MaxReplicas int
 }
 
 // DefaultProcessConfig drains for 30s and restarts crashed workers after 0.5s to 30s.
@@ -48,8 +43,6 @@ func (c ProcessConfig) Validate() error {
 		return fmt.Errorf("process scaler: StopTimeout must be positive, got %s", c.StopTimeout)
 	case c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff:
 		return fmt.Errorf("process scaler: want 0 < MinBackoff <= MaxBackoff, got %s and %s", c.MinBackoff, c.MaxBackoff)
-	case c.MaxReplicas < 0:
-		return fmt.Errorf("process scaler: MaxReplicas must not be negative (0: no bound), got %d", c.MaxReplicas)
 	}
 	return nil
 }
@@ -66,12 +59,9 @@ type ProcessScaler struct {
 	next     int            // numbers replicas, for their ready files; guarded by mu
 	wg       sync.WaitGroup // every replica's supervising goroutine
 
-	mu       sync.Mutex // guards replicas, bounded and closed
+	mu       sync.Mutex // guards replicas and closed
 	replicas map[revisionKey][]*replica
-	// bounded holds the revisions that want more workers than MaxReplicas,
-	// so that this is said once each time it starts.
-	bounded map[revisionKey]bool
-	closed  bool
+	closed   bool
 }
 
 // ReadyFileEnv names the environment variable through which a worker process
@@ -95,11 +85,11 @@ func NewProcessScaler(cfg ProcessConfig, log *slog.Logger) (*ProcessScaler, erro
 	if err != nil {
 		return nil, fmt.Errorf("process scaler: %w", err)
 	}
-	return &ProcessScaler{cfg: cfg, log: log, readyDir: readyDir, replicas: map[revisionKey][]*replica{}, bounded: map[revisionKey]bool{}}, nil
+	return &ProcessScaler{cfg: cfg, log: log, readyDir: readyDir, replicas: map[revisionKey][]*replica{}}, nil
 }
 
-// Scale sets the number of worker processes of a revision, at most
-// MaxReplicas. Processes removed get SIGTERM and drain in the background.
+// Scale sets the number of worker processes of a revision. Processes removed
+// get SIGTERM and drain in the background.
 func (s *ProcessScaler) Scale(_ context.Context, function, revision string, replicas int) error {
 	if replicas < 0 {
 		return fmt.Errorf("scale %s/%s: replicas must not be negative, got %d", function, revision, replicas)
@@ -109,19 +99,6 @@ func (s *ProcessScaler) Scale(_ context.Context, function, revision string, repl
 	defer s.mu.Unlock()
 	if s.closed {
 		return errors.New("process scaler: closed")
-	}
-	wanted := replicas
-	if limit := s.cfg.MaxReplicas; limit > 0 && replicas > limit {
-		replicas = limit
-	}
-	if bounded := wanted > replicas; bounded != s.bounded[key] {
-		if bounded {
-			s.log.Info("the revision wants more workers than this machine runs of one revision: more would only contend for its cores",
-				"function", function, "revision", revision, "wanted", wanted, "running", replicas)
-			s.bounded[key] = true
-		} else {
-			delete(s.bounded, key)
-		}
 	}
 	current := s.replicas[key]
 	for len(current) < replicas {

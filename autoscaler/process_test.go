@@ -57,14 +57,11 @@ func count(t *testing.T, dir, event string) int {
 	return len(matches)
 }
 
-func newScaler(t *testing.T, mode string, stopTimeout time.Duration, tune ...func(*autoscaler.ProcessConfig)) (*autoscaler.ProcessScaler, string) {
+func newScaler(t *testing.T, mode string, stopTimeout time.Duration) (*autoscaler.ProcessScaler, string) {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := autoscaler.DefaultProcessConfig()
 	cfg.StopTimeout = stopTimeout
-	for _, f := range tune {
-		f(&cfg)
-	}
 	cfg.MinBackoff, cfg.MaxBackoff = 20*time.Millisecond, 100*time.Millisecond
 	cfg.Command = func(ctx context.Context, function, revision string) (*exec.Cmd, error) {
 		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
@@ -112,26 +109,6 @@ func TestProcessScalerKillsWorkersThatDoNotDrain(t *testing.T) {
 	scaler.Close()
 	require.Less(t, time.Since(start), 5*time.Second, "killed after StopTimeout")
 	require.Equal(t, 1, count(t, dir, "ignored"), "SIGTERM came first")
-}
-
-func TestProcessScalerRunsAtMostMaxReplicas(t *testing.T) {
-	scaler, dir := newScaler(t, "serve", 10*time.Second, func(cfg *autoscaler.ProcessConfig) { cfg.MaxReplicas = 2 })
-	ctx := context.Background()
-
-	require.NoError(t, scaler.Scale(ctx, "iris", "1", 4))
-	require.Equal(t, 2, scaler.Replicas("iris", "1"), "four wanted, two run")
-	require.NoError(t, scaler.Scale(ctx, "other", "1", 2))
-	require.Equal(t, 2, scaler.Replicas("other", "1"), "the bound is each revision's")
-	require.Eventually(t, func() bool { return count(t, dir, "started") == 4 }, 10*time.Second, 10*time.Millisecond)
-	require.Never(t, func() bool { return count(t, dir, "started") > 4 }, 200*time.Millisecond, 10*time.Millisecond)
-	require.NoError(t, scaler.Scale(ctx, "iris", "1", 1))
-	require.Equal(t, 1, scaler.Replicas("iris", "1"))
-
-	cfg := autoscaler.DefaultProcessConfig()
-	cfg.Command = func(context.Context, string, string) (*exec.Cmd, error) { return nil, nil }
-	cfg.MaxReplicas = -1
-	_, err := autoscaler.NewProcessScaler(cfg, slog.New(slog.DiscardHandler))
-	require.ErrorContains(t, err, "MaxReplicas")
 }
 
 func TestProcessScalerRejectsNegativeReplicas(t *testing.T) {

@@ -80,6 +80,11 @@ func newUpCommand(g *globals) *cobra.Command {
 }
 
 func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
+	autoscaleCfg := autoscaler.DefaultConfig()
+	autoscaleCfg.MaxReplicas = f.maxWorkers
+	if err := autoscaleCfg.Validate(); err != nil {
+		return fmt.Errorf("--max-workers: %w", err)
+	}
 	library, err := onnx.FindLibrary(f.libraryPath)
 	if err != nil {
 		return err
@@ -141,7 +146,7 @@ func runUp(ctx context.Context, g *globals, f upFlags, log *slog.Logger) error {
 	reg := newRegistry()
 	reg.MustRegister(embedded.Metrics(bus.server.Server)) // beside the activator's, on its /metrics
 	lifecycle := lifecyclePart(parts.control, trainers, trainerCfg, checker, reg, log)
-	return serveUp(ctx, parts, listeners, processes, f.sinks, keys, lifecycle, reg, log)
+	return serveUp(ctx, parts, listeners, processes, autoscaleCfg, f.sinks, keys, lifecycle, reg, log)
 }
 
 // upParts are the connections of `sluice up`'s parts, each its own NATS user.
@@ -236,8 +241,8 @@ func (b *upBus) logIn(url, name string, p access.Permissions) (jetstream.JetStre
 
 // serveUp runs the activator, the autoscaler, which starts and stops worker
 // processes with the queue depth, and the models' lifecycle, until ctx ends.
-func serveUp(ctx context.Context, parts upParts, listeners activatorListeners, processes *autoscaler.ProcessScaler, sinks activator.SinkConfig, keys *activator.Keys, lifecycle part, reg *prometheus.Registry, log *slog.Logger) error {
-	autoscale := autoscalePart(parts.autoscaler, processes, autoscaler.DefaultConfig(), reg, log)
+func serveUp(ctx context.Context, parts upParts, listeners activatorListeners, processes *autoscaler.ProcessScaler, autoscaleCfg autoscaler.Config, sinks activator.SinkConfig, keys *activator.Keys, lifecycle part, reg *prometheus.Registry, log *slog.Logger) error {
+	autoscale := autoscalePart(parts.autoscaler, processes, autoscaleCfg, reg, log)
 	log.Info("sluice is up", "http", listeners.http.Addr().String())
 	cfg := activator.DefaultConfig()
 	cfg.SinkAllow, cfg.Keys = sinks.Allow, keys
@@ -268,7 +273,6 @@ func metricsTargets(activatorAddr string, processes *autoscaler.ProcessScaler) f
 
 func workerProcesses(g *globals, f upFlags, library string, authority *access.Authority, catalog *functions.Catalog) autoscaler.ProcessConfig {
 	cfg := autoscaler.DefaultProcessConfig()
-	cfg.MaxReplicas = f.maxWorkers
 	executable, _ := os.Executable()
 	cfg.Command = func(ctx context.Context, function, revision string) (*exec.Cmd, error) {
 		// Each start gets a user of its own, allowed this revision only.
