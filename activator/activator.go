@@ -93,9 +93,7 @@ func storeRetry(attempt int) time.Duration {
 // of the same request in its log.
 func storeMayPass(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.As(err, &apiErr) && apiErr.ErrorCode == jsDuplicateInProcess
+	return events.NotAnswering(err) || errors.As(err, &apiErr) && apiErr.ErrorCode == jsDuplicateInProcess
 }
 
 // jsDuplicateInProcess is JetStream's answer to a message whose id an

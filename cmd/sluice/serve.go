@@ -283,13 +283,8 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 		return err
 	}
 	defer nc.Close()
-	counts, err := events.EnsureCountsBucket(ctx, js)
-	if err != nil {
-		return err
-	}
-	counter := functions.NewCounter(counts)
 	var serving atomic.Pointer[worker.Worker]
-	var notServing atomic.Pointer[error] // why the worker will not serve: its model cannot run
+	var notServing atomic.Pointer[error] // why the worker does not serve: its model cannot run, or NATS does not answer yet
 	reg := newRegistry()
 	probes, err := net.Listen("tcp", f.metricsAddr)
 	if err != nil {
@@ -307,17 +302,32 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 			return errors.New("model not loaded yet")
 		}, log)
 	})
-	// The counts are written until the worker has settled its last request.
-	counted, stopCounting := context.WithCancel(context.WithoutCancel(ctx))
 	group.Go(func() error {
-		if err := counter.Run(counted, time.Second); err != nil {
-			log.Warn("write the last counts", "error", err) // statistics: not worth a failed exit
+		var counts jetstream.KeyValue
+		err := patiently(ctx, &notServing, log, func() (err error) {
+			counts, err = events.EnsureCountsBucket(ctx, js)
+			return err
+		})
+		if err != nil {
+			return err
 		}
-		return nil
-	})
-	group.Go(func() error {
+		counter := functions.NewCounter(counts)
+		// The counts are written until the worker has settled its last request.
+		counted, stopCounting := context.WithCancel(context.WithoutCancel(ctx))
 		defer stopCounting()
-		w, closeModels, cannotRun, err := loadWorker(ctx, js, f, counter, reg, log)
+		group.Go(func() error {
+			if err := counter.Run(counted, time.Second); err != nil {
+				log.Warn("write the last counts", "error", err) // statistics: not worth a failed exit
+			}
+			return nil
+		})
+		var w *worker.Worker
+		var closeModels func()
+		var cannotRun error
+		err = patiently(ctx, &notServing, log, func() (err error) {
+			w, closeModels, cannotRun, err = loadWorker(ctx, js, f, counter, reg, log)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -338,6 +348,30 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 		return w.Run(ctx)
 	})
 	return group.Wait()
+}
+
+// patiently runs setup, one of the worker's steps before it serves, and runs
+// it again while NATS or JetStream does not answer (a cluster still electing
+// its leaders, a server restarting, JetStream restarting on a freed disk):
+// meanwhile /readyz says why (notServing), and the worker serves once they
+// answer instead of exiting for its supervisor to start it again. Any other
+// error is returned at once.
+func patiently(ctx context.Context, notServing *atomic.Pointer[error], log *slog.Logger, setup func() error) error {
+	for pause := 250 * time.Millisecond; ; pause = min(2*pause, 5*time.Second) {
+		err := setup()
+		if err == nil || !(events.NotAnswering(err) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)) || ctx.Err() != nil {
+			notServing.Store(nil)
+			return err
+		}
+		reason := fmt.Errorf("setting up: NATS does not answer yet (%w); trying again", err)
+		notServing.Store(&reason)
+		log.Warn("setting up: NATS does not answer yet; trying again", "error", err, "retry_in", pause)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+	}
 }
 
 // announceReady, once the worker takes requests, has /readyz follow its
