@@ -36,7 +36,7 @@ import (
 type batchPlatform struct {
 	js         jetstream.JetStream
 	classifier *train.Classifier
-	model      []byte        // the function's ONNX model
+	model      []byte       // the function's ONNX model
 	announced  atomic.Int64 // result announcements seen, once counted: one per scored request
 }
 
