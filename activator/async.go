@@ -60,14 +60,11 @@ func (a *Activator) enqueue(ctx context.Context, fn *functions.Function, ev *eve
 		return fmt.Errorf("%w: header %s: %v", errBadRequest, events.HeaderSinkURI, err)
 	}
 	key := events.ResultKey(ev.Source(), ev.ID())
-	pending, err := events.EncodeResult(events.Result{
+	pending := events.EncodeResult(events.Result{
 		ID: ev.ID(), Source: ev.Source(), Function: fn.Metadata.Name, Revision: fn.Status.Revision,
 		Status: events.ResultPending, SubmittedAt: time.Now().UTC(),
 	})
-	if err != nil {
-		return err
-	}
-	err = a.untilStored(ctx, func(ctx context.Context) error {
+	err := a.untilStored(ctx, func(ctx context.Context) error {
 		_, err := a.results.Create(ctx, key, pending)
 		return err
 	})

@@ -248,9 +248,8 @@ func TestWorkerAnswersARedeliveryFromTheRecordedResult(t *testing.T) {
 	key := events.ResultKey("/sluice/activator", "recorded")
 	store := &flakyResults{stored: map[string][][]byte{}}
 	answer := irisAnswerBody(t, rows)
-	recorded, err := events.EncodeResult(events.Result{ID: "recorded", Source: "/sluice/activator", Status: events.ResultDone, Code: http.StatusOK, Response: answer})
-	require.NoError(t, err)
-	_, err = store.Put(t.Context(), key, recorded)
+	recorded := events.EncodeResult(events.Result{ID: "recorded", Source: "/sluice/activator", Status: events.ResultDone, Code: http.StatusOK, Response: answer})
+	_, err := store.Put(t.Context(), key, recorded)
 	require.NoError(t, err)
 	consumer, err := p.js.Consumer(t.Context(), events.StreamName(p.fn.Metadata.Name), events.ConsumerName(p.fn.Status.Revision))
 	require.NoError(t, err)
@@ -315,9 +314,8 @@ func TestWorkerRunsARedeliveryWhoseRecordedResultIsAnError(t *testing.T) {
 	p.publish(t, asyncMsg(t, p, "replayed", body(t, req)))
 	key := events.ResultKey("/sluice/activator", "replayed")
 	store := &flakyResults{stored: map[string][][]byte{}}
-	failed, err := events.EncodeResult(events.Result{ID: "replayed", Source: "/sluice/activator", Status: events.ResultError, Code: http.StatusInternalServerError, Error: "results bucket unavailable"})
-	require.NoError(t, err)
-	_, err = store.Put(t.Context(), key, failed)
+	failed := events.EncodeResult(events.Result{ID: "replayed", Source: "/sluice/activator", Status: events.ResultError, Code: http.StatusInternalServerError, Error: "results bucket unavailable"})
+	_, err := store.Put(t.Context(), key, failed)
 	require.NoError(t, err)
 	consumer, err := p.js.Consumer(t.Context(), events.StreamName(p.fn.Metadata.Name), events.ConsumerName(p.fn.Status.Revision))
 	require.NoError(t, err)

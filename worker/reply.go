@@ -299,11 +299,8 @@ func (w *Worker) record(j *job, body []byte) error {
 		result.Response = body
 	}
 	buffer := getBuffer()
-	data, err := events.AppendResult(*buffer, result)
+	data := events.AppendResult(*buffer, result)
 	defer putBuffer(buffer, data)
-	if err != nil {
-		return events.Permanent(err)
-	}
 	if _, err := w.cfg.Results.Put(context.Background(), events.ResultKey(j.source, j.eventID), data); err != nil {
 		return fmt.Errorf("results bucket: %w", err)
 	}

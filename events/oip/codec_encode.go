@@ -35,14 +35,14 @@ func appendResponseHead(dst []byte, r *InferenceResponse) ([]byte, error) {
 		return dst, &FieldError{Field: "response", Problem: "nil"}
 	}
 	dst = append(dst, `{"model_name":`...)
-	dst = appendString(dst, r.ModelName)
+	dst = AppendString(dst, r.ModelName)
 	if r.ModelVersion != "" {
 		dst = append(dst, `,"model_version":`...)
-		dst = appendString(dst, r.ModelVersion)
+		dst = AppendString(dst, r.ModelVersion)
 	}
 	if r.ID != "" {
 		dst = append(dst, `,"id":`...)
-		dst = appendString(dst, r.ID)
+		dst = AppendString(dst, r.ID)
 	}
 	if r.Parameters != nil {
 		var err error
@@ -80,7 +80,7 @@ func appendRequestHead(dst []byte, r *InferenceRequest) ([]byte, error) {
 	dst = append(dst, '{')
 	if r.ID != "" {
 		dst = append(dst, `"id":`...)
-		dst = appendString(dst, r.ID)
+		dst = AppendString(dst, r.ID)
 		dst = append(dst, ',')
 	}
 	if r.Parameters != nil {
@@ -116,7 +116,7 @@ func appendRequestedOutput(dst []byte, path fieldPath, output RequestedOutput) (
 		return dst, &FieldError{Field: path.with("name").String(), Problem: "empty"}
 	}
 	dst = append(dst, `{"name":`...)
-	dst = appendString(dst, output.Name)
+	dst = AppendString(dst, output.Name)
 	if output.Parameters != nil {
 		var err error
 		dst = append(dst, `,"parameters":`...)
@@ -159,7 +159,7 @@ func appendTensor(dst []byte, path fieldPath, t Tensor) ([]byte, error) {
 // its parameters, leaving the object open.
 func appendTensorHead(dst []byte, path fieldPath, t Tensor, parameters map[string]any) ([]byte, error) {
 	dst = append(dst, `{"name":`...)
-	dst = appendString(dst, t.Name)
+	dst = AppendString(dst, t.Name)
 	dst = append(dst, `,"shape":[`...)
 	for i, dim := range t.Shape {
 		if i > 0 {
@@ -264,15 +264,15 @@ func appendNonFinite(dst []byte, v float64) []byte {
 }
 
 func appendBytes(dst []byte, v string) []byte {
-	return appendString(dst, v)
+	return AppendString(dst, v)
 }
 
 const hexDigits = "0123456789abcdef"
 
-// appendString writes s as a JSON string. Like encoding/json it writes
+// AppendString writes s as a JSON string. Like encoding/json it writes
 // invalid UTF-8 as U+FFFD and escapes U+2028 and U+2029; unlike it, it leaves
 // <, > and & alone.
-func appendString(dst []byte, s string) []byte {
+func AppendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
