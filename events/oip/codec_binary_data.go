@@ -199,6 +199,9 @@ func (bytesKind) checkSize(size int64, shape []int64, elements int64, _ Datatype
 // their lengths, so out is no larger than the body.
 func (bytesKind) decode(raw []byte, elements int64, path fieldPath) (any, error) {
 	out := make([]string, elements)
+	// One copy of the whole data, which every element is a part of, rather
+	// than a string each: a batch answer has thousands.
+	text := string(raw)
 	pos := 0
 	element := func(i int) string { return fmt.Sprintf("%s[%d]", path.with("data"), i) }
 	for i := range out {
@@ -214,7 +217,7 @@ func (bytesKind) decode(raw []byte, elements int64, path fieldPath) (any, error)
 		if !utf8.Valid(value) {
 			return nil, &FieldError{Field: element(i), Problem: "not valid UTF-8: Sluice carries BYTES elements as JSON strings, so they must be text"}
 		}
-		out[i] = string(value)
+		out[i] = text[pos : pos+int(length)]
 		pos += int(length)
 	}
 	if pos != len(raw) {

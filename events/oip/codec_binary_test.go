@@ -461,3 +461,27 @@ func TestCheckInferenceRequestBinary(t *testing.T) {
 	_, err = CheckInferenceRequestBinary(short, shortLength, DefaultLimits())
 	requireFieldError(t, err, "inputs[0].parameters.binary_data_size", "")
 }
+
+// BenchmarkDecodeInferenceResponseBinary decodes the answer to a batch
+// chunk of 4,096 Iris rows: probabilities, labels and class names.
+func BenchmarkDecodeInferenceResponseBinary(b *testing.B) {
+	const rows = 4096
+	probabilities, labels, classes := make([]float32, 3*rows), make([]int64, rows), make([]string, rows)
+	names := []string{"setosa", "versicolor", "virginica"}
+	for i := range rows {
+		labels[i], classes[i] = int64(i%3), names[i%3]
+	}
+	body, headerLength, err := AppendInferenceResponseBinary(nil, &InferenceResponse{ModelName: "iris", Outputs: []Tensor{
+		{Name: "probabilities", Shape: []int64{rows, 3}, Datatype: FP32, Data: probabilities},
+		{Name: "label", Shape: []int64{rows}, Datatype: Int64, Data: labels},
+		{Name: "class", Shape: []int64{rows}, Datatype: Bytes, Data: classes},
+	}}, func(string) bool { return true })
+	require.NoError(b, err)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeInferenceResponseBinary(body, int64(headerLength), DefaultLimits()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
