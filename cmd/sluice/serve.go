@@ -309,7 +309,7 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 			return err
 		})
 		if err != nil {
-			return err
+			return stoppedOr(ctx, err)
 		}
 		counter := functions.NewCounter(counts)
 		// The counts are written until the worker has settled its last request.
@@ -329,7 +329,7 @@ func runWorker(ctx context.Context, g *globals, f workerFlags, log *slog.Logger)
 			return err
 		})
 		if err != nil {
-			return err
+			return stoppedOr(ctx, err)
 		}
 		defer closeModels()
 		if cannotRun != nil {
@@ -372,6 +372,15 @@ func patiently(ctx context.Context, notServing *atomic.Pointer[error], log *slog
 		case <-time.After(pause):
 		}
 	}
+}
+
+// stoppedOr is err, or nil when the worker was stopped (ctx ended) while
+// setting up: a SIGTERM then is an ordinary exit.
+func stoppedOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // announceReady, once the worker takes requests, has /readyz follow its
