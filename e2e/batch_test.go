@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -40,17 +41,26 @@ type batchPlatform struct {
 	announced  atomic.Int64 // result announcements seen, once counted: one per scored request
 }
 
-func startBatchPlatform(tb testing.TB, queue events.QueueConfig, replicas int) *batchPlatform {
+// deployIris starts a nats-server and deploys the iris function on queue,
+// trained from the demo's data: the server, its JetStream, the classifier
+// and its model.
+func deployIris(tb testing.TB, queue events.QueueConfig) (*server.Server, jetstream.JetStream, *train.Classifier, []byte) {
 	tb.Helper()
-	ctx := context.Background()
 	srv, _, js := natstest.JetStream(tb)
-	catalog, err := functions.OpenCatalog(ctx, js)
+	catalog, err := functions.OpenCatalog(tb.Context(), js)
 	require.NoError(tb, err)
 	classifier, model := trainIris(tb)
 	fn, err := functions.Parse([]byte("metadata: {name: iris}\nspec: {model: {path: ./iris.onnx}}\n"))
 	require.NoError(tb, err)
-	_, err = functions.NewDeployer(js, catalog, queue).Deploy(ctx, fn, model)
+	_, err = functions.NewDeployer(js, catalog, queue).Deploy(tb.Context(), fn, model)
 	require.NoError(tb, err)
+	return srv, js, classifier, model
+}
+
+func startBatchPlatform(tb testing.TB, queue events.QueueConfig, replicas int) *batchPlatform {
+	tb.Helper()
+	ctx := context.Background()
+	srv, js, classifier, model := deployIris(tb, queue)
 	cfg := autoscaler.DefaultProcessConfig()
 	cfg.StopTimeout = 15 * time.Second
 	cfg.Command = func(ctx context.Context, function, revision string) (*exec.Cmd, error) {
