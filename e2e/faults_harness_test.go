@@ -76,19 +76,13 @@ include auth.conf
 
 // awaitWorkers waits until every worker serves, so that no scenario starts
 // with one still starting: one answered prediction says only that some
-// worker does. A worker that gave up while the new cluster still elected
-// its leaders (its setup timed out) is started again, as a supervisor would.
+// worker does. A worker waits, itself, while the new cluster still elects
+// its leaders.
 func (c *faultCluster) awaitWorkers(t *testing.T) {
 	t.Helper()
 	for _, w := range c.workers {
-		require.Eventually(t, func() bool {
-			select {
-			case <-w.exited:
-				w.start(t)
-			default:
-			}
-			return strings.Contains(w.logs.String(), "msg=serving")
-		}, 90*time.Second, 100*time.Millisecond, "%s never served:\n%s", w.name, w.logs.String())
+		require.Eventually(t, func() bool { return strings.Contains(w.logs.String(), "msg=serving") },
+			90*time.Second, 100*time.Millisecond, "%s never served:\n%s", w.name, w.logs.String())
 	}
 }
 
