@@ -35,6 +35,7 @@ import (
 // batchPlatform is a nats-server with the iris function deployed on queue
 // and replicas real `sluice worker` processes serving it.
 type batchPlatform struct {
+	srv        *server.Server
 	js         jetstream.JetStream
 	classifier *train.Classifier
 	model      []byte       // the function's ONNX model
@@ -75,7 +76,7 @@ func startBatchPlatform(tb testing.TB, queue events.QueueConfig, replicas int) *
 		ready, err := workers.Ready(ctx, "iris", "1")
 		return err == nil && ready == replicas
 	}, 60*time.Second, 20*time.Millisecond, "workers never became ready")
-	return &batchPlatform{js: js, classifier: classifier, model: model}
+	return &batchPlatform{srv: srv, js: js, classifier: classifier, model: model}
 }
 
 // countAnnounced counts the result announcements from now on. A benchmark
@@ -277,7 +278,8 @@ func BenchmarkBatchScoring(b *testing.B) {
 		models = append(models, session)
 	}
 	dir := b.TempDir()
-	var local, sluice batchFigures
+	var local, sluice, queue batchFigures
+	var anchor *queueAnchor
 	for i := range b.N {
 		b.StopTimer()
 		cfg := batch.DefaultConfig()
@@ -293,7 +295,14 @@ func BenchmarkBatchScoring(b *testing.B) {
 		cfg.Output = filepath.Join(dir, fmt.Sprintf("local-%d.jsonl", i))
 		local.measure(b, rows, func() (batch.Report, error) { return batch.RunLocal(context.Background(), cfg, signature, models) })
 		cfg.Output = filepath.Join(dir, fmt.Sprintf("out-%d.jsonl", i))
-		sluice.measure(b, rows, func() (batch.Report, error) { return batch.Run(context.Background(), platform.js, cfg, nil) })
+		report := sluice.measure(b, rows, func() (batch.Report, error) { return batch.Run(context.Background(), platform.js, cfg, nil) })
+		if anchor == nil {
+			b.StopTimer()
+			request, answerBytes := irisChunk(b, report.RowsPerRequest, models[0])
+			anchor = startQueueAnchor(b, platform.srv, platform.js, request, answerBytes, 2)
+			b.StartTimer()
+		}
+		queue.measure(b, rows, func() (batch.Report, error) { return anchor.score(context.Background(), rows, report.RowsPerRequest) })
 	}
 	b.ReportMetric(local.rowsPerSecond(), "local-rows/s")
 	b.ReportMetric(local.cpuPerMillion(), "local-CPU-s/Mrows")
@@ -302,6 +311,9 @@ func BenchmarkBatchScoring(b *testing.B) {
 	b.ReportMetric(perMillion(sluice.children, sluice.rows), "workers-CPU-s/Mrows")
 	b.ReportMetric(sluice.cpuPerMillion()/local.cpuPerMillion(), "CPU-ratio(goal<=1.6)")
 	b.ReportMetric(sluice.rowsPerSecond()/local.rowsPerSecond(), "rows/s-ratio(goal>=0.6)")
+	b.ReportMetric(queue.cpuPerMillion(), "queue-CPU-s/Mrows")
+	b.ReportMetric((local.cpuPerMillion()+queue.cpuPerMillion())/local.cpuPerMillion(), "floor-CPU-ratio")
+	b.ReportMetric(sluice.cpuPerMillion()/(local.cpuPerMillion()+queue.cpuPerMillion()), "CPU-over-floor")
 	b.ReportMetric(peakRSSMiB(b), "peak-RSS-MiB")
 }
 
@@ -316,7 +328,7 @@ type batchFigures struct {
 
 // measure runs score, which must score rows rows, and adds its wall time and
 // the CPU of this process and its children (the workers) to f.
-func (f *batchFigures) measure(tb testing.TB, rows int, score func() (batch.Report, error)) {
+func (f *batchFigures) measure(tb testing.TB, rows int, score func() (batch.Report, error)) batch.Report {
 	tb.Helper()
 	self, children := processCPU(tb), childrenCPU(tb)
 	report, err := score()
@@ -327,6 +339,7 @@ func (f *batchFigures) measure(tb testing.TB, rows int, score func() (batch.Repo
 	f.children += children
 	f.elapsed += report.Elapsed
 	f.rows += rows
+	return report
 }
 
 func (f batchFigures) rowsPerSecond() float64 { return float64(f.rows) / f.elapsed.Seconds() }

@@ -1,0 +1,220 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/sluice/events/oip"
+	"sluice.dev/sluice/functions/batch"
+)
+
+// The queue alone is the floor of batch scoring through a queue, which
+// BenchmarkBatchScoring measures beside Sluice: each chunk's request and
+// answer, byte for byte, through what Sluice's take (a work-queue stream
+// and a results bucket on file storage, on the same embedded nats-server,
+// and two consumer processes that put each answer in the bucket, announce
+// it and ack), with none of Sluice's work: no text, no codec, no model.
+const (
+	anchorStream      = "anchor"
+	anchorBucket      = "anchor-results"
+	anchorRequests    = "anchor.req"
+	anchorResults     = "anchor.res"
+	anchorKey         = "Anchor-Key"
+	anchorAnswerBytes = "Anchor-Answer-Bytes"
+	// queueConsumerEnv, set to a NATS URL, makes this test binary a
+	// consumer of the queue alone instead of running tests (TestMain).
+	queueConsumerEnv = "SLUICE_E2E_QUEUE_CONSUMER"
+)
+
+// queueAnchor publishes the chunks of the queue alone and waits for their announcements.
+type queueAnchor struct {
+	js          jetstream.JetStream
+	request     []byte // one chunk's request, as the batch client publishes it
+	answerBytes int    // and the size of its answer, as a worker announces it
+	inFlight    int
+	run         int
+}
+
+// startQueueAnchor makes the queue alone's stream, consumer and bucket on
+// srv, and starts its consumer processes.
+func startQueueAnchor(tb testing.TB, srv *server.Server, js jetstream.JetStream, request []byte, answerBytes, consumers int) *queueAnchor {
+	tb.Helper()
+	ctx := tb.Context()
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: anchorStream, Subjects: []string{anchorRequests},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
+	require.NoError(tb, err)
+	_, err = stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: anchorStream, AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(tb, err)
+	_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: anchorBucket, History: 1, TTL: 24 * time.Hour, Storage: jetstream.FileStorage})
+	require.NoError(tb, err)
+	for range consumers {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), queueConsumerEnv+"="+srv.ClientURL())
+		cmd.Stderr = os.Stderr
+		ready, err := cmd.StdoutPipe()
+		require.NoError(tb, err)
+		require.NoError(tb, cmd.Start())
+		tb.Cleanup(func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			_ = cmd.Wait()
+		})
+		_, err = io.ReadFull(ready, make([]byte, 1)) // one byte once it consumes
+		require.NoError(tb, err, "a consumer of the queue alone did not start")
+	}
+	return &queueAnchor{js: js, request: request, answerBytes: answerBytes, inFlight: batch.DefaultConfig().InFlight}
+}
+
+// score sends rows through the queue alone in chunks of rowsPerRequest, at
+// most inFlight of them unanswered, as the batch client does, and returns
+// once every chunk is announced.
+func (a *queueAnchor) score(ctx context.Context, rows, rowsPerRequest int) (batch.Report, error) {
+	start := time.Now()
+	a.run++
+	chunks := (rows + rowsPerRequest - 1) / rowsPerRequest
+	slots := make(chan struct{}, a.inFlight)
+	announced := make(chan struct{}, chunks)
+	sub, err := a.js.Conn().Subscribe(anchorResults, func(*nats.Msg) {
+		<-slots
+		announced <- struct{}{}
+	})
+	if err != nil {
+		return batch.Report{}, err
+	}
+	defer sub.Unsubscribe()
+	if err := sub.SetPendingLimits(-1, 256<<20); err != nil {
+		return batch.Report{}, err
+	}
+	acks := make(chan jetstream.PubAckFuture, a.inFlight)
+	acked := make(chan error, 1)
+	go func() {
+		for future := range acks {
+			select {
+			case <-future.Ok():
+			case err := <-future.Err():
+				acked <- err
+				return
+			}
+		}
+		acked <- nil
+	}()
+	for i := range chunks {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			close(acks)
+			return batch.Report{}, ctx.Err()
+		}
+		key := fmt.Sprintf("run%d-chunk%d", a.run, i)
+		msg := nats.NewMsg(anchorRequests)
+		msg.Data = a.request
+		msg.Header.Set(jetstream.MsgIDHeader, key)
+		msg.Header.Set(anchorKey, key)
+		msg.Header.Set(anchorAnswerBytes, strconv.Itoa(a.answerBytes))
+		future, err := a.js.PublishMsgAsync(msg)
+		if err != nil {
+			close(acks)
+			return batch.Report{}, err
+		}
+		acks <- future
+	}
+	close(acks)
+	if err := <-acked; err != nil {
+		return batch.Report{}, err
+	}
+	timeout := time.After(time.Minute)
+	for range chunks {
+		select {
+		case <-announced:
+		case <-timeout:
+			return batch.Report{}, fmt.Errorf("the queue alone: not every chunk announced within a minute")
+		}
+	}
+	return batch.Report{Scored: rows, Elapsed: time.Since(start)}, nil
+}
+
+// consumeQueue is a consumer process of the queue alone, as a worker is
+// one of Sluice's: it puts an answer of the size each request names in the
+// bucket, announces it and acks the request, the requests of a pull side by
+// side, as a worker finishes the recorded requests of a batch. It says so
+// on stdout once it consumes, and returns on SIGINT.
+func consumeQueue(natsURL string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	results, err := js.KeyValue(ctx, anchorBucket)
+	if err != nil {
+		return err
+	}
+	consumer, err := js.Consumer(ctx, anchorStream, anchorStream)
+	if err != nil {
+		return err
+	}
+	var answer []byte
+	consuming, err := consumer.Consume(func(msg jetstream.Msg) {
+		size, _ := strconv.Atoi(msg.Headers().Get(anchorAnswerBytes))
+		if len(answer) != size { // the same for every request of a run
+			answer = make([]byte, size)
+		}
+		key, body := msg.Headers().Get(anchorKey), answer
+		go func() {
+			if _, err := results.Put(ctx, key, body); err != nil {
+				_ = msg.Nak()
+				return
+			}
+			announcement := nats.NewMsg(anchorResults)
+			announcement.Header.Set(anchorKey, key)
+			announcement.Data = body
+			_ = nc.PublishMsg(announcement)
+			_ = msg.Ack()
+		}()
+	}, jetstream.PullMaxMessages(64))
+	if err != nil {
+		return err
+	}
+	defer consuming.Stop()
+	if _, err := os.Stdout.Write([]byte{'\n'}); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// irisChunk is the request the batch client publishes for a chunk of rows
+// Iris rows, and the size of the answer a worker gives it with model.
+func irisChunk(tb testing.TB, rows int, model batch.Model) (request []byte, answerBytes int) {
+	tb.Helper()
+	values := make([]float32, 0, 4*rows)
+	for i := range rows {
+		values = append(values, irisRow(i)...)
+	}
+	input := oip.Tensor{Name: "input", Shape: []int64{int64(rows), 4}, Datatype: oip.FP32, Data: values}
+	all := func(string) bool { return true }
+	request, _, err := oip.AppendInferenceRequestBinary(nil, &oip.InferenceRequest{ID: "0123456789abcdef-0", Inputs: []oip.Tensor{input},
+		Parameters: map[string]any{"binary_data_output": true}}, all)
+	require.NoError(tb, err)
+	outputs, err := model.Run([]oip.Tensor{input})
+	require.NoError(tb, err)
+	answer, _, err := oip.AppendInferenceResponseBinary(nil, &oip.InferenceResponse{ModelName: "iris", ModelVersion: "1", ID: "0123456789abcdef-0", Outputs: outputs}, all)
+	require.NoError(tb, err)
+	return request, len(answer)
+}
