@@ -385,18 +385,24 @@ func decodeWithoutInputs(t *testing.T, body string) *InferenceRequest {
 	return &req
 }
 
+// BenchmarkDecodeInferenceRequestBinary decodes a request of 32 rows of 4
+// FP32 features, and one of 4,096: a chunk of sluice batch.
 func BenchmarkDecodeInferenceRequestBinary(b *testing.B) {
-	data := make([]float32, 32*4)
-	for i := range data {
-		data[i] = float32(i)*0.731 - 40.25
-	}
-	body, headerLength := binaryRequest(`{"id":"bench","inputs":[`+binaryInput("features", "FP32", "[32,4]", 4*len(data))+`]}`, le(data))
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := DecodeInferenceRequestBinary(body, headerLength, DefaultLimits()); err != nil {
-			b.Fatal(err)
-		}
+	for _, rows := range []int{32, 4096} {
+		b.Run(fmt.Sprintf("rows=%d", rows), func(b *testing.B) {
+			data := make([]float32, rows*4)
+			for i := range data {
+				data[i] = float32(i)*0.731 - 40.25
+			}
+			body, headerLength := binaryRequest(`{"id":"bench","inputs":[`+binaryInput("features", "FP32", fmt.Sprintf("[%d,4]", rows), 4*len(data))+`]}`, le(data))
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := DecodeInferenceRequestBinary(body, headerLength, DefaultLimits()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
@@ -462,20 +468,41 @@ func TestCheckInferenceRequestBinary(t *testing.T) {
 	requireFieldError(t, err, "inputs[0].parameters.binary_data_size", "")
 }
 
-// BenchmarkDecodeInferenceResponseBinary decodes the answer to a batch
-// chunk of 4,096 Iris rows: probabilities, labels and class names.
-func BenchmarkDecodeInferenceResponseBinary(b *testing.B) {
+// irisAnswer is the answer to a batch chunk of 4,096 Iris rows:
+// probabilities, labels and class names.
+func irisAnswer() *InferenceResponse {
 	const rows = 4096
 	probabilities, labels, classes := make([]float32, 3*rows), make([]int64, rows), make([]string, rows)
 	names := []string{"setosa", "versicolor", "virginica"}
 	for i := range rows {
-		labels[i], classes[i] = int64(i%3), names[i%3]
+		probabilities[3*i], labels[i], classes[i] = 1/float32(i+1), int64(i%3), names[i%3]
 	}
-	body, headerLength, err := AppendInferenceResponseBinary(nil, &InferenceResponse{ModelName: "iris", Outputs: []Tensor{
+	return &InferenceResponse{ModelName: "iris", Outputs: []Tensor{
 		{Name: "probabilities", Shape: []int64{rows, 3}, Datatype: FP32, Data: probabilities},
 		{Name: "label", Shape: []int64{rows}, Datatype: Int64, Data: labels},
 		{Name: "class", Shape: []int64{rows}, Datatype: Bytes, Data: classes},
-	}}, func(string) bool { return true })
+	}}
+}
+
+// BenchmarkAppendInferenceResponseBinary encodes irisAnswer, as a worker
+// answers a batch chunk.
+func BenchmarkAppendInferenceResponseBinary(b *testing.B) {
+	answer := irisAnswer()
+	var body []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if body, _, err = AppendInferenceResponseBinary(body[:0], answer, func(string) bool { return true }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(len(body)))
+}
+
+// BenchmarkDecodeInferenceResponseBinary decodes irisAnswer, as the batch
+// client reads a chunk's answer.
+func BenchmarkDecodeInferenceResponseBinary(b *testing.B) {
+	body, headerLength, err := AppendInferenceResponseBinary(nil, irisAnswer(), func(string) bool { return true })
 	require.NoError(b, err)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
