@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -22,7 +23,7 @@ import (
 
 // The queue alone is the floor of batch scoring through a queue, which
 // BenchmarkBatchScoring measures beside Sluice: each chunk's request and
-// answer, byte for byte, through what Sluice's take (a work-queue stream
+// answer, byte for byte, through what Sluice's chunks take (a work-queue stream
 // and a results bucket on file storage, on the same embedded nats-server,
 // and two consumer processes that put each answer in the bucket, announce
 // it and ack), with none of Sluice's work: no text, no codec, no model.
@@ -78,9 +79,11 @@ func startQueueAnchor(tb testing.TB, srv *server.Server, js jetstream.JetStream,
 
 // score sends rows through the queue alone in chunks of rowsPerRequest, at
 // most inFlight of them unanswered, as the batch client does, and returns
-// once every chunk is announced.
+// once every chunk is announced, or fails after a minute.
 func (a *queueAnchor) score(ctx context.Context, rows, rowsPerRequest int) (batch.Report, error) {
 	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	a.run++
 	chunks := (rows + rowsPerRequest - 1) / rowsPerRequest
 	slots := make(chan struct{}, a.inFlight)
@@ -98,23 +101,40 @@ func (a *queueAnchor) score(ctx context.Context, rows, rowsPerRequest int) (batc
 	}
 	acks := make(chan jetstream.PubAckFuture, a.inFlight)
 	acked := make(chan error, 1)
-	go func() {
+	go func() { // every publish's ack, awaited as the batch client does; the first error
+		var first error
 		for future := range acks {
 			select {
 			case <-future.Ok():
 			case err := <-future.Err():
-				acked <- err
-				return
+				first = cmp.Or(first, err)
 			}
 		}
-		acked <- nil
+		acked <- first
 	}()
+	err = a.publish(ctx, chunks, slots, acks)
+	close(acks)
+	if err := cmp.Or(err, <-acked); err != nil {
+		return batch.Report{}, fmt.Errorf("the queue alone: %w", err)
+	}
+	for range chunks {
+		select {
+		case <-announced:
+		case <-ctx.Done():
+			return batch.Report{}, fmt.Errorf("the queue alone: not every chunk announced: %w", ctx.Err())
+		}
+	}
+	return batch.Report{Scored: rows, Elapsed: time.Since(start)}, nil
+}
+
+// publish publishes chunks requests, each once a slot is free, and hands
+// their acks on.
+func (a *queueAnchor) publish(ctx context.Context, chunks int, slots chan<- struct{}, acks chan<- jetstream.PubAckFuture) error {
 	for i := range chunks {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
-			close(acks)
-			return batch.Report{}, ctx.Err()
+			return ctx.Err()
 		}
 		key := fmt.Sprintf("run%d-chunk%d", a.run, i)
 		msg := nats.NewMsg(anchorRequests)
@@ -124,24 +144,11 @@ func (a *queueAnchor) score(ctx context.Context, rows, rowsPerRequest int) (batc
 		msg.Header.Set(anchorAnswerBytes, strconv.Itoa(a.answerBytes))
 		future, err := a.js.PublishMsgAsync(msg)
 		if err != nil {
-			close(acks)
-			return batch.Report{}, err
+			return err
 		}
 		acks <- future
 	}
-	close(acks)
-	if err := <-acked; err != nil {
-		return batch.Report{}, err
-	}
-	timeout := time.After(time.Minute)
-	for range chunks {
-		select {
-		case <-announced:
-		case <-timeout:
-			return batch.Report{}, fmt.Errorf("the queue alone: not every chunk announced within a minute")
-		}
-	}
-	return batch.Report{Scored: rows, Elapsed: time.Since(start)}, nil
+	return nil
 }
 
 // consumeQueue is a consumer process of the queue alone, as a worker is
