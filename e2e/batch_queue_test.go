@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"strconv"
 	"testing"
 	"time"
@@ -23,20 +22,22 @@ import (
 
 // The queue alone is the floor of batch scoring through a queue, which
 // BenchmarkBatchScoring measures beside Sluice: each chunk's request and
-// answer, byte for byte, through what Sluice's chunks take (a work-queue stream
-// and a results bucket on file storage, on the same embedded nats-server,
-// and two consumer processes that put each answer in the bucket, announce
-// it and ack), with none of Sluice's work: no text, no codec, no model.
+// answer, byte for byte, through what Sluice's chunks take (a work-queue
+// stream and a results bucket on file storage, on the same embedded
+// nats-server, and two consumer processes that put each answer in the
+// bucket, announce it and ack), with none of Sluice's work: no text, no
+// codec, no model. The consumers are `sluice bench --hops-consumer`, the
+// consumer of the sync anchor's hops (cmd/sluice/bench_hops.go); these are
+// the names it consumes and the headers it reads.
 const (
-	anchorStream      = "anchor"
-	anchorBucket      = "anchor-results"
-	anchorRequests    = "anchor.req"
-	anchorResults     = "anchor.res"
-	anchorKey         = "Anchor-Key"
-	anchorAnswerBytes = "Anchor-Answer-Bytes"
-	// queueConsumerEnv, set to a NATS URL, makes this test binary a
-	// consumer of the queue alone instead of running tests (TestMain).
-	queueConsumerEnv = "SLUICE_E2E_QUEUE_CONSUMER"
+	hopsStream      = "hops"
+	hopsBucket      = "hops-results"
+	hopsRequests    = "hops.req"
+	hopsRecord      = "Hops-Record"
+	hopsAnswerBytes = "Hops-Answer-Bytes"
+	hopsAnnounce    = "Hops-Announce"
+	// anchorResults is where the queue alone's answers are announced.
+	anchorResults = "anchor.res"
 )
 
 // queueAnchor publishes the chunks of the queue alone and waits for their announcements.
@@ -53,16 +54,15 @@ type queueAnchor struct {
 func startQueueAnchor(tb testing.TB, srv *server.Server, js jetstream.JetStream, request []byte, answerBytes, consumers int) *queueAnchor {
 	tb.Helper()
 	ctx := tb.Context()
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: anchorStream, Subjects: []string{anchorRequests},
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: hopsStream, Subjects: []string{hopsRequests},
 		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
 	require.NoError(tb, err)
-	_, err = stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: anchorStream, AckPolicy: jetstream.AckExplicitPolicy})
+	_, err = stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: hopsStream, AckPolicy: jetstream.AckExplicitPolicy})
 	require.NoError(tb, err)
-	_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: anchorBucket, History: 1, TTL: 24 * time.Hour, Storage: jetstream.FileStorage})
+	_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: hopsBucket, History: 1, TTL: 24 * time.Hour, Storage: jetstream.FileStorage})
 	require.NoError(tb, err)
 	for range consumers {
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), queueConsumerEnv+"="+srv.ClientURL())
+		cmd := exec.Command(binary, "bench", "--hops-consumer", srv.ClientURL())
 		cmd.Stderr = os.Stderr
 		ready, err := cmd.StdoutPipe()
 		require.NoError(tb, err)
@@ -137,72 +137,18 @@ func (a *queueAnchor) publish(ctx context.Context, chunks int, slots chan<- stru
 			return ctx.Err()
 		}
 		key := fmt.Sprintf("run%d-chunk%d", a.run, i)
-		msg := nats.NewMsg(anchorRequests)
+		msg := nats.NewMsg(hopsRequests)
 		msg.Data = a.request
 		msg.Header.Set(jetstream.MsgIDHeader, key)
-		msg.Header.Set(anchorKey, key)
-		msg.Header.Set(anchorAnswerBytes, strconv.Itoa(a.answerBytes))
+		msg.Header.Set(hopsRecord, key)
+		msg.Header.Set(hopsAnswerBytes, strconv.Itoa(a.answerBytes))
+		msg.Header.Set(hopsAnnounce, anchorResults)
 		future, err := a.js.PublishMsgAsync(msg)
 		if err != nil {
 			return err
 		}
 		acks <- future
 	}
-	return nil
-}
-
-// consumeQueue is a consumer process of the queue alone, as a worker is
-// one of Sluice's: it puts an answer of the size each request names in the
-// bucket, announces it and acks the request, the requests of a pull side by
-// side, as a worker finishes the recorded requests of a batch. It says so
-// on stdout once it consumes, and returns on SIGINT.
-func consumeQueue(natsURL string) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	results, err := js.KeyValue(ctx, anchorBucket)
-	if err != nil {
-		return err
-	}
-	consumer, err := js.Consumer(ctx, anchorStream, anchorStream)
-	if err != nil {
-		return err
-	}
-	var answer []byte
-	consuming, err := consumer.Consume(func(msg jetstream.Msg) {
-		size, _ := strconv.Atoi(msg.Headers().Get(anchorAnswerBytes))
-		if len(answer) != size { // the same for every request of a run
-			answer = make([]byte, size)
-		}
-		key, body := msg.Headers().Get(anchorKey), answer
-		go func() {
-			if _, err := results.Put(ctx, key, body); err != nil {
-				_ = msg.Nak()
-				return
-			}
-			announcement := nats.NewMsg(anchorResults)
-			announcement.Header.Set(anchorKey, key)
-			announcement.Data = body
-			_ = nc.PublishMsg(announcement)
-			_ = msg.Ack()
-		}()
-	}, jetstream.PullMaxMessages(64))
-	if err != nil {
-		return err
-	}
-	defer consuming.Stop()
-	if _, err := os.Stdout.Write([]byte{'\n'}); err != nil {
-		return err
-	}
-	<-ctx.Done()
 	return nil
 }
 

@@ -14,13 +14,6 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	if natsURL := os.Getenv(queueConsumerEnv); natsURL != "" { // a process of BenchmarkBatchScoring's queue alone
-		if err := consumeQueue(natsURL); err != nil {
-			fmt.Fprintln(os.Stderr, "queue consumer:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
 	dir, err := os.MkdirTemp("", "sluice-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -31,6 +31,11 @@ const (
 	hopsReplies  = "hops.reply."
 	hopsReplyTo  = "Hops-Reply-To"
 	hopsRecord   = "Hops-Record"
+	// A request may also name the size of its answer (hopsAnswerBytes,
+	// instead of hopsAnswer) and a subject the put answer is announced on
+	// (hopsAnnounce): BenchmarkBatchScoring's queue alone (e2e) asks for both.
+	hopsAnswerBytes = "Hops-Answer-Bytes"
+	hopsAnnounce    = "Hops-Announce"
 )
 
 // hopsAnswer is what the hops anchor answers: an OIP response of one label.
@@ -195,9 +200,9 @@ func startHopsConsumer(ctx context.Context, natsURL string) (func(), error) {
 }
 
 // hopsConsume is the anchor's consumer process: it pulls the anchor's
-// requests, puts a result for each that asks, replies to each that waits,
-// acks each, and says on stdout once it consumes; it stops when ctx ends
-// (main's: on SIGINT).
+// requests, puts a result for each that asks (and announces it when asked),
+// replies to each that waits, acks each, and says on stdout once it
+// consumes; it stops when ctx ends (main's: on SIGINT).
 func hopsConsume(ctx context.Context, natsURL string) error {
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
@@ -216,19 +221,34 @@ func hopsConsume(ctx context.Context, natsURL string) error {
 	if err != nil {
 		return err
 	}
+	var sized []byte // the answer of the size a request names: the same for every request of a run
 	consuming, err := consumer.Consume(func(msg jetstream.Msg) {
+		answer := hopsAnswer
+		if size, err := strconv.Atoi(msg.Headers().Get(hopsAnswerBytes)); err == nil {
+			if len(sized) != size {
+				sized = make([]byte, size)
+			}
+			answer = sized
+		}
 		if key := msg.Headers().Get(hopsRecord); key != "" {
+			announce := msg.Headers().Get(hopsAnnounce)
 			go func() { // a put waits for the store: side by side, as a worker's
-				if _, err := results.Put(ctx, key, hopsAnswer); err != nil {
+				if _, err := results.Put(ctx, key, answer); err != nil {
 					_ = msg.Nak()
 					return
+				}
+				if announce != "" {
+					announcement := nats.NewMsg(announce)
+					announcement.Header.Set(hopsRecord, key)
+					announcement.Data = answer
+					_ = nc.PublishMsg(announcement)
 				}
 				_ = msg.Ack()
 			}()
 			return
 		}
 		if reply := msg.Headers().Get(hopsReplyTo); reply != "" {
-			_ = nc.Publish(reply, hopsAnswer)
+			_ = nc.Publish(reply, answer)
 		}
 		_ = msg.Ack()
 	})
