@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/sluice/events/oip"
+	"sluice.dev/sluice/events"
 	"sluice.dev/sluice/functions/batch"
 )
 
@@ -27,11 +27,10 @@ import (
 // nats-server, and two consumer processes that put each answer in the
 // bucket, announce it and ack), with none of Sluice's work: no text, no
 // codec, no model. The consumers are `sluice bench --hops-consumer`, the
-// consumer of the sync anchor's hops (cmd/sluice/bench_hops.go); these are
-// the names it consumes and the headers it reads.
+// consumer of the sync anchor's hops (cmd/sluice/bench_hops.go), which make
+// the stream, consumer and bucket; these are the subject it consumes and
+// the headers it reads.
 const (
-	hopsStream      = "hops"
-	hopsBucket      = "hops-results"
 	hopsRequests    = "hops.req"
 	hopsRecord      = "Hops-Record"
 	hopsAnswerBytes = "Hops-Answer-Bytes"
@@ -49,18 +48,9 @@ type queueAnchor struct {
 	run         int
 }
 
-// startQueueAnchor makes the queue alone's stream, consumer and bucket on
-// srv, and starts its consumer processes.
+// startQueueAnchor starts the queue alone's consumer processes on srv.
 func startQueueAnchor(tb testing.TB, srv *server.Server, js jetstream.JetStream, request []byte, answerBytes, consumers int) *queueAnchor {
 	tb.Helper()
-	ctx := tb.Context()
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: hopsStream, Subjects: []string{hopsRequests},
-		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
-	require.NoError(tb, err)
-	_, err = stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: hopsStream, AckPolicy: jetstream.AckExplicitPolicy})
-	require.NoError(tb, err)
-	_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: hopsBucket, History: 1, TTL: 24 * time.Hour, Storage: jetstream.FileStorage})
-	require.NoError(tb, err)
 	for range consumers {
 		cmd := exec.Command(binary, "bench", "--hops-consumer", srv.ClientURL())
 		cmd.Stderr = os.Stderr
@@ -79,16 +69,33 @@ func startQueueAnchor(tb testing.TB, srv *server.Server, js jetstream.JetStream,
 
 // score sends rows through the queue alone in chunks of rowsPerRequest, at
 // most inFlight of them unanswered, as the batch client does, and returns
-// once every chunk is announced, or fails after a minute.
+// once every chunk is announced, or fails after a minute. Its report counts
+// as scored the rows of each chunk announced with an answer of the size a
+// worker gives, once.
 func (a *queueAnchor) score(ctx context.Context, rows, rowsPerRequest int) (batch.Report, error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	a.run++
-	chunks := (rows + rowsPerRequest - 1) / rowsPerRequest
+	keys := make([]string, 0, (rows+rowsPerRequest-1)/rowsPerRequest)
+	chunkRows := map[string]int{}
+	for first := 0; first < rows; first += rowsPerRequest {
+		key := fmt.Sprintf("run%d-chunk%d", a.run, len(keys))
+		keys, chunkRows[key] = append(keys, key), min(rowsPerRequest, rows-first)
+	}
 	slots := make(chan struct{}, a.inFlight)
-	announced := make(chan struct{}, chunks)
-	sub, err := a.js.Conn().Subscribe(anchorResults, func(*nats.Msg) {
+	announced := make(chan struct{}, len(keys))
+	scored := 0
+	sub, err := a.js.Conn().Subscribe(anchorResults, func(msg *nats.Msg) {
+		key := msg.Header.Get(hopsRecord)
+		n, ours := chunkRows[key]
+		if !ours {
+			return // another run's, or announced before
+		}
+		delete(chunkRows, key)
+		if len(msg.Data) == a.answerBytes {
+			scored += n
+		}
 		<-slots
 		announced <- struct{}{}
 	})
@@ -112,31 +119,30 @@ func (a *queueAnchor) score(ctx context.Context, rows, rowsPerRequest int) (batc
 		}
 		acked <- first
 	}()
-	err = a.publish(ctx, chunks, slots, acks)
+	err = a.publish(ctx, keys, slots, acks)
 	close(acks)
 	if err := cmp.Or(err, <-acked); err != nil {
 		return batch.Report{}, fmt.Errorf("the queue alone: %w", err)
 	}
-	for range chunks {
+	for range keys {
 		select {
 		case <-announced:
 		case <-ctx.Done():
 			return batch.Report{}, fmt.Errorf("the queue alone: not every chunk announced: %w", ctx.Err())
 		}
 	}
-	return batch.Report{Scored: rows, Elapsed: time.Since(start)}, nil
+	return batch.Report{Scored: scored, Elapsed: time.Since(start)}, nil // scored: written before the last announcement
 }
 
-// publish publishes chunks requests, each once a slot is free, and hands
-// their acks on.
-func (a *queueAnchor) publish(ctx context.Context, chunks int, slots chan<- struct{}, acks chan<- jetstream.PubAckFuture) error {
-	for i := range chunks {
+// publish publishes a request for each chunk of keys, once a slot is free,
+// and hands their acks on.
+func (a *queueAnchor) publish(ctx context.Context, keys []string, slots chan<- struct{}, acks chan<- jetstream.PubAckFuture) error {
+	for _, key := range keys {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		key := fmt.Sprintf("run%d-chunk%d", a.run, i)
 		msg := nats.NewMsg(hopsRequests)
 		msg.Data = a.request
 		msg.Header.Set(jetstream.MsgIDHeader, key)
@@ -152,22 +158,33 @@ func (a *queueAnchor) publish(ctx context.Context, chunks int, slots chan<- stru
 	return nil
 }
 
-// irisChunk is the request the batch client publishes for a chunk of rows
-// Iris rows, and the size of the answer a worker gives it with model.
-func irisChunk(tb testing.TB, rows int, model batch.Model) (request []byte, answerBytes int) {
+// firstChunk is the first request Sluice's batch client publishes for iris
+// and the first answer a worker announces, taken as they go by.
+type firstChunk struct{ requests, answers chan []byte }
+
+// captureFirstChunk subscribes, for one message each, before the batch runs.
+func captureFirstChunk(tb testing.TB, nc *nats.Conn) *firstChunk {
 	tb.Helper()
-	values := make([]float32, 0, 4*rows)
-	for i := range rows {
-		values = append(values, irisRow(i)...)
+	c := &firstChunk{requests: make(chan []byte, 1), answers: make(chan []byte, 1)}
+	for subject, into := range map[string]chan []byte{events.RequestSubjects("iris"): c.requests, events.ResultSubject("iris"): c.answers} {
+		sub, err := nc.Subscribe(subject, func(msg *nats.Msg) { into <- msg.Data })
+		require.NoError(tb, err)
+		require.NoError(tb, sub.AutoUnsubscribe(1))
 	}
-	input := oip.Tensor{Name: "input", Shape: []int64{int64(rows), 4}, Datatype: oip.FP32, Data: values}
-	all := func(string) bool { return true }
-	request, _, err := oip.AppendInferenceRequestBinary(nil, &oip.InferenceRequest{ID: "0123456789abcdef-0", Inputs: []oip.Tensor{input},
-		Parameters: map[string]any{"binary_data_output": true}}, all)
-	require.NoError(tb, err)
-	outputs, err := model.Run([]oip.Tensor{input})
-	require.NoError(tb, err)
-	answer, _, err := oip.AppendInferenceResponseBinary(nil, &oip.InferenceResponse{ModelName: "iris", ModelVersion: "1", ID: "0123456789abcdef-0", Outputs: outputs}, all)
-	require.NoError(tb, err)
-	return request, len(answer)
+	return c
+}
+
+// take is the request and the size of the answer, once both have gone by.
+func (c *firstChunk) take(tb testing.TB) (request []byte, answerBytes int) {
+	tb.Helper()
+	receive := func(ch chan []byte) []byte {
+		select {
+		case data := <-ch:
+			return data
+		case <-time.After(10 * time.Second):
+			tb.Fatal("no chunk of the batch went by")
+			return nil
+		}
+	}
+	return receive(c.requests), len(receive(c.answers))
 }

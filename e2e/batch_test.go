@@ -295,10 +295,14 @@ func BenchmarkBatchScoring(b *testing.B) {
 		cfg.Output = filepath.Join(dir, fmt.Sprintf("local-%d.jsonl", i))
 		local.measure(b, rows, func() (batch.Report, error) { return batch.RunLocal(context.Background(), cfg, signature, models) })
 		cfg.Output = filepath.Join(dir, fmt.Sprintf("out-%d.jsonl", i))
+		var first *firstChunk
+		if anchor == nil {
+			first = captureFirstChunk(b, platform.js.Conn())
+		}
 		report := sluice.measure(b, rows, func() (batch.Report, error) { return batch.Run(context.Background(), platform.js, cfg, nil) })
 		if anchor == nil {
 			b.StopTimer()
-			request, answerBytes := irisChunk(b, report.RowsPerRequest, models[0])
+			request, answerBytes := first.take(b)
 			anchor = startQueueAnchor(b, platform.srv, platform.js, request, answerBytes, 2)
 			b.StartTimer()
 		}

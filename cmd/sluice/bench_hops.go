@@ -74,23 +74,15 @@ func benchHops(ctx context.Context, body string, concurrencies []int, duration t
 	if err != nil {
 		return nil, err
 	}
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: hopsStream, Subjects: []string{hopsRequests},
-		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
-	if err != nil {
-		return nil, err
-	}
-	if _, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: hopsStream, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
-		return nil, err
-	}
-	results, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: hopsBucket, History: 1, TTL: time.Hour, Storage: jetstream.FileStorage})
-	if err != nil {
-		return nil, err
-	}
 	stop, err := startHopsConsumer(ctx, srv.ClientURL())
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
+	results, err := js.KeyValue(ctx, hopsBucket) // the consumer made it
+	if err != nil {
+		return nil, err
+	}
 
 	replies := &hopsInbox{waiting: map[string]chan struct{}{}}
 	sub, err := nc.Subscribe(hopsReplies+"*", replies.deliver)
@@ -199,10 +191,11 @@ func startHopsConsumer(ctx context.Context, natsURL string) (func(), error) {
 	return stop, nil
 }
 
-// hopsConsume is the anchor's consumer process: it pulls the anchor's
-// requests, puts a result for each that asks (and announces it when asked),
-// replies to each that waits, acks each, and says on stdout once it
-// consumes; it stops when ctx ends (main's: on SIGINT).
+// hopsConsume is the anchor's consumer process: it makes the anchor's
+// work-queue stream, its consumer and the results bucket unless they are
+// there, pulls the anchor's requests, puts a result for each that asks (and
+// announces it when asked), replies to each that waits, acks each, and says
+// on stdout once it consumes; it stops when ctx ends (main's: on SIGINT).
 func hopsConsume(ctx context.Context, natsURL string) error {
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
@@ -213,11 +206,16 @@ func hopsConsume(ctx context.Context, natsURL string) error {
 	if err != nil {
 		return err
 	}
-	results, err := js.KeyValue(ctx, hopsBucket)
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: hopsStream, Subjects: []string{hopsRequests},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
 	if err != nil {
 		return err
 	}
-	consumer, err := js.Consumer(ctx, hopsStream, hopsStream)
+	consumer, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: hopsStream, AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		return err
+	}
+	results, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: hopsBucket, History: 1, TTL: time.Hour, Storage: jetstream.FileStorage})
 	if err != nil {
 		return err
 	}
