@@ -31,6 +31,7 @@ type benchFlags struct {
 	model, spec string
 	duration    time.Duration
 	concurrency []int
+	rounds      int
 	batches     []int
 	libraryPath string
 	function    string
@@ -47,6 +48,8 @@ type benchRow struct {
 	rate          float64
 	unit, comment string
 	requests      uint64 // sent, for the load levels
+	// rounds are the throughputs of each round of an interleaved level.
+	rounds []float64
 }
 
 func newBenchCommand() *cobra.Command {
@@ -61,7 +64,9 @@ anchor and its goal last:
      publish, a consumer process that replies and acks; none of the platform's work);
   3. the platform: it starts 'sluice up' as a separate process, deploys --spec, and drives
      POST /v2/models/NAME/infer (one row per request) with a closed-loop load generator
-     (vegeta) at each --concurrency for --duration, reporting p50, p99 and requests/s; then
+     (vegeta) at each --concurrency for --duration, reporting p50, p99 and requests/s; these
+     sync levels and the hops alone at the same concurrency take turns, in --rounds rounds,
+     so that each ratio compares the two in the same seconds; then
      asynchronous calls, the memory of 'sluice up', and that of a 'sluice activator' of its
      own (NATS in another process) over three rounds of asynchronous calls; then cold starts, and
      the decision (poke → scale call) of each, alone and again under the sync load.`,
@@ -87,6 +92,7 @@ anchor and its goal last:
 	flags.StringVar(&f.spec, "spec", "deploy/demo/iris.yaml", "Function YAML deployed for the platform measurement")
 	flags.DurationVar(&f.duration, "duration", 10*time.Second, "length of each load level")
 	flags.IntSliceVar(&f.concurrency, "concurrency", []int{1, 16}, "requests in flight at each load level")
+	flags.IntVar(&f.rounds, "rounds", 3, "rounds the sync levels of the hops alone and of the platform take turns in, --duration in all")
 	flags.IntSliceVar(&f.batches, "batches", []int{1, 32, 256, 4096, 16384}, "batch sizes for the in-process measurement")
 	flags.StringVar(&f.libraryPath, "onnxruntime-lib", "", "path of libonnxruntime.so")
 	flags.StringVar(&f.function, "function", "iris", "function name in --spec")
@@ -134,8 +140,14 @@ func benchGoals(rows []benchRow) []benchRow {
 		if !ok || !okAnchor {
 			continue
 		}
-		goals = append(goals, benchRow{what: fmt.Sprintf("— %s, over %s", row.what, level.anchorName), rate: row.rate / anchor.rate, unit: "x",
-			comment: fmt.Sprintf("goal >= %.0f req/s: %.2fx the goal; the anchor does %.2fx the goal", level.goal, row.rate/level.goal, anchor.rate/level.goal)})
+		comment := fmt.Sprintf("goal >= %.0f req/s: %.2fx the goal; the anchor does %.2fx the goal", level.goal, row.rate/level.goal, anchor.rate/level.goal)
+		if len(row.rounds) > 1 && len(row.rounds) == len(anchor.rounds) {
+			comment += "; round by round"
+			for i := range row.rounds {
+				comment += fmt.Sprintf(" %.2fx", row.rounds[i]/anchor.rounds[i])
+			}
+		}
+		goals = append(goals, benchRow{what: fmt.Sprintf("— %s, over %s", row.what, level.anchorName), rate: row.rate / anchor.rate, unit: "x", comment: comment})
 	}
 	return goals
 }
@@ -261,20 +273,25 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 	body := `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}`
 	target := vegeta.Target{Method: http.MethodPost, URL: url + "/v2/models/" + f.function + "/infer", Body: []byte(body),
 		Header: http.Header{"Content-Type": {"application/json"}}}
-	rows := []benchRow{benchBareHTTP(body, f.concurrency[len(f.concurrency)-1], f.duration)}
-	hops, err := benchHops(ctx, body, f.concurrency, f.duration)
+	concurrency := f.concurrency[len(f.concurrency)-1]
+	rows := []benchRow{benchBareHTTP(body, concurrency, f.duration)}
+	err = withHops(ctx, body, func(hops hopsAnchor) {
+		var levels []level
+		for _, concurrency := range f.concurrency {
+			levels = append(levels, level{hops.sync, concurrency, atConcurrency(hopsSyncRow, concurrency)},
+				level{target, concurrency, atConcurrency(syncRow, concurrency)})
+		}
+		rows = append(rows, interleaved(levels, f.rounds, f.duration)...)
+		rows = append(rows, peakRSS(pid, "sluice up peak RSS after the sync levels"))
+		async := target
+		async.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}}
+		rows = append(rows, attack(hops.async, concurrency, f.duration, atConcurrency(hopsAsyncRow, concurrency)),
+			attack(hops.records, concurrency, f.duration, atConcurrency(hopsRecordsRow, concurrency)),
+			attack(async, concurrency, f.duration, atConcurrency(asyncRow, concurrency)))
+	})
 	if err != nil {
 		return nil, err
 	}
-	rows = append(rows, hops...)
-	for _, concurrency := range f.concurrency {
-		rows = append(rows, attack(target, concurrency, f.duration, atConcurrency(syncRow, concurrency)))
-	}
-	rows = append(rows, peakRSS(pid, "sluice up peak RSS after the sync levels"))
-	async := target
-	async.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}}
-	concurrency := f.concurrency[len(f.concurrency)-1]
-	rows = append(rows, attack(async, concurrency, f.duration, atConcurrency(asyncRow, concurrency)))
 	rows = append(rows, peakRSS(pid, "sluice up peak RSS after the async level too"))
 	activatorRows, err := benchActivatorMemory(ctx, f, natsAddr, dataDir, captured)
 	if err != nil {
@@ -445,6 +462,15 @@ func attack(target vegeta.Target, concurrency int, duration time.Duration, what 
 
 // attackUntil is attack that also ends when stop, if not nil, is closed.
 func attackUntil(target vegeta.Target, concurrency int, duration time.Duration, stop <-chan struct{}, what string) benchRow {
+	var metrics vegeta.Metrics
+	attackInto(target, concurrency, duration, stop, what, &metrics)
+	return rowOf(&metrics, what)
+}
+
+// attackInto drives target with a closed loop of concurrency clients for
+// duration, or until stop, if not nil, is closed, and adds each result to
+// each of into.
+func attackInto(target vegeta.Target, concurrency int, duration time.Duration, stop <-chan struct{}, what string, into ...*vegeta.Metrics) {
 	attacker := vegeta.NewAttacker(vegeta.Workers(uint64(concurrency)), vegeta.MaxWorkers(uint64(concurrency)),
 		vegeta.KeepAlive(true), vegeta.Connections(concurrency), vegeta.Timeout(30*time.Second))
 	if stop != nil {
@@ -458,10 +484,15 @@ func attackUntil(target vegeta.Target, concurrency int, duration time.Duration, 
 			}
 		}()
 	}
-	var metrics vegeta.Metrics
 	for result := range attacker.Attack(vegeta.NewStaticTargeter(target), vegeta.Rate{}, duration, what) {
-		metrics.Add(result)
+		for _, metrics := range into {
+			metrics.Add(result)
+		}
 	}
+}
+
+// rowOf is the row of the results in metrics.
+func rowOf(metrics *vegeta.Metrics, what string) benchRow {
 	metrics.Close()
 	comment := fmt.Sprintf("%d requests, %.2f%% ok", metrics.Requests, 100*metrics.Success)
 	if len(metrics.Errors) > 0 {
@@ -469,6 +500,40 @@ func attackUntil(target vegeta.Target, concurrency int, duration time.Duration, 
 	}
 	return benchRow{what: what, p50: metrics.Latencies.P50, p99: metrics.Latencies.P99,
 		rate: metrics.Throughput, unit: "req/s", comment: comment, requests: metrics.Requests}
+}
+
+// level is one load level: concurrency clients on target, reported as what.
+type level struct {
+	target      vegeta.Target
+	concurrency int
+	what        string
+}
+
+// interleaved drives each level in turn for duration/rounds, rounds times,
+// and reports each level over all its rounds, with each round's throughput:
+// a ratio of two levels then compares them on the machine as it was in the
+// same seconds, not minutes apart (this machine's speed drifts by a quarter).
+func interleaved(levels []level, rounds int, duration time.Duration) []benchRow {
+	rounds = max(rounds, 1)
+	all := make([]vegeta.Metrics, len(levels))
+	throughputs := make([][]float64, len(levels))
+	ok, seconds := make([]float64, len(levels)), make([]float64, len(levels))
+	for range rounds {
+		for i, level := range levels {
+			var round vegeta.Metrics
+			attackInto(level.target, level.concurrency, duration/time.Duration(rounds), nil, level.what, &round, &all[i])
+			round.Close()
+			throughputs[i] = append(throughputs[i], round.Throughput)
+			ok[i] += round.Success * float64(round.Requests)
+			seconds[i] += (round.Duration + round.Wait).Seconds() // what vegeta's throughput divides by
+		}
+	}
+	rows := make([]benchRow, len(levels))
+	for i, level := range levels {
+		rows[i] = rowOf(&all[i], level.what)
+		rows[i].rate, rows[i].rounds = ok[i]/seconds[i], throughputs[i] // not over the other levels' turns
+	}
+	return rows
 }
 
 // peakRSS reads the resident set of `sluice up`, process pid.

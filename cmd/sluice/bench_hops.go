@@ -41,53 +41,61 @@ const (
 // hopsAnswer is what the hops anchor answers: an OIP response of one label.
 var hopsAnswer = []byte(`{"model_name":"iris","outputs":[{"name":"label","shape":[1],"datatype":"INT64","data":[0]}]}`)
 
-// benchHops is the anchor of the synchronous and asynchronous throughputs:
+// hopsAnchor is the anchor of the synchronous and asynchronous throughputs:
 // the hops a prediction makes, with none of Sluice's work, on the same two
-// cores. This process runs an embedded nats-server with JetStream on disk
-// and an HTTP server with JSON, as benchBareHTTP, which publishes each body
-// to a work-queue stream (file storage, a Nats-Msg-Id) through an in-process
-// connection, as `sluice up`'s activator does, and waits for the stored ack.
-// A consumer process (this executable, --hops-consumer), as a worker, pulls
-// on TCP, publishes the reply a synchronous request waits for on an inbox,
-// and acks. The third row adds the records of an asynchronous request: a
-// pending record created before the publish, the result put by the consumer.
-func benchHops(ctx context.Context, body string, concurrencies []int, duration time.Duration) ([]benchRow, error) {
+// cores. withHops runs, in this process, an embedded nats-server with
+// JetStream on disk and an HTTP server with JSON, as benchBareHTTP, which
+// publishes each body to a work-queue stream (file storage, a Nats-Msg-Id)
+// through an in-process connection, as `sluice up`'s activator does, and
+// waits for the stored ack. A consumer process (this executable,
+// --hops-consumer), as a worker, pulls on TCP, publishes the reply a
+// synchronous request waits for on an inbox, and acks. Its targets: sync,
+// async (202 once stored), and records, async with the records of an
+// asynchronous request (a pending record created before the publish, the
+// result put by the consumer).
+type hopsAnchor struct {
+	sync, async, records vegeta.Target
+}
+
+// withHops starts the hops anchor for requests of body, hands it to use,
+// and stops it once use returns.
+func withHops(ctx context.Context, body string, use func(hopsAnchor)) error {
 	dir, err := os.MkdirTemp("", "sluice-bench-hops-")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer os.RemoveAll(dir)
 	cfg := embedded.DefaultConfig()
 	cfg.Port, cfg.StoreDir = -1, dir
 	srv, err := embedded.Start(cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer srv.WaitForShutdown()
 	defer srv.Shutdown()
 	nc, err := nats.Connect("", nats.InProcessServer(srv))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	stop, err := startHopsConsumer(ctx, srv.ClientURL())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer stop()
 	results, err := js.KeyValue(ctx, hopsBucket) // the consumer made it
 	if err != nil {
-		return nil, err
+		return err
 	}
 
 	replies := &hopsInbox{waiting: map[string]chan struct{}{}}
 	sub, err := nc.Subscribe(hopsReplies+"*", replies.deliver)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer sub.Unsubscribe()
 	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -101,16 +109,13 @@ func benchHops(ctx context.Context, body string, concurrencies []int, duration t
 		_, _ = w.Write(hopsAnswer)
 	}))
 	defer server.Close()
-	target := vegeta.Target{Method: http.MethodPost, URL: server.URL, Body: []byte(body), Header: http.Header{"Content-Type": {"application/json"}}}
-	var rows []benchRow
-	for _, concurrency := range concurrencies {
-		rows = append(rows, attack(target, concurrency, duration, atConcurrency(hopsSyncRow, concurrency)))
-	}
-	concurrency := concurrencies[len(concurrencies)-1]
-	target.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}}
-	rows = append(rows, attack(target, concurrency, duration, atConcurrency(hopsAsyncRow, concurrency)))
-	target.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}, hopsRecord: {"true"}}
-	return append(rows, attack(target, concurrency, duration, atConcurrency(hopsRecordsRow, concurrency))), nil
+	var anchor hopsAnchor
+	anchor.sync = vegeta.Target{Method: http.MethodPost, URL: server.URL, Body: []byte(body), Header: http.Header{"Content-Type": {"application/json"}}}
+	anchor.async, anchor.records = anchor.sync, anchor.sync
+	anchor.async.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}}
+	anchor.records.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}, hopsRecord: {"true"}}
+	use(anchor)
+	return nil
 }
 
 // hopsRequest does the hops of one request of the anchor and says what to

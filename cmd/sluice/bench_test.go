@@ -1,10 +1,14 @@
 package main
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
 )
 
 // Each goal row reads its figure and its anchor at the concurrency the goal
@@ -33,4 +37,34 @@ func TestBenchGoalsReadsEachFigureBesideItsOwnAnchor(t *testing.T) {
 	require.Equal(t, 700*time.Microsecond, goals[0].p50, "the overhead is over batch 1's p50, not batch 16's")
 	require.Equal(t, 2*time.Millisecond, goals[0].p99)
 	require.Contains(t, goals[0].comment, "the hops alone take 400µs p50, 1ms p99 of it")
+
+	rows[0].rounds, rows[1].rounds = []float64{3000, 5000}, []float64{6000, 8000}
+	require.Contains(t, benchGoals(rows)[1].comment, "round by round 0.50x 0.62x", "each round's figure over its anchor in the same round")
+}
+
+// The levels take turns, round by round, and each level's throughput counts
+// only its own turns.
+func TestInterleavedLevelsTakeTurns(t *testing.T) {
+	var mu sync.Mutex
+	var hits []string
+	server := func(name string) vegeta.Target {
+		s := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+			mu.Lock()
+			if len(hits) == 0 || hits[len(hits)-1] != name {
+				hits = append(hits, name)
+			}
+			mu.Unlock()
+		}))
+		t.Cleanup(s.Close)
+		return vegeta.Target{Method: http.MethodGet, URL: s.URL}
+	}
+	start := time.Now()
+	rows := interleaved([]level{{server("a"), 2, "a"}, {server("b"), 2, "b"}}, 2, 400*time.Millisecond)
+	wall := time.Since(start)
+	require.Equal(t, []string{"a", "b", "a", "b"}, hits)
+	for _, row := range rows {
+		require.Len(t, row.rounds, 2)
+		require.Positive(t, row.requests)
+		require.Greater(t, row.rate, 1.5*float64(row.requests)/wall.Seconds(), "%s: its rate is over its own turns, about half the time", row.what)
+	}
 }
