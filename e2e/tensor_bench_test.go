@@ -112,6 +112,9 @@ func BenchmarkLargeTensor(b *testing.B) {
 		b.ReportMetric(100*float64(overBinary-inProcess)/float64(inProcess), "binary-overhead-%")
 		b.ReportMetric(100*float64(overJSON-inProcess)/float64(inProcess), "json-overhead-%")
 		b.ReportMetric(float64(floor.Microseconds())/1000, "transport-floor-ms")
+		// The 10 % goal is below the transport floor alone: this design is
+		// held to the floor and the inference, plus at most 2.5 ms.
+		b.ReportMetric(float64((overBinary-inProcess-floor).Microseconds())/1000, "binary-over-floor-and-inference-ms(design<=2.5)")
 	}
 }
 

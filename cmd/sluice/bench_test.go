@@ -36,7 +36,8 @@ func TestBenchGoalsReadsEachFigureBesideItsOwnAnchor(t *testing.T) {
 	require.Len(t, goals, 3)
 	require.Equal(t, 700*time.Microsecond, goals[0].p50, "the overhead is over batch 1's p50, not batch 16's")
 	require.Equal(t, 2*time.Millisecond, goals[0].p99)
-	require.Contains(t, goals[0].comment, "the hops alone take 400µs p50, 1ms p99 of it")
+	require.Contains(t, goals[0].comment, "the hops alone take 400µs p50, 1ms p99 of it; this design's goal p50 <= the hops' + 0.4ms (0.88x), p99 <= the hops' + 1.5ms (0.80x)")
+	require.Contains(t, goals[1].comment, "this design's goal >= 0.50x the anchor: 1.00x it")
 
 	rows[0].rounds, rows[1].rounds = []float64{3000, 5000}, []float64{6000, 8000}
 	require.Contains(t, benchGoals(rows)[1].comment, "round by round 0.50x 0.62x", "each round's figure over its anchor in the same round")
