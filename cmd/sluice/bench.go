@@ -180,7 +180,7 @@ func atConcurrency(what string, concurrency int) string {
 // benchBareHTTP is the anchor of the platform's throughputs: a Go HTTP
 // server that decodes the same JSON body and answers a small JSON object, on
 // the same cores as the load generator, at concurrency.
-func benchBareHTTP(body string, concurrency int, duration time.Duration) benchRow {
+func benchBareHTTP(concurrency int, duration time.Duration) benchRow {
 	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var request map[string]any
 		if err := json.NewDecoder(r.Body).Decode(&request); err != nil {
@@ -191,8 +191,22 @@ func benchBareHTTP(body string, concurrency int, duration time.Duration) benchRo
 		_ = json.NewEncoder(w).Encode(map[string]any{"model_name": "iris", "outputs": []any{map[string]any{"name": "label", "data": []int{0}}}})
 	}))
 	defer server.Close()
-	target := vegeta.Target{Method: http.MethodPost, URL: server.URL, Body: []byte(body), Header: http.Header{"Content-Type": {"application/json"}}}
-	return attack(target, concurrency, duration, atConcurrency(bareRow, concurrency))
+	return attack(postJSON(server.URL), concurrency, duration, atConcurrency(bareRow, concurrency))
+}
+
+// irisBody is the body of every benchmarked prediction: one Iris row.
+const irisBody = `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}`
+
+// postJSON is a POST of irisBody to url.
+func postJSON(url string) vegeta.Target {
+	return vegeta.Target{Method: http.MethodPost, URL: url, Body: []byte(irisBody), Header: http.Header{"Content-Type": {"application/json"}}}
+}
+
+// preferAsync is target asking for an asynchronous answer (202).
+func preferAsync(target vegeta.Target) vegeta.Target {
+	target.Header = target.Header.Clone()
+	target.Header.Set("Prefer", "respond-async")
+	return target
 }
 
 // benchRuntime runs the model in this process at each batch size for a
@@ -278,24 +292,19 @@ func benchPlatform(ctx context.Context, f benchFlags, logs io.Writer) ([]benchRo
 		return nil, err
 	}
 	defer stop()
-	body := `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}`
-	target := vegeta.Target{Method: http.MethodPost, URL: url + "/v2/models/" + f.function + "/infer", Body: []byte(body),
-		Header: http.Header{"Content-Type": {"application/json"}}}
+	target := postJSON(url + "/v2/models/" + f.function + "/infer")
 	concurrency := f.concurrency[len(f.concurrency)-1]
-	rows := []benchRow{benchBareHTTP(body, concurrency, f.duration)}
-	err = withHops(ctx, body, func(hops hopsAnchor) {
+	rows := []benchRow{benchBareHTTP(concurrency, f.duration)}
+	err = withHops(ctx, func(hops hopsAnchor) {
 		var levels []level
-		for _, concurrency := range f.concurrency {
-			levels = append(levels, level{hops.sync, concurrency, atConcurrency(hopsSyncRow, concurrency)},
-				level{target, concurrency, atConcurrency(syncRow, concurrency)})
+		for _, c := range f.concurrency {
+			levels = append(levels, level{hops.sync, c, atConcurrency(hopsSyncRow, c)}, level{target, c, atConcurrency(syncRow, c)})
 		}
 		rows = append(rows, interleaved(levels, f.rounds, f.duration)...)
 		rows = append(rows, peakRSS(pid, "sluice up peak RSS after the sync levels"))
-		async := target
-		async.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}}
 		rows = append(rows, attack(hops.async, concurrency, f.duration, atConcurrency(hopsAsyncRow, concurrency)),
 			attack(hops.records, concurrency, f.duration, atConcurrency(hopsRecordsRow, concurrency)),
-			attack(async, concurrency, f.duration, atConcurrency(asyncRow, concurrency)))
+			attack(preferAsync(target), concurrency, f.duration, atConcurrency(asyncRow, concurrency)))
 	})
 	if err != nil {
 		return nil, err
@@ -393,9 +402,7 @@ func benchActivatorMemory(ctx context.Context, f benchFlags, natsAddr, dataDir s
 		return nil, err
 	}
 	defer stop()
-	body := `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}`
-	async := vegeta.Target{Method: http.MethodPost, URL: url + "/v2/models/" + f.function + "/infer", Body: []byte(body),
-		Header: http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}}}
+	async := preferAsync(postJSON(url + "/v2/models/" + f.function + "/infer"))
 	concurrency := f.concurrency[len(f.concurrency)-1]
 	var rows []benchRow
 	total := uint64(0)
@@ -419,11 +426,10 @@ func freeAddr() (string, error) {
 
 // waitForFunction polls until one prediction succeeds, so the worker is warm.
 func waitForFunction(ctx context.Context, url, function string) error {
-	body := `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}`
 	client := &http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := client.Post(url+"/v2/models/"+function+"/infer", "application/json", strings.NewReader(body))
+		resp, err := client.Post(url+"/v2/models/"+function+"/infer", "application/json", strings.NewReader(irisBody))
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

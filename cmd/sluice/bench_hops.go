@@ -57,9 +57,9 @@ type hopsAnchor struct {
 	sync, async, records vegeta.Target
 }
 
-// withHops starts the hops anchor for requests of body, hands it to use,
-// and stops it once use returns.
-func withHops(ctx context.Context, body string, use func(hopsAnchor)) error {
+// withHops starts the hops anchor, hands it to use, and stops it once use
+// returns.
+func withHops(ctx context.Context, use func(hopsAnchor)) error {
 	dir, err := os.MkdirTemp("", "sluice-bench-hops-")
 	if err != nil {
 		return err
@@ -109,11 +109,8 @@ func withHops(ctx context.Context, body string, use func(hopsAnchor)) error {
 		_, _ = w.Write(hopsAnswer)
 	}))
 	defer server.Close()
-	var anchor hopsAnchor
-	anchor.sync = vegeta.Target{Method: http.MethodPost, URL: server.URL, Body: []byte(body), Header: http.Header{"Content-Type": {"application/json"}}}
-	anchor.async, anchor.records = anchor.sync, anchor.sync
-	anchor.async.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}}
-	anchor.records.Header = http.Header{"Content-Type": {"application/json"}, "Prefer": {"respond-async"}, hopsRecord: {"true"}}
+	anchor := hopsAnchor{sync: postJSON(server.URL), async: preferAsync(postJSON(server.URL)), records: preferAsync(postJSON(server.URL))}
+	anchor.records.Header.Set(hopsRecord, "true")
 	use(anchor)
 	return nil
 }
